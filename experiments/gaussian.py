@@ -1,0 +1,180 @@
+"""Gaussian-mixture experiments: mode interpolation, the exact-score control,
+and trajectory-variance detection (1D mixture, 5x5 grid, rotated grid)."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from mode_interp import diffusion, exact_score, hallucination, pipeline, plots, samplers
+from mode_interp.data import gaussians
+
+
+def make_mixture(cfg) -> gaussians.Mixture:
+  means = tuple(cfg.data.means) if cfg.data.name == "gaussian1d" else None
+  return gaussians.make_mixture(cfg.data.name, means=means or (1.0, 2.0, 3.0), std=cfg.data.std)
+
+
+def _rate(flags) -> dict:
+  flags = np.asarray(flags, bool)
+  lo, hi = hallucination.binomial_interval(int(flags.sum()), len(flags))
+  return {"rate": float(flags.mean()), "count": int(flags.sum()), "n": len(flags), "ci95": [lo, hi]}
+
+
+def sample_and_cache(cfg, wd, name, sample_jit, params, num_samples, mesh, step):
+  """Samples once per (checkpoint step, num_samples); reruns reuse the file."""
+  cached = wd.load_arrays(name)
+  if cached is not None and int(cached["step"]) == step and len(cached["samples"]) == num_samples:
+    logging.info("reusing %s (step %d, %d samples)", name, step, num_samples)
+    return cached["samples"], cached["traj_variance"], float(cached["seconds"])
+  t0 = time.time()
+  out = pipeline.draw_samples(cfg, sample_jit, params, num_samples, mesh=mesh, label=name)
+  seconds = time.time() - t0
+  wd.save_arrays(name, samples=out.samples, traj_variance=out.traj_variance, step=step,
+                 seconds=seconds)
+  return out.samples, out.traj_variance, seconds
+
+
+def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, prefix=""):
+  """Samples with the learned and the exact score and measures everything."""
+  shape = (mixture.dim,)
+  schedule = pipeline.make_schedule(cfg)
+  model = pipeline.make_model(cfg)
+  n = cfg.sample.num_samples
+  learned_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh)
+  exact_eps = exact_score.make_exact_eps_fn(schedule, mixture.means, mixture.std)
+  exact_jit = pipeline.make_sampler(cfg, exact_eps, shape, mesh=mesh)
+
+  x, tv, secs = sample_and_cache(cfg, wd, f"{prefix}samples.npz", learned_jit, params, n, mesh,
+                                 step)
+  xe, tve, _ = sample_and_cache(cfg, wd, f"{prefix}exact_samples.npz", exact_jit, None, n, mesh,
+                                step)
+  k = cfg.detect.k_sigma
+  hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, k)
+  hal_exact = hallucination.mixture_hallucinations(xe, mixture.means, mixture.std, k)
+  hal_train = hallucination.mixture_hallucinations(train_data, mixture.means, mixture.std, k)
+  det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,
+                                        cfg.detect.remove_hallucinations)
+  covered = np.unique(hallucination.nearest_mode(x[~hal], mixture.means)).size if (~hal).any() else 0
+  steps = cfg.diffusion.timesteps if cfg.sample.sampler == "ddpm" else \
+      len(samplers.ddim_timesteps(cfg.diffusion.timesteps, cfg.sample.num_steps))
+  res = {
+      "num_samples": n,
+      "hallucination_rate": float(hal.mean()),
+      "hallucination": _rate(hal),
+      "true_score_hallucination_rate": float(hal_exact.mean()),
+      "true_score_hallucination": _rate(hal_exact),
+      "rule": {"k_sigma": k, "false_positive_rate_training_data": float(hal_train.mean()),
+               "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k)},
+      "modes_covered": int(covered), "num_modes": len(mixture.means),
+      "detection": det,
+      "trajectory_variance": {
+          "median_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
+          "median_hallucination": float(np.median(tv[hal])) if hal.any() else None},
+      "sampling": {"sampler": cfg.sample.sampler, "reverse_steps": steps, "seconds": secs,
+                   "ms_per_reverse_step": 1e3 * secs / steps},
+  }
+  if not figures:
+    return res
+  f = wd.figure
+  if mixture.dim == 1:
+    plots.hist_1d(f(f"{prefix}histogram.png"), train_data, x, exact=xe, means=mixture.means)
+  else:
+    plots.scatter_2d(f(f"{prefix}scatter.png"), train_data[:20_000], x, hal, exact=xe,
+                     title=cfg.data.name)
+  _predictor_figure(cfg, f(f"{prefix}predictor.png"), mixture, schedule, model, params)
+  groups = {"in support": ~hal, "hallucination": hal}
+  plots.variance_hist(f(f"{prefix}trajectory_variance.png"), tv, groups, det["threshold"])
+  if det["auroc"] is not None:
+    fpr, tpr = hallucination.roc_curve(tv, hal)
+    plots.roc(f(f"{prefix}roc.png"), fpr, tpr, det["auroc"],
+              point=(1 - det["in_support_retained"], det["hallucinations_removed"]))
+  return res
+
+
+def _predictor_figure(cfg, path, mixture, schedule, model, params):
+  """Learned vs exact E[x0 | x_t] along a line through neighbouring modes."""
+  means = mixture.means
+  if mixture.dim == 1:
+    xs = np.linspace(means.min() - 0.5, means.max() + 0.5, 600)
+    pts = xs[:, None]
+  else:  # the line through the row of modes nearest the origin, along the first axis
+    row = means[np.argmin(np.abs(means[:, 1]))][1]
+    xs = np.linspace(means[:, 0].min() - 0.2, means[:, 0].max() + 0.2, 600)
+    pts = np.stack([xs, np.full_like(xs, row)], 1)
+  learned, exact = [], []
+  times = [t for t in cfg.plots.predictor_times if t < schedule.timesteps]
+  apply = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
+  for t in times:
+    # Points at the scale of x_t: the mode line scaled by sqrt(alphas_bar_t).
+    xt = jnp.asarray(pts * float(schedule.sqrt_alphas_bar[t]), jnp.float32)
+    tb = jnp.full((len(xt),), t, jnp.int32)
+    eps = apply(params, xt, tb)
+    learned.append(np.asarray(diffusion.x0_from_eps(schedule, xt, tb, eps))[:, 0])
+    exact.append(np.asarray(exact_score.mixture_posterior_mean(schedule, means, mixture.std,
+                                                              xt, tb))[:, 0])
+  plots.predictor_curves(path, xs, learned, exact, times, means=np.unique(means[:, 0]),
+                         xlabel="x_t / sqrt(alpha_bar_t)")
+
+
+def run_single(cfg, wd, mesh, mixture, train_data, subdir="", prefix=""):
+  t0 = time.time()
+  state = pipeline.train_model(cfg, train_data, wd, mesh=mesh, subdir=subdir,
+                               label=f"train{'/' + subdir if subdir else ''}")
+  train_s = time.time() - t0
+  step = int(jax.device_get(state.step))
+  res = evaluate(cfg, wd, mesh, mixture, train_data, state.ema_params, step,
+                 figures=not subdir, prefix=prefix)
+  res["train"] = {"steps": step, "seconds_this_run": train_s}
+  return res
+
+
+def run_sweep(cfg, wd, mesh, mixture):
+  """Hallucination rate against the number of training points and against T."""
+  import ml_collections
+  table = []
+  for field, values in (("num_train", cfg.sweep.num_train), ("timesteps", cfg.sweep.timesteps)):
+    for v in values:
+      c = ml_collections.ConfigDict(cfg.to_dict())
+      c.train.steps = cfg.sweep.steps
+      c.sample.num_samples = cfg.sweep.num_samples
+      if field == "num_train":
+        c.data.num_train = v
+      else:
+        c.diffusion.timesteps = v
+      data = mixture.sample(c.data.num_train, seed=cfg.seed)
+      tag = f"sweep_{field}_{v}"
+      logging.info("sweep: %s = %d", field, v)
+      r = run_single(c, wd, mesh, mixture, data, subdir=tag, prefix=f"{tag}_")
+      table.append({"field": field, "value": v, "num_train": c.data.num_train,
+                    "timesteps": c.diffusion.timesteps,
+                    "hallucination_rate": r["hallucination_rate"],
+                    "ci95": r["hallucination"]["ci95"],
+                    "true_score_hallucination_rate": r["true_score_hallucination_rate"],
+                    "auroc": r["detection"]["auroc"], "num_samples": r["num_samples"]})
+  panels = {}
+  for field in ("num_train", "timesteps"):
+    rows = [r for r in table if r["field"] == field]
+    panels[field] = ([r["value"] for r in rows], [r["hallucination_rate"] for r in rows],
+                     [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows])
+  plots.sweep_lines(wd.figure("sweep.png"), panels)
+  return {"sweep": table}
+
+
+def run(cfg, wd, mesh, info=None):
+  mixture = make_mixture(cfg)
+  train_data = mixture.sample(cfg.data.num_train, seed=cfg.seed)
+  if cfg.sweep.enabled:
+    res = run_sweep(cfg, wd, mesh, mixture)
+  else:
+    res = run_single(cfg, wd, mesh, mixture, train_data)
+  res = {"experiment": "gaussian", "data": cfg.data.name, "seed": cfg.seed, **(info or {}), **res}
+  wd.write_results(res)
+  if "hallucination_rate" in res:
+    d = res["detection"]
+    logging.info("hallucination rate %.4f (exact score %.4f); detection AUROC %s, removed %s at %s kept",
+                 res["hallucination_rate"], res["true_score_hallucination_rate"], d["auroc"],
+                 d["hallucinations_removed"], d["in_support_retained"])
+  return res

@@ -1,0 +1,91 @@
+r"""One entry point for every experiment; ``--config`` picks which.
+
+  python -m experiments.main --config=configs/shapes.py            # the main job
+  python -m experiments.main --config=configs/gaussian1d.py:paper --workdir=runs/g1d_paper
+  python -m experiments.main --config=configs/grid25.py --config.train.steps=5000
+
+The config is validated before any work; ``--workdir`` (default
+``runs/<config>[_<variant>]``) follows the workdir contract, and rerunning on
+it resumes.
+"""
+
+import importlib
+import logging as py_logging
+import os
+import platform
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mode_interp import config_check, sharding
+from mode_interp.errors import ConfigError, DataError, WorkdirError
+from mode_interp.workdir import Workdir
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:variant].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Output directory (default runs/<config>[_<variant>]).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host jobs).")
+flags.mark_flags_as_required(["config"])
+
+RUNNERS = {
+    "gaussian": "experiments.gaussian",
+    "shapes": "experiments.shapes",
+    "recursive": "experiments.recursive",
+}
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, variant = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("runs", f"{name}_{variant}" if variant else name)
+
+
+def machine_info() -> dict:
+  devs = jax.devices()
+  return {"platform": devs[0].platform, "device_kind": devs[0].device_kind,
+          "device_count": len(devs), "process_count": jax.process_count(),
+          "host": platform.node(), "cpu_count": os.cpu_count(), "jax": jax.__version__}
+
+
+def run(cfg, workdir: str, config_name: str = ""):
+  """Validates ``cfg``, prepares ``workdir`` and runs the experiment; returns results."""
+  config_check.validate(cfg)
+  mesh = sharding.make_mesh(cfg.num_devices or None)
+  for field in ("train.batch_size", "sample.chunk_size"):
+    sharding.check_divisible(cfg[field.split(".")[0]][field.split(".")[1]], mesh, field)
+  wd = Workdir(workdir)
+  changes = wd.write_config(cfg.to_dict())
+  for k, old, new in changes:
+    logging.info("config change on resume: %s: %r -> %r", k, old, new)
+  runner = importlib.import_module(RUNNERS[cfg.experiment])
+  logging.info("%s -> %s on %d %s device(s)", config_name or cfg.experiment, wd.path,
+               mesh.size, jax.devices()[0].platform)
+  return runner.run(cfg, wd, mesh, info={"config_name": config_name, "machine": machine_info()})
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Keeps the checkpoint library's per-save INFO chatter out of the progress log."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
+  workdir = FLAGS.workdir or default_workdir(config_arg)
+  sharding.maybe_initialize_distributed(FLAGS.distributed)
+  try:
+    run(FLAGS.config, workdir, config_name=config_arg)
+  except (ConfigError, DataError, WorkdirError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,137 @@
+"""Config validation: every bad value is refused before any work, in one line
+naming the field and what is allowed."""
+
+import numbers
+
+from mode_interp import diffusion, samplers
+from mode_interp.errors import ConfigError
+
+EXPERIMENTS = ("gaussian", "shapes", "recursive")
+DATA_NAMES = {
+    "gaussian": ("gaussian1d", "grid25", "grid25_rotated"),
+    "shapes": ("shapes",),
+    "recursive": ("gaussian1d", "grid25", "grid25_rotated", "mnist"),
+}
+MODELS = ("mlp", "unet")
+FILTERS = ("none", "random", "variance")
+
+
+def _get(cfg, field):
+  node = cfg
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(field, "missing from the config")
+    node = node[part]
+  return node
+
+
+def _int(cfg, field, lo=None, hi=None, hi_desc=None):
+  v = _get(cfg, field)
+  if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    raise ConfigError(field, f"must be an integer, got {v!r}")
+  if lo is not None and v < lo:
+    raise ConfigError(field, f"must be >= {lo}, got {v}")
+  if hi is not None and v > hi:
+    raise ConfigError(field, f"must be <= {hi_desc or hi}, got {v}")
+  return v
+
+
+def _float(cfg, field, lo=None, hi=None, lo_open=False, hi_open=False):
+  v = _get(cfg, field)
+  if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    raise ConfigError(field, f"must be a number, got {v!r}")
+  if lo is not None and (v < lo or (lo_open and v == lo)):
+    raise ConfigError(field, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+  if hi is not None and (v > hi or (hi_open and v == hi)):
+    raise ConfigError(field, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
+  return v
+
+
+def _choice(cfg, field, allowed):
+  v = _get(cfg, field)
+  if v not in allowed:
+    raise ConfigError(field, f"{v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+  return v
+
+
+def validate(cfg) -> None:
+  """Raises :class:`ConfigError` on the first bad field."""
+  exp = _choice(cfg, "experiment", EXPERIMENTS)
+  _int(cfg, "seed", lo=0)
+  _int(cfg, "num_devices", lo=0)
+  _choice(cfg, "data.name", DATA_NAMES[exp])
+  _int(cfg, "data.num_train", lo=1)
+
+  T = _int(cfg, "diffusion.timesteps", lo=1)
+  _choice(cfg, "diffusion.schedule", diffusion.SCHEDULES)
+  b0 = _float(cfg, "diffusion.beta_start", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  _float(cfg, "diffusion.beta_end", lo=b0, hi=1.0, hi_open=True)
+
+  model = _choice(cfg, "model.name", MODELS)
+  if model == "mlp":
+    _int(cfg, "model.width", lo=2)
+    _int(cfg, "model.num_blocks", lo=1)
+    if not isinstance(_get(cfg, "model.share_blocks"), bool):
+      raise ConfigError("model.share_blocks", "must be True or False")
+  else:
+    ch = _int(cfg, "model.ch", lo=1)
+    _int(cfg, "model.num_res_blocks", lo=1)
+    groups = _int(cfg, "model.num_groups", lo=1)
+    mult = _get(cfg, "model.ch_mult")
+    if not mult or any(not isinstance(m, int) or m < 1 for m in mult):
+      raise ConfigError("model.ch_mult", f"must be a non-empty tuple of positive ints, got {mult!r}")
+    bad = [ch * m for m in mult if (ch * m) % groups]
+    if ch % groups or bad:
+      raise ConfigError("model.num_groups",
+                        f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
+    _float(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
+
+  _int(cfg, "train.steps", lo=0)
+  bs = _int(cfg, "train.batch_size", lo=1)
+  _float(cfg, "train.lr", lo=0.0, lo_open=True)
+  _float(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
+  _float(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
+  _int(cfg, "train.warmup_steps", lo=0)
+  _float(cfg, "train.grad_clip", lo=0.0)
+  _float(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
+  _int(cfg, "train.log_every", lo=1)
+  _int(cfg, "train.ckpt_every", lo=1)
+  num_train = _get(cfg, "data.num_train")
+  if bs > num_train and exp != "shapes":
+    raise ConfigError("train.batch_size", f"{bs} exceeds data.num_train={num_train}")
+
+  _int(cfg, "sample.num_samples", lo=1)
+  sampler = _choice(cfg, "sample.sampler", samplers.sampler_names())
+  _choice(cfg, "sample.variance", diffusion.VARIANCES)
+  _int(cfg, "sample.chunk_size", lo=1)
+  steps = _int(cfg, "sample.num_steps", lo=0, hi=T, hi_desc=f"diffusion.timesteps={T}")
+  _float(cfg, "sample.eta", lo=0.0)
+  reverse_steps = T if sampler == "ddpm" or steps == 0 else \
+      len(samplers.ddim_timesteps(T, steps))
+  _int(cfg, "detect.window", lo=1, hi=reverse_steps,
+       hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
+  _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+
+  if exp == "gaussian" or (exp == "recursive" and cfg.data.name != "mnist"):
+    _float(cfg, "data.std", lo=0.0, lo_open=True)
+    _float(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
+    if cfg.data.name == "gaussian1d":
+      means = _get(cfg, "data.means")
+      if len(means) < 2 or any(not isinstance(m, numbers.Real) for m in means):
+        raise ConfigError("data.means", f"must hold at least two numbers, got {means!r}")
+  if exp == "shapes":
+    _choice(cfg, "data.scale", (0.5, 1.0))
+  if exp == "gaussian" and "sweep" in cfg and cfg.sweep.enabled:
+    for v in _get(cfg, "sweep.num_train"):
+      if not isinstance(v, int) or v < bs:
+        raise ConfigError("sweep.num_train", f"entries must be ints >= train.batch_size, got {v!r}")
+    for v in _get(cfg, "sweep.timesteps"):
+      if not isinstance(v, int) or v < cfg.detect.window:
+        raise ConfigError("sweep.timesteps", f"entries must be ints >= detect.window, got {v!r}")
+  if exp == "recursive":
+    _int(cfg, "recursive.generations", lo=1)
+    _int(cfg, "recursive.oversample", lo=0)
+    for f in _get(cfg, "recursive.filters"):
+      if f not in FILTERS:
+        raise ConfigError("recursive.filters", f"{f!r} is not allowed; allowed: {', '.join(FILTERS)}")

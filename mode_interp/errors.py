@@ -1,0 +1,17 @@
+"""Errors that the entry point reports as one line, without a traceback."""
+
+
+class ConfigError(ValueError):
+  """A config field holds a value that is not allowed."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f"{field}: {message}")
+    self.field = field
+
+
+class DataError(RuntimeError):
+  """A data file is missing or corrupt; the message says what to do."""
+
+
+class WorkdirError(RuntimeError):
+  """The workdir holds a run that this config cannot resume."""

@@ -1,0 +1,111 @@
+"""Hallucination rules and the trajectory-variance detector's measurements.
+
+Everything takes numpy arrays and returns numpy/python values: no model, no JAX.
+"""
+
+from typing import Optional
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+
+def nearest_mode_distance(samples, means):
+  """Euclidean distance of each sample ``[N, D]`` to its nearest mode ``[K, D]``."""
+  samples = np.asarray(samples, np.float64).reshape(len(samples), -1)
+  means = np.asarray(means, np.float64).reshape(len(means), -1)
+  d2 = ((samples[:, None, :] - means[None, :, :]) ** 2).sum(-1)
+  return np.sqrt(d2.min(axis=1))
+
+
+def mixture_hallucinations(samples, means, std, k: float = 4.0):
+  """A sample is a hallucination when it lies farther than ``k * std`` from every mode."""
+  return nearest_mode_distance(samples, means) > k * std
+
+
+def nearest_mode(samples, means):
+  samples = np.asarray(samples, np.float64).reshape(len(samples), -1)
+  means = np.asarray(means, np.float64).reshape(len(means), -1)
+  return ((samples[:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1)
+
+
+def rule_false_positive_rate(dim: int, k: float) -> float:
+  """Probability that a true in-mode sample ``N(mu, s^2 I_dim)`` is farther than ``k s``."""
+  return float(stats.chi2.sf(k ** 2, df=dim))
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
+  """Wilson score interval for a proportion, as ``(low, high)``."""
+  if trials == 0:
+    return (float("nan"), float("nan"))
+  z = stats.norm.ppf(0.5 + confidence / 2)
+  p = successes / trials
+  denom = 1 + z ** 2 / trials
+  centre = (p + z ** 2 / (2 * trials)) / denom
+  half = z * np.sqrt(p * (1 - p) / trials + z ** 2 / (4 * trials ** 2)) / denom
+  return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
+                      remove_hallucinations: Optional[float] = 0.95):
+  """How well thresholding ``scores`` (high = suspicious) separates hallucinations.
+
+  The threshold keeps ``keep_in_support`` of the in-support samples (the
+  paper's operating point: 96%); samples above it are removed. Also reports the
+  operating point that removes ``remove_hallucinations`` of the hallucinations.
+
+  Returns a dict with ``auroc``, ``threshold``, ``in_support_retained``,
+  ``hallucinations_removed``, the counts, and ``at_removal`` (or ``None``
+  entries where a class is empty).
+  """
+  scores = np.asarray(scores, np.float64)
+  hal = np.asarray(is_hallucination, bool)
+  ins = ~hal
+  out = {"num_in_support": int(ins.sum()), "num_hallucinations": int(hal.sum()),
+         "keep_in_support": keep_in_support}
+  if ins.sum() == 0 or hal.sum() == 0:
+    out.update(auroc=None, threshold=None, in_support_retained=None, hallucinations_removed=None,
+               at_removal=None)
+    return out
+  thr = float(np.quantile(scores[ins], keep_in_support, method="higher"))
+  out["auroc"] = float(skm.roc_auc_score(hal, scores))
+  out["threshold"] = thr
+  out["in_support_retained"] = float(np.mean(scores[ins] <= thr))
+  out["hallucinations_removed"] = float(np.mean(scores[hal] > thr))
+  if remove_hallucinations is not None:
+    thr2 = float(np.quantile(scores[hal], 1 - remove_hallucinations, method="lower"))
+    # Remove everything >= thr2, so at least `remove_hallucinations` of them go.
+    out["at_removal"] = {
+        "remove_hallucinations": remove_hallucinations,
+        "threshold": thr2,
+        "hallucinations_removed": float(np.mean(scores[hal] >= thr2)),
+        "in_support_retained": float(np.mean(scores[ins] < thr2)),
+    }
+  return out
+
+
+def roc_curve(scores, is_hallucination):
+  """False- and true-positive rates (hallucination = positive) for plotting."""
+  fpr, tpr, _ = skm.roc_curve(np.asarray(is_hallucination, bool), np.asarray(scores, np.float64))
+  return fpr, tpr
+
+
+def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=None,
+                   num_total: Optional[int] = None):
+  """Which of the generated samples to keep for the next generation.
+
+  ``none``: the first ``num_keep``; ``random``: a uniform subset (seeded);
+  ``variance``: the ``num_keep`` with the lowest trajectory variance.
+  """
+  n = num_total if num_total is not None else len(traj_variance)
+  if num_keep > n:
+    raise ValueError(f"cannot keep {num_keep} of {n} samples")
+  if how == "none":
+    return np.arange(num_keep)
+  if how == "random":
+    return np.sort(np.random.default_rng(key_seed).choice(n, num_keep, replace=False))
+  if how == "variance":
+    if traj_variance is None:
+      raise ValueError("filter 'variance' needs the trajectory variance")
+    return np.sort(np.argsort(np.asarray(traj_variance), kind="stable")[:num_keep])
+  raise ValueError(f"unknown filter {how!r}; allowed: none, random, variance")

@@ -1,0 +1,102 @@
+"""Wiring shared by every experiment: config -> schedule, network, trainer, sampler.
+
+Runners in ``experiments/`` call these; each function takes the ConfigDict
+sections it needs and returns plain objects (no hidden state).
+"""
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from mode_interp import diffusion, samplers, sharding, train
+from mode_interp.networks.mlp import ToyMLP
+
+
+def make_schedule(cfg) -> diffusion.Schedule:
+  d = cfg.diffusion
+  return diffusion.make_schedule(d.schedule, d.timesteps, d.beta_start, d.beta_end)
+
+
+def make_model(cfg):
+  m = cfg.model
+  if m.name == "mlp":
+    return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks)
+  if m.name == "unet":
+    from mode_interp.networks.unet import UNet
+    return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                num_groups=m.num_groups)
+  raise ValueError(f"unknown model.name {m.name!r}")
+
+
+def eps_fn_for(model):
+  """The network as a pure ``eps_fn(params, x_t, t)``."""
+  return lambda params, x, t: model.apply({"params": params}, x, t)
+
+
+def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=None,
+                label: str = "train"):
+  """Trains (or resumes training of) the config's network on ``data``.
+
+  Checkpoints go to ``workdir.checkpoints/subdir``, metrics to
+  ``metrics.jsonl`` (or ``metrics_<subdir>.jsonl``). Returns the final
+  :class:`train.TrainState`.
+  """
+  tc = cfg.train
+  if tc.batch_size > len(data):
+    raise ValueError(f"train.batch_size={tc.batch_size} exceeds the {len(data)} training points")
+  sharding.check_divisible(tc.batch_size, mesh, "train.batch_size")
+  key = jax.random.key(cfg.seed) if key is None else key
+  init_key, run_key = jax.random.split(key)
+  model = make_model(cfg)
+  schedule = make_schedule(cfg)
+  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip)
+  repl = sharding.replicated(mesh)
+  state = jax.jit(functools.partial(train.init_state, model, optimizer), out_shardings=repl)(
+      jnp.asarray(data[:1]), init_key)
+  manager = workdir.checkpoint_manager(subdir)
+  state, restored = train.restore_or_init(manager, state)
+  if restored is not None:
+    logging.info("%s: resumed from checkpoint at step %d (%s)", label, restored, manager.directory)
+  writer = workdir.metric_writer(resume_step=restored or 0,
+                                 name=f"metrics_{subdir}.jsonl" if subdir else "metrics.jsonl")
+  step_fn = train.make_train_step(eps_fn_for(model), schedule, optimizer, tc.batch_size,
+                                  tc.ema_decay, mesh=mesh)
+  step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+  data_dev = jax.device_put(jnp.asarray(data), repl)
+  state = train.train_loop(state, step_jit, data_dev, run_key, tc.steps, manager=manager,
+                           writer=writer, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
+                           label=label)
+  manager.close()
+  return state
+
+
+def sampler_spec(cfg, shape, clip_x0: Optional[float] = None, traj_stride: int = 0):
+  s = cfg.sample
+  return samplers.SamplerSpec(shape=tuple(shape), window=cfg.detect.window, variance=s.variance,
+                              num_steps=s.num_steps, eta=s.eta, clip_x0=clip_x0,
+                              traj_stride=traj_stride)
+
+
+def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, schedule=None):
+  """A jitted ``sample_chunk(params, key, indices)`` sharded over ``mesh``."""
+  schedule = make_schedule(cfg) if schedule is None else schedule
+  fn = samplers.get_sampling_fn(cfg.sample.sampler, schedule, eps_fn,
+                                sampler_spec(cfg, shape, clip_x0, traj_stride))
+  ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
+
+
+def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
+                 label: str = "sample", start_index: int = 0):
+  """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays."""
+  chunk = min(cfg.sample.chunk_size, max(num_samples, 1))
+  chunk = -(-chunk // sharding.num_shards(mesh)) * sharding.num_shards(mesh)
+  key = jax.random.key(cfg.seed + 1) if key is None else key
+  progress = train.Progress(label, num_samples, unit="samples")
+  return samplers.sample(sample_jit, params, key, num_samples, chunk, start_index=start_index,
+                         progress=progress, index_sharding=sharding.data_sharding(mesh))

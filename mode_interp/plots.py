@@ -1,0 +1,154 @@
+"""Matplotlib figures from arrays (no model, no sampling here)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HALLU_COLOR = "#d62728"
+OK_COLOR = "#1f77b4"
+
+
+def _save(fig, path):
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def hist_1d(path, train, generated, exact=None, means=None, bins=300):
+  """Log-scale histograms of training vs generated 1D data (the paper's Fig. 2)."""
+  fig, ax = plt.subplots(figsize=(8, 4))
+  lo = min(np.min(train), np.min(generated)) - 0.1
+  hi = max(np.max(train), np.max(generated)) + 0.1
+  edges = np.linspace(lo, hi, bins + 1)
+  ax.hist(np.ravel(train), edges, alpha=0.5, label="training data", color="gray")
+  ax.hist(np.ravel(generated), edges, alpha=0.6, label="learned score", color=OK_COLOR,
+          histtype="step", linewidth=1.2)
+  if exact is not None:
+    ax.hist(np.ravel(exact), edges, alpha=0.8, label="exact score", color="green",
+            histtype="step", linewidth=1.0)
+  if means is not None:
+    for m in np.ravel(means):
+      ax.axvline(m, color="k", lw=0.5, ls=":")
+  ax.set_yscale("log")
+  ax.set_xlabel("x")
+  ax.set_ylabel("count (log)")
+  ax.legend()
+  return _save(fig, path)
+
+
+def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
+  """Training data, and generated samples with hallucinations in red."""
+  n = 3 if exact is not None else 2
+  fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), sharex=True, sharey=True)
+  axes[0].scatter(train[:, 0], train[:, 1], s=0.5, c="gray")
+  axes[0].set_title(f"training data ({len(train)})")
+  h = np.asarray(is_hallucination, bool)
+  axes[1].scatter(generated[~h, 0], generated[~h, 1], s=0.5, c=OK_COLOR, label="in support")
+  axes[1].scatter(generated[h, 0], generated[h, 1], s=2, c=HALLU_COLOR, label="hallucination")
+  axes[1].set_title(f"learned score: {h.mean():.2%} hallucinated")
+  axes[1].legend(loc="upper right", markerscale=5)
+  if exact is not None:
+    axes[2].scatter(exact[:, 0], exact[:, 1], s=0.5, c="green")
+    axes[2].set_title("exact score")
+  for ax in axes:
+    ax.set_aspect("equal")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)
+
+
+def predictor_curves(path, xs, learned, exact, times, means=None, xlabel="x_t"):
+  """Learned vs exact E[x0 | x_t] along a line, at several t: the smooth
+  approximation of a step function is where hallucinations come from."""
+  fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 3.6), sharey=True)
+  axes = np.atleast_1d(axes)
+  for ax, t, l, e in zip(axes, times, learned, exact):
+    ax.plot(xs, e, color="k", lw=1.5, label="exact")
+    ax.plot(xs, l, color=OK_COLOR, lw=1.5, ls="--", label="learned")
+    if means is not None:
+      for m in np.ravel(means):
+        ax.axhline(m, color="gray", lw=0.4, ls=":")
+    ax.set_title(f"t = {t}")
+    ax.set_xlabel(xlabel)
+  axes[0].set_ylabel("predicted x0")
+  axes[0].legend()
+  return _save(fig, path)
+
+
+def variance_hist(path, scores, groups: dict, threshold=None, bins=80):
+  """Trajectory-variance histograms per group (log-x), with the threshold."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  s = np.asarray(scores, np.float64)
+  pos = s[s > 0]
+  lo = np.log10(pos.min()) if pos.size else -12
+  hi = np.log10(s.max()) if s.max() > 0 else 0
+  edges = np.logspace(lo - 0.1, hi + 0.1, bins)
+  for name, mask in groups.items():
+    if np.any(mask):
+      ax.hist(np.maximum(s[mask], edges[0]), edges, alpha=0.55, label=f"{name} ({int(np.sum(mask))})",
+              density=True)
+  if threshold is not None:
+    ax.axvline(threshold, color="k", ls="--", label="threshold")
+  ax.set_xscale("log")
+  ax.set_xlabel("trajectory variance of predicted x0")
+  ax.set_ylabel("density")
+  ax.legend()
+  return _save(fig, path)
+
+
+def roc(path, fpr, tpr, auroc, point=None):
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  ax.plot(fpr, tpr, lw=1.5, label=f"AUROC {auroc:.3f}")
+  ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls=":")
+  if point is not None:
+    ax.plot(*point, "o", color=HALLU_COLOR, label="operating point")
+  ax.set_xlabel("in-support samples removed (FPR)")
+  ax.set_ylabel("hallucinations removed (TPR)")
+  ax.legend(loc="lower right")
+  return _save(fig, path)
+
+
+def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
+  """One panel per swept field: ``tables[field] = (xs, ys, yerr_lo, yerr_hi)``."""
+  fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4))
+  axes = np.atleast_1d(axes)
+  for ax, (field, (xs, ys, lo, hi)) in zip(axes, tables.items()):
+    ys = np.asarray(ys)
+    ax.errorbar(xs, ys, yerr=[ys - np.asarray(lo), np.asarray(hi) - ys], marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel(field)
+    ax.set_ylabel(ylabel)
+  return _save(fig, path)
+
+
+def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap="gray"):
+  """A grid of ``[N, H, W]`` or ``[N, H, W, 1]`` images in [-1, 1] or [0, 255],
+  with an optional coloured frame and caption per image."""
+  images = np.asarray(images)
+  if images.ndim == 4:
+    images = images[..., 0]
+  n = len(images)
+  ncols = min(ncols, max(n, 1))
+  nrows = max(1, -(-n // ncols))
+  fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.15 + (0.4 if title else 0)))
+  axes = np.atleast_1d(axes).ravel()
+  vmin, vmax = (-1, 1) if images.dtype.kind == "f" else (0, 255)
+  for i, ax in enumerate(axes):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if i >= n:
+      ax.axis("off")
+      continue
+    ax.imshow(images[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if colors is not None:
+      for sp in ax.spines.values():
+        sp.set_edgecolor(colors[i])
+        sp.set_linewidth(2.5)
+    if labels is not None:
+      ax.set_title(labels[i], fontsize=6, color=colors[i] if colors is not None else "k")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)

@@ -1,0 +1,75 @@
+"""Data-parallel layout: a 1-D device mesh, batch sharded along ``data``.
+
+Parameters and optimiser state are replicated; batches and sample chunks are
+split along their leading axis. Works unchanged on one CPU, one GPU, a TPU pod
+slice, or several hosts (after :func:`maybe_initialize_distributed`).
+"""
+
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mode_interp.errors import ConfigError
+
+AXIS = "data"
+
+
+def maybe_initialize_distributed(force: bool = False) -> None:
+  """Calls ``jax.distributed.initialize()`` when asked or when the environment
+  describes a multi-process job (a coordinator address, a SLURM or a TPU pod job
+  with several processes). A no-op for single-process runs."""
+  env_says = any(os.environ.get(v) for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS"))
+  env_says |= int(os.environ.get("SLURM_NTASKS", "1")) > 1
+  env_says |= int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
+  if force or env_says:
+    jax.distributed.initialize()
+    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count())
+
+
+def make_mesh(num_devices: Optional[int] = None) -> Mesh:
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ConfigError("num_devices", f"asked for {num_devices} devices, only {len(devices)} available")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def num_shards(mesh: Mesh) -> int:
+  return mesh.shape[AXIS]
+
+
+def check_divisible(value: int, mesh: Mesh, field: str) -> None:
+  """Batch-like sizes must split evenly over the devices."""
+  n = num_shards(mesh)
+  if value % n:
+    lo, hi = (value // n) * n, (value // n + 1) * n
+    raise ConfigError(field,
+        f"{value} does not split over {n} devices; use a multiple of {n} "
+        f"(e.g. {lo or hi} or {hi})")
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def to_host(x):
+  """Gathers a (possibly multi-host) sharded array to a numpy array on every host."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
