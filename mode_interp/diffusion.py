@@ -110,7 +110,9 @@ def model_log_variance(s: Schedule, t, x, variance: str):
   """Log-variance of ``p(x_{t-1} | x_t)``: fixed-large (beta_t, with the t=0 entry
   replaced by the posterior variance at t=1, as in DDPM) or fixed-small."""
   if variance == "fixed_large":
-    logvar = jnp.log(jnp.append(s.posterior_variance[1:2], s.betas[1:]))
+    # The t = 0 entry is the clipped posterior log-variance (= log posterior_variance[1]
+    # when T > 1); taking it from there also works for T = 1, where [1:2] is empty.
+    logvar = jnp.append(s.posterior_log_variance_clipped[:1], jnp.log(s.betas[1:]))
   elif variance == "fixed_small":
     logvar = s.posterior_log_variance_clipped
   else:

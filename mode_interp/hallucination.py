@@ -43,7 +43,8 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
   denom = 1 + z ** 2 / trials
   centre = (p + z ** 2 / (2 * trials)) / denom
   half = z * np.sqrt(p * (1 - p) / trials + z ** 2 / (4 * trials ** 2)) / denom
-  return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+  # Clamped to contain p: at p = 0 or 1 rounding can put an end a few ulps past it.
+  return (float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half))))
 
 
 def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,

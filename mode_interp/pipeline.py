@@ -92,11 +92,41 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
 
 
 def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
-                 label: str = "sample", start_index: int = 0):
-  """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays."""
+                 label: str = "sample", workdir=None, cache: str = "", step: int = -1):
+  """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays.
+
+  With ``workdir`` and ``cache`` (a file name), every finished chunk is saved,
+  tagged with the checkpoint ``step``: an interrupted run continues from the
+  last saved chunk, and a rerun with the same step reuses the samples. Because
+  each sample's noise depends only on its global index, the result is the same
+  either way.
+  """
+  n_dev = sharding.num_shards(mesh)
   chunk = min(cfg.sample.chunk_size, max(num_samples, 1))
-  chunk = -(-chunk // sharding.num_shards(mesh)) * sharding.num_shards(mesh)
+  chunk = -(-chunk // n_dev) * n_dev
   key = jax.random.key(cfg.seed + 1) if key is None else key
-  progress = train.Progress(label, num_samples, unit="samples")
-  return samplers.sample(sample_jit, params, key, num_samples, chunk, start_index=start_index,
-                         progress=progress, index_sharding=sharding.data_sharding(mesh))
+  done = None
+  if workdir is not None and cache:
+    done = workdir.load_arrays(cache)
+    if done is not None and int(done.pop("step")) != step:
+      logging.info("%s: cached samples are from another checkpoint; sampling again", cache)
+      done = None
+    if done is not None:
+      done = {k: v[:num_samples] for k, v in done.items()}
+      logging.info("%s: %d of %d samples already drawn", cache, len(done["samples"]), num_samples)
+  parts = [] if done is None else [samplers.SampleOutput(
+      done["samples"], done["traj_variance"], done.get("x0_trajectory"))]
+  have = 0 if done is None else len(done["samples"])
+  progress = train.Progress(label, num_samples, start=have, unit="samples")
+  while have < num_samples:
+    n = min(chunk, num_samples - have)
+    out = samplers.sample(sample_jit, params, key, n, chunk, start_index=have,
+                          index_sharding=sharding.data_sharding(mesh))
+    parts.append(out)
+    have += n
+    progress(have)
+    if workdir is not None and cache:
+      merged = samplers.concat(parts)
+      workdir.save_arrays(cache, step=step, **{k: v for k, v in merged._asdict().items()
+                                               if v is not None})
+  return samplers.concat(parts)

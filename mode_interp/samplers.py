@@ -193,26 +193,28 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   return sample_chunk
 
 
+def concat(outputs):
+  """Concatenates :class:`SampleOutput` s along the sample axis."""
+  def cat(*xs):
+    return None if xs[0] is None else np.concatenate(xs, axis=0)
+  return SampleOutput(*(cat(*[getattr(o, f) for o in outputs]) for f in SampleOutput._fields))
+
+
 def sample(sample_chunk_jit, params, key, num_samples: int, chunk_size: int,
-           start_index: int = 0, to_host: bool = True, progress: Optional[Callable] = None,
-           index_sharding=None):
-  """Draws ``num_samples`` samples in fixed-size chunks with a jitted chunk function.
+           start_index: int = 0, progress: Optional[Callable] = None, index_sharding=None):
+  """Draws ``num_samples`` samples (global indices ``start_index, ...``) in
+  fixed-size chunks with a jitted chunk function.
 
   The last chunk is padded to ``chunk_size`` (so the function is traced once)
   and the padding dropped. Returns a :class:`SampleOutput` of numpy arrays.
   """
   outs = []
-  num_chunks = math.ceil(num_samples / chunk_size)
-  for c in range(num_chunks):
+  for c in range(math.ceil(num_samples / chunk_size)):
     lo = start_index + c * chunk_size
     idx = np.arange(lo, lo + chunk_size, dtype=np.int32)
     idx = jnp.asarray(idx) if index_sharding is None else jax.device_put(idx, index_sharding)
-    out = sample_chunk_jit(params, key, idx)
-    outs.append(jax.tree.map(sharding.to_host, out) if to_host else out)
+    outs.append(jax.tree.map(sharding.to_host, sample_chunk_jit(params, key, idx)))
     if progress is not None:
       progress(min((c + 1) * chunk_size, num_samples), num_samples)
-  keep = num_samples
-
-  def cat(*xs):
-    return None if xs[0] is None else np.concatenate(xs, axis=0)[:keep]
-  return SampleOutput(*(cat(*[getattr(o, f) for o in outs]) for f in SampleOutput._fields))
+  out = concat(outs)
+  return SampleOutput(*(None if x is None else x[:num_samples] for x in out))

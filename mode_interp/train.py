@@ -1,9 +1,9 @@
 """Training: state, the jitted data-parallel step, and a resumable loop.
 
 The dataset lives on the devices (replicated; the toy sets, shapes and MNIST
-are at most a few hundred MB). Batch ``s`` is a slice of the epoch's
-permutation, a pure function of ``(seed, s)``, so a resumed run sees exactly
-the batches an uninterrupted run would have seen. The gathered batch is
+are at most a few hundred MB). Batch ``s`` is drawn from it by indices that are
+a pure function of ``(seed, s)``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen. The gathered batch is
 constrained to be sharded along the mesh's ``data`` axis; parameters and
 optimiser state stay replicated; XLA inserts the gradient all-reduce.
 """
@@ -45,11 +45,10 @@ def init_state(model, optimizer, sample_input, key) -> TrainState:
 
 
 def batch_indices(key, step, num_data: int, batch_size: int):
-  """Indices of batch ``step``: epoch ``step // (N // B)`` is a fresh permutation."""
-  per_epoch = num_data // batch_size
-  epoch, pos = step // per_epoch, step % per_epoch
-  perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_data)
-  return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+  """Indices of batch ``step``: uniform with replacement, a pure function of
+  ``(key, step)``. (An epoch permutation costs a sort of the whole dataset per
+  step, ~8 ms for 20k points on a CPU core: more than the toy model's forward.)"""
+  return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, num_data)
 
 
 def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
@@ -80,7 +79,7 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
       ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - ema_decay)
     else:
       ema = params
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return TrainState(state.step + 1, params, ema, opt_state), metrics
 
   return train_step

@@ -1,0 +1,142 @@
+"""Tests for config validation and the entry point's one-line config errors."""
+
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mode_interp import config_check
+from mode_interp.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(os.path.splitext(os.path.basename(p))[0]
+                      for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                      if not os.path.basename(p).startswith("_") and
+                      os.path.basename(p) != "common.py")
+GAUSSIAN_CONFIGS = ("gaussian1d", "grid25", "grid25_rotated")
+GAUSSIAN_VARIANTS = ("", "paper", "sweep", "official")
+
+
+def _get_config(name, arg=""):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_gaussian_configs_exist():
+  for name in GAUSSIAN_CONFIGS:
+    assert name in CONFIG_FILES
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_validates(name):
+  cfg = _get_config(name)
+  config_check.validate(cfg)
+  assert cfg.experiment in config_check.EXPERIMENTS
+  assert cfg.data.name in config_check.DATA_NAMES[cfg.experiment]
+
+
+@pytest.mark.parametrize("name", GAUSSIAN_CONFIGS)
+@pytest.mark.parametrize("arg", GAUSSIAN_VARIANTS)
+def test_gaussian_variants_validate(name, arg):
+  cfg = _get_config(name, arg)
+  config_check.validate(cfg)
+  assert cfg.data.name == name
+  assert cfg.sweep.enabled == (arg == "sweep")
+
+
+def test_unknown_variant_is_refused():
+  with pytest.raises(ValueError, match="paper"):
+    _get_config("gaussian1d", "huge")
+
+
+def _set(cfg, field, value):
+  section, _, leaf = field.rpartition(".")
+  node = cfg
+  for part in section.split(".") if section else ():
+    node = node[part]
+  node[leaf] = value
+
+
+# (field assigned, value, field the error must name, words the message must hold)
+BAD = [
+    ("data.name", "nope", "data.name", ("nope", "gaussian1d", "grid25", "grid25_rotated")),
+    ("data.num_train", 0, "data.num_train", (">= 1",)),
+    ("data.num_train", -5, "data.num_train", ()),
+    ("train.batch_size", 0, "train.batch_size", ()),
+    ("train.batch_size", -1, "train.batch_size", ()),
+    ("sample.num_samples", 0, "sample.num_samples", ()),
+    ("diffusion.timesteps", 0, "diffusion.timesteps", ()),
+    ("diffusion.timesteps", -10, "diffusion.timesteps", ()),
+    ("detect.window", 1001, "detect.window", ("1000",)),
+    ("detect.window", 0, "detect.window", ()),
+    ("sample.sampler", "euler", "sample.sampler", ("euler", "ddim", "ddpm")),
+    ("sample.variance", "learned", "sample.variance", ("fixed_large", "fixed_small")),
+    ("diffusion.schedule", "sigmoid", "diffusion.schedule", ("linear", "quad", "cosine")),
+    ("diffusion.beta_end", 0.0005, "diffusion.beta_end", ()),
+    ("diffusion.beta_start", 0.0, "diffusion.beta_start", ()),
+    ("train.lr", 0.0, "train.lr", ()),
+    ("train.lr", -1e-3, "train.lr", ()),
+    ("train.batch_size", 40_000, "train.batch_size", ("data.num_train",)),
+    ("data.means", (1.0,), "data.means", ()),
+    ("data.means", ("a", "b"), "data.means", ()),
+    ("data.std", 0.0, "data.std", ()),
+    ("sample.chunk_size", 0, "sample.chunk_size", ()),
+    ("seed", -1, "seed", ()),
+    ("detect.keep_in_support", 1.0, "detect.keep_in_support", ()),
+]
+
+
+@pytest.mark.parametrize("field,value,named,words", BAD,
+                         ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+def test_bad_values_are_refused(field, value, named, words):
+  cfg = _get_config("gaussian1d")
+  _set(cfg, field, value)
+  with pytest.raises(ConfigError) as e:
+    config_check.validate(cfg)
+  assert e.value.field == named
+  msg = str(e.value)
+  assert msg.startswith(named + ":") and "\n" not in msg
+  for w in words:
+    assert w in msg, (w, msg)
+
+
+def test_window_is_checked_against_ddim_steps():
+  cfg = _get_config("grid25")
+  cfg.sample.sampler = "ddim"
+  cfg.sample.num_steps = 20
+  cfg.detect.window = 20
+  config_check.validate(cfg)
+  cfg.detect.window = 21
+  with pytest.raises(ConfigError, match="detect.window"):
+    config_check.validate(cfg)
+  cfg.detect.window = 5
+  cfg.sample.num_steps = 1001
+  with pytest.raises(ConfigError, match="sample.num_steps"):
+    config_check.validate(cfg)
+
+
+def test_sweep_entries_are_checked():
+  cfg = _get_config("gaussian1d", "sweep")
+  cfg.sweep.timesteps = (5, 100)
+  with pytest.raises(ConfigError, match="sweep.timesteps"):
+    config_check.validate(cfg)
+
+
+def test_cli_refuses_bad_config_in_one_line(tmp_path):
+  workdir = tmp_path / "wd"
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config=configs/gaussian1d.py",
+       "--config.data.name=nope", f"--workdir={workdir}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+  lines = [l for l in proc.stderr.splitlines() if "data.name" in l]
+  assert len(lines) == 1, proc.stderr
+  for name in ("nope", "gaussian1d", "grid25", "grid25_rotated"):
+    assert name in lines[0]
+  # Refused before any work: nothing in the workdir, in particular no config.json.
+  assert not workdir.exists() or not any(workdir.iterdir())
+  assert not (workdir / "config.json").exists()
