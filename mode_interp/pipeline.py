@@ -43,7 +43,7 @@ def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=N
   """Trains (or resumes training of) the config's network on ``data``.
 
   Checkpoints go to ``workdir.checkpoints/subdir``, metrics to
-  ``metrics.jsonl`` (or ``metrics_<subdir>.jsonl``). Returns the final
+  ``metrics.jsonl`` (records tagged ``model=subdir`` when a run trains several). Returns the final
   :class:`train.TrainState`.
   """
   tc = cfg.train
@@ -62,8 +62,7 @@ def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=N
   state, restored = train.restore_or_init(manager, state)
   if restored is not None:
     logging.info("%s: resumed from checkpoint at step %d (%s)", label, restored, manager.directory)
-  writer = workdir.metric_writer(resume_step=restored or 0,
-                                 name=f"metrics_{subdir}.jsonl" if subdir else "metrics.jsonl")
+  writer = workdir.metric_writer(resume_step=restored or 0, model=subdir)
   step_fn = train.make_train_step(eps_fn_for(model), schedule, optimizer, tc.batch_size,
                                   tc.ema_decay, mesh=mesh)
   step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))

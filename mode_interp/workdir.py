@@ -126,8 +126,9 @@ class Workdir:
     with np.load(path) as z:
       return {k: z[k] for k in z.files}
 
-  def metric_writer(self, resume_step: int = 0, name: str = "metrics.jsonl") -> "MetricWriter":
-    return MetricWriter(self.file(name), resume_step=resume_step, enabled=self.main)
+  def metric_writer(self, resume_step: int = 0, model: str = "") -> "MetricWriter":
+    return MetricWriter(self.file("metrics.jsonl"), resume_step=resume_step, model=model,
+                        enabled=self.main)
 
   def checkpoint_manager(self, subdir: str = "", max_to_keep: int = 2) -> ocp.CheckpointManager:
     directory = os.path.join(self.checkpoints, subdir) if subdir else self.checkpoints
@@ -136,12 +137,17 @@ class Workdir:
 
 
 class MetricWriter:
-  """Appends one JSON object per line (big_vision-style). On resume, records
-  past ``resume_step`` (written after the last checkpoint) are dropped, so the
-  file reads as one uninterrupted run."""
+  """Appends one JSON object per line (big_vision-style).
 
-  def __init__(self, path: str, resume_step: int = 0, enabled: bool = True):
+  Experiments that train several models (sweeps, recursive generations) tag
+  each record with ``model``. On resume, the records of this ``model`` past
+  ``resume_step`` (written after its last checkpoint) are dropped, so the file
+  reads as one uninterrupted run.
+  """
+
+  def __init__(self, path: str, resume_step: int = 0, model: str = "", enabled: bool = True):
     self.path = path
+    self.model = model
     self.enabled = enabled
     if enabled and os.path.exists(path):
       kept = []
@@ -154,7 +160,7 @@ class MetricWriter:
             rec = json.loads(line)
           except json.JSONDecodeError:
             continue  # a line cut short by a crash
-          if rec.get("step", 0) <= resume_step:
+          if rec.get("model", "") != model or rec.get("step", 0) <= resume_step:
             kept.append(line)
       with open(path, "w") as f:
         f.writelines(l + "\n" for l in kept)
@@ -162,7 +168,10 @@ class MetricWriter:
   def write(self, step: int, **metrics: Any) -> None:
     if not self.enabled:
       return
-    rec = {"step": int(step), "time": round(time.time(), 3)}
+    rec = {"step": int(step)}
+    if self.model:
+      rec["model"] = self.model
+    rec["time"] = round(time.time(), 3)
     rec.update({k: _jsonable(np.asarray(v).item() if np.ndim(v) == 0 else v)
                 for k, v in metrics.items()})
     with open(self.path, "a") as f:

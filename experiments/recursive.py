@@ -1,0 +1,174 @@
+"""Recursive training on generated data, with and without trajectory-variance filtering.
+
+Generation 0 trains on real data. Generation g >= 1 trains a fresh model on
+``data.num_train`` samples kept from generation g-1, which drew
+``data.num_train + recursive.oversample`` samples and kept them by
+``recursive.filter``: ``none`` (the first ones), ``random`` (a uniform subset)
+or ``variance`` (the lowest trajectory variance). Generation 0 is shared by
+every filter. Each (filter, generation) has its own checkpoint folder and
+sample cache, so a stopped run restarts where it stopped.
+"""
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mode_interp import hallucination, pipeline, plots
+from mode_interp.errors import DataError
+from experiments import gaussian
+
+
+# -- data and measurements per kind of data -------------------------------------
+class GridKind:
+  """2D Gaussian grids: hallucination rule and mode coverage."""
+
+  def __init__(self, cfg):
+    self.mixture = gaussian.make_mixture(cfg)
+    self.k = cfg.detect.k_sigma
+    self.clip_x0 = None
+
+  def real_data(self, cfg):
+    return self.mixture.sample(cfg.data.num_train, seed=cfg.seed)
+
+  def measure(self, samples, traj_variance, kept_idx):
+    hal = hallucination.mixture_hallucinations(samples, self.mixture.means, self.mixture.std, self.k)
+    kept = samples[kept_idx]
+    hal_kept = hal[kept_idx]
+    ok = samples[~hal]
+    covered = np.unique(hallucination.nearest_mode(ok, self.mixture.means)).size if len(ok) else 0
+    # A mode counts as covered when at least 10% of its fair share of in-support samples lands on it.
+    counts = np.bincount(hallucination.nearest_mode(ok, self.mixture.means),
+                         minlength=len(self.mixture.means)) if len(ok) else np.zeros(1)
+    fair = len(samples) / len(self.mixture.means)
+    return {"hallucination_rate": float(hal.mean()),
+            "hallucination_rate_kept": float(hal_kept.mean()),
+            "modes_hit": int(covered),
+            "mode_coverage": float(np.mean(counts >= 0.1 * fair)),
+            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"]}
+
+  def figure(self, path, samples, title):
+    hal = hallucination.mixture_hallucinations(samples, self.mixture.means, self.mixture.std, self.k)
+    plots.scatter_2d(path, self.real_sample, samples, hal, title=title)
+
+
+class MnistKind:
+  """MNIST: collapse measured with a small CNN trained once on real data."""
+
+  def __init__(self, cfg, wd):
+    from mode_interp import classifier
+    from mode_interp.data import mnist
+    self.classifier = classifier
+    try:
+      split = mnist.load_mnist("train", data_dir=cfg.data.dir or None, download=cfg.data.download,
+                               allow_test_fallback=True)
+    except (mnist.MnistNotFoundError, mnist.MnistFormatError) as e:
+      raise DataError(str(e)) from e
+    if split.split != "train":
+      logging.warning("MNIST train split not found: training on the %d-image %s split from %s",
+                      len(split), split.split, split.source_dir)
+    self.split = split
+    self.x = mnist.to_model_input(split.images, 32)
+    self.labels = split.labels
+    self.clip_x0 = 1.0
+    self.params = classifier.load_or_train(os.path.join(wd.path, "classifier"), self.x,
+                                           self.labels, steps=cfg.recursive.classifier_steps)
+    self.ref_features, _ = classifier.features_and_probs(self.params, self.x[:10_000])
+
+  def real_data(self, cfg):
+    idx = np.random.default_rng(cfg.seed).permutation(len(self.x))[:cfg.data.num_train]
+    return self.x[idx]
+
+  def measure(self, samples, traj_variance, kept_idx):
+    m = self.classifier.collapse_metrics(self.params, np.clip(samples, -1, 1), self.ref_features)
+    kept = self.classifier.collapse_metrics(self.params, np.clip(samples[kept_idx], -1, 1),
+                                            self.ref_features)
+    return {"frechet_distance": m["frechet_distance"], "entropy": m["entropy"],
+            "coverage": m["coverage"], "low_confidence_rate": m["low_confidence_rate"],
+            "frechet_distance_kept": kept["frechet_distance"],
+            "low_confidence_rate_kept": kept["low_confidence_rate"]}
+
+  def figure(self, path, samples, title):
+    plots.image_grid(path, np.clip(samples[:64], -1, 1), title=title)
+
+
+def _measure_keys(kind):
+  if isinstance(kind, GridKind):
+    return ("hallucination_rate", "mode_coverage")
+  return ("frechet_distance", "low_confidence_rate", "entropy")
+
+
+# -- the loop --------------------------------------------------------------------
+def run(cfg, wd, mesh, info=None):
+  kind = MnistKind(cfg, wd) if cfg.data.name == "mnist" else GridKind(cfg)
+  real = kind.real_data(cfg)
+  kind.real_sample = real[:20_000]
+  rc = cfg.recursive
+  n_draw = cfg.data.num_train + rc.oversample
+  gen_cfg = ml_collections.ConfigDict(cfg.to_dict())
+  gen_cfg.sample.num_samples = n_draw
+  model = pipeline.make_model(cfg)
+  sample_jit = pipeline.make_sampler(gen_cfg, pipeline.eps_fn_for(model), real.shape[1:],
+                                     mesh=mesh, clip_x0=kind.clip_x0)
+  previous = wd.read_results() or {}
+  records = {(r["filter"], r["generation"]): r for r in previous.get("generations", [])}
+  t0 = time.time()
+
+  def one_generation(filt, g, data):
+    tag = "gen0" if g == 0 else f"{filt}_gen{g}"
+    key = jax.random.fold_in(jax.random.key(cfg.seed), g)
+    state = pipeline.train_model(gen_cfg, data, wd, mesh=mesh, subdir=tag, key=key,
+                                 label=f"train/{tag}")
+    step = int(jax.device_get(state.step))
+    out = pipeline.draw_samples(gen_cfg, sample_jit, state.ema_params, n_draw, mesh=mesh,
+                                key=jax.random.fold_in(key, 1), label=f"sample/{tag}",
+                                workdir=wd, cache=f"samples_{tag}.npz", step=step)
+    return out
+
+  for filt in rc.filters:
+    data = real
+    for g in range(rc.generations):
+      tag = "gen0" if g == 0 else f"{filt}_gen{g}"
+      out = one_generation(filt, g, data)
+      kept_idx = hallucination.filter_indices(cfg.data.num_train, filt, key_seed=cfg.seed + g,
+                                              traj_variance=out.traj_variance, num_total=n_draw)
+      if (filt, g) not in records:
+        rec = {"filter": filt, "generation": g, "num_train": len(data), "num_drawn": n_draw,
+               **kind.measure(out.samples, out.traj_variance, kept_idx)}
+        records[(filt, g)] = rec
+        logging.info("recursive %s gen %d: %s", filt, g, rec)
+        kind.figure(wd.figure(f"samples_{tag}.png"), out.samples,
+                    f"{cfg.data.name}, filter {filt}, generation {g}")
+        _write(cfg, wd, records, kind, info, t0)
+      data = out.samples[kept_idx]
+  return _write(cfg, wd, records, kind, info, t0)
+
+
+def _write(cfg, wd, records, kind, info, t0):
+  gens = [records[k] for k in sorted(records, key=lambda k: (k[1], k[0]))]
+  res = {"experiment": "recursive", "data": cfg.data.name, "seed": cfg.seed, **(info or {}),
+         "num_train": cfg.data.num_train, "oversample": cfg.recursive.oversample,
+         "filters": list(cfg.recursive.filters), "generations": gens,
+         "seconds_this_run": time.time() - t0}
+  wd.write_results(res)
+  keys = _measure_keys(kind)
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+  for ax, key in zip(np.atleast_1d(axes), keys):
+    for filt in cfg.recursive.filters:
+      pts = sorted((r["generation"], r[key]) for r in gens
+                   if (r["filter"] == filt or r["generation"] == 0) and r.get(key) is not None)
+      if pts:
+        ax.plot(*zip(*pts), marker="o", label=filt)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(key)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(wd.figure("recursive_curves.png"), dpi=120)
+  plt.close(fig)
+  return res
