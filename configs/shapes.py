@@ -18,7 +18,7 @@ removed samples), checkpoints/, metrics.jsonl.
 Variants:
   ``configs/shapes.py``        CPU default: half scale (32x32 canvas, same
                                generator and checker scaled), a small U-Net,
-                               T = 250; see README for what this trades away.
+                               T = 100; see README for what this trades away.
   ``configs/shapes.py:paper``  the paper's scale for accelerators: 64x64, a
                                wider U-Net with attention, T = 1000, long
                                training, 10,000 samples.
@@ -39,7 +39,7 @@ def get_config(arg: str = ""):
   c.data.scale = 0.5            # 0.5: 32x32 canvas (CPU default); 1.0: the paper's 64x64
 
   c.model.name = "unet"
-  c.model.ch = 32
+  c.model.ch = 16
   c.model.ch_mult = (1, 2, 2)
   c.model.num_res_blocks = 1
   c.model.attn_resolutions = ()
@@ -47,12 +47,13 @@ def get_config(arg: str = ""):
   c.model.num_groups = 8
 
   c.diffusion.schedule = "linear"
-  c.diffusion.timesteps = 250
-  # Linear betas rescaled so 250 steps destroy the image as 1000 DDPM steps do.
-  c.diffusion.beta_start = 4e-4
-  c.diffusion.beta_end = 0.08
+  c.diffusion.timesteps = 100
+  # Linear betas rescaled so 100 steps destroy the image as 1000 DDPM steps do
+  # (sum of betas ~10, alpha_bar_T ~ 4e-5).
+  c.diffusion.beta_start = 1e-3
+  c.diffusion.beta_end = 0.2
 
-  c.train.steps = 4_000
+  c.train.steps = 2_000
   c.train.batch_size = 64
   c.train.lr = 1e-3
   c.train.warmup_steps = 200
