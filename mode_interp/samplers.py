@@ -25,7 +25,9 @@ import numpy as np
 
 from mode_interp import diffusion, sharding
 
-EpsFn = Callable[..., jax.Array]  # eps_fn(params, x_t [B, ...], t [B]) -> eps [B, ...]
+# eps_fn(params, x_t [B, ...], t [B] or [1]) -> eps [B, ...]. Samplers pass t of shape [1]
+# (every sample of a chunk is at the same step), so networks must broadcast it.
+EpsFn = Callable[..., jax.Array]
 
 
 class SampleOutput(NamedTuple):
@@ -141,7 +143,7 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
 
   def step_fn(params, x, t, t_prev, i, keys):
     del t_prev
-    tb = jnp.full((x.shape[0],), t, jnp.int32)
+    tb = jnp.full((1,), t, jnp.int32)  # one t for the chunk: the embedding is computed once
     eps = eps_fn(params, x, tb)
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     mean, _, _ = diffusion.posterior_mean_variance(schedule, x0_hat, x, t)
@@ -172,7 +174,7 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   ts = ddim_timesteps(T, spec.num_steps)
   window = min(spec.window, len(ts))
   def step_fn(params, x, t, t_prev, i, keys):
-    tb = jnp.full((x.shape[0],), t, jnp.int32)
+    tb = jnp.full((1,), t, jnp.int32)  # one t for the chunk: the embedding is computed once
     eps = eps_fn(params, x, tb)
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     if spec.clip_x0 is not None:

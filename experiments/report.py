@@ -1,0 +1,536 @@
+r"""Markdown report of finished runs, set against the paper's and the official code's figures.
+
+  python -m experiments.report runs/gaussian1d runs/shapes runs/recursive_grid25
+  python -m experiments.report runs/* --out=reports/report.md
+
+Reads each workdir's ``results.json`` and ``config.json`` and writes one Markdown
+file (default ``reports/report.md``; also printed) with, per experiment and
+metric: this implementation's figure with its 95% interval, the paper's figure
+where the paper states one ("not stated" otherwise), the official code's figure
+where it was measured ("not measured" otherwise), and whether they agree. A
+reference disagrees *beyond noise* when it lies outside this run's 95% interval
+(for a bound such as "over 95%", when the whole interval is on the wrong side of
+it). Intervals are Wilson score intervals for proportions and Hanley-McNeil
+normal intervals for AUROC. Reference figures and their provenance live in
+``experiments/references.json`` (``--references`` to use another file).
+
+Every section tolerates missing keys: a run that stopped early still reports
+what it wrote.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import glob
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from mode_interp.hallucination import binomial_interval
+
+DEFAULT_REFERENCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "references.json")
+DEFAULT_OUT = os.path.join("reports", "report.md")
+NOT_STATED = "not stated"
+NOT_MEASURED = "not measured"
+SOURCES = (("paper", NOT_STATED), ("official_code", NOT_MEASURED))
+
+
+# -- small helpers ---------------------------------------------------------------
+def get(d: Any, path: str, default=None):
+  """``d["a"]["b"]`` for ``path="a.b"``; ``default`` where any step is missing."""
+  for part in path.split("."):
+    if not isinstance(d, dict) or part not in d:
+      return default
+    d = d[part]
+  return default if d is None else d
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def auroc_interval(auroc: float, n_pos: int, n_neg: int, z: float = 1.959964):
+  """Hanley-McNeil (1982) normal 95% interval for an AUROC, clipped to [0, 1]."""
+  if not (_is_number(auroc) and n_pos and n_neg):
+    return None
+  a = float(auroc)
+  q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+  var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+  half = z * math.sqrt(max(var, 0.0))
+  return (max(0.0, a - half), min(1.0, a + half))
+
+
+def fmt_value(x, kind: str = "pct") -> str:
+  """A proportion as a percentage, anything else as a short number; '—' if missing."""
+  if not _is_number(x):
+    return "—"
+  if kind == "pct":
+    return f"{100 * x:.2f}%"
+  if kind == "int":
+    return f"{int(round(x)):,}"
+  return f"{x:.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def fmt_interval(ci, kind: str = "pct") -> str:
+  if not ci or not all(_is_number(c) for c in ci):
+    return ""
+  if kind == "pct":
+    return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]%"
+  return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _md(text) -> str:
+  """Text safe inside a Markdown table cell."""
+  return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# -- what a run measured ---------------------------------------------------------
+@dataclasses.dataclass
+class Row:
+  """One measured figure of one run."""
+  key: str                      # metric path in results.json, e.g. "detection.auroc"
+  label: str
+  value: Optional[float]
+  kind: str = "pct"             # "pct" (a proportion), "num" or "int"
+  ci: Optional[Tuple[float, float]] = None
+  count: Optional[int] = None
+  n: Optional[int] = None
+  interval: str = ""            # how the interval was made ("Wilson", "Hanley-McNeil")
+  select: Dict[str, Any] = dataclasses.field(default_factory=dict)  # sweep / generation selectors
+
+
+def proportion_row(key, label, rate, n, count=None, ci=None, select=None) -> Row:
+  """A proportion with its Wilson interval (``count`` derived from ``rate * n`` if absent)."""
+  n = int(n) if _is_number(n) and n > 0 else None
+  if count is None and _is_number(rate) and n:
+    count = int(round(rate * n))
+  if not _is_number(rate) and count is not None and n:
+    rate = count / n
+  if ci is None and count is not None and n:
+    ci = binomial_interval(int(count), n)
+  ok = ci is not None and all(_is_number(c) for c in ci)
+  return Row(key, label, rate if _is_number(rate) else None, "pct", tuple(ci) if ok else None,
+             count, n, "Wilson" if ok else "", dict(select or {}))
+
+
+def _rate_block(results, key, label, n_default, select=None) -> Row:
+  """``results[key]`` with ``results[<key without _rate>]`` = {count, n, ci95} if present."""
+  block = get(results, key[:-len("_rate")]) if key.endswith("_rate") else None
+  block = block if isinstance(block, dict) else {}
+  return proportion_row(key, label, get(results, key, block.get("rate")),
+                        block.get("n", n_default), block.get("count"), block.get("ci95"), select)
+
+
+def detection_rows(det, prefix: str, what: str) -> List[Row]:
+  """AUROC, retained and removed fractions of a ``detection_metrics`` dict."""
+  if not isinstance(det, dict):
+    return []
+  n_in, n_hal = det.get("num_in_support"), det.get("num_hallucinations")
+  auroc = det.get("auroc")
+  ci = auroc_interval(auroc, n_hal, n_in) if _is_number(auroc) else None
+  keep = det.get("keep_in_support")
+  at = f" at the {100 * keep:.0f}%-retention threshold" if _is_number(keep) else ""
+  rows = [Row(f"{prefix}.auroc", f"Trajectory-variance AUROC ({what})", auroc if _is_number(auroc)
+              else None, "num", ci, None, None, "Hanley-McNeil" if ci else ""),
+          proportion_row(f"{prefix}.in_support_retained", f"In-support samples retained{at}",
+                         det.get("in_support_retained"), n_in),
+          proportion_row(f"{prefix}.hallucinations_removed", f"Hallucinations removed{at}",
+                         det.get("hallucinations_removed"), n_hal)]
+  rem = det.get("at_removal")
+  if isinstance(rem, dict):
+    frac = rem.get("remove_hallucinations")
+    tag = f"{100 * frac:.0f}%" if _is_number(frac) else "the set share of"
+    rows += [proportion_row(f"{prefix}.at_removal.hallucinations_removed",
+                            f"Hallucinations removed (threshold removing {tag})",
+                            rem.get("hallucinations_removed"), n_hal),
+             proportion_row(f"{prefix}.at_removal.in_support_retained",
+                            f"In-support retained when removing {tag} of hallucinations",
+                            rem.get("in_support_retained"), n_in)]
+  return rows
+
+
+def gaussian_rows(res, cfg) -> List[Row]:
+  n = res.get("num_samples", get(cfg, "sample.num_samples"))
+  rows = [_rate_block(res, "hallucination_rate", "Hallucination rate (learned score)", n),
+          _rate_block(res, "true_score_hallucination_rate", "Hallucination rate (exact score)", n),
+          proportion_row("rule.false_positive_rate_training_data",
+                         "Rule's false-positive rate on the training data",
+                         get(res, "rule.false_positive_rate_training_data"),
+                         get(cfg, "data.num_train"))]
+  rows += detection_rows(res.get("detection"), "detection", "hallucination vs in support")
+  if _is_number(res.get("modes_covered")):
+    rows.append(Row("modes_covered", f"Modes covered (of {res.get('num_modes', '?')})",
+                    res["modes_covered"], "int"))
+  return rows
+
+
+def sweep_rows(res) -> List[Row]:
+  rows = []
+  for e in res.get("sweep") or []:
+    if not isinstance(e, dict):
+      continue
+    field, value = e.get("field"), e.get("value")
+    sel = {"field": field, "value": value}
+    tag = f"{field} = {value:,}" if _is_number(value) else f"{field} = {value}"
+    n = e.get("num_samples")
+    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
+                               e.get("hallucination_rate"), n, ci=e.get("ci95"), select=sel))
+    rows.append(proportion_row("true_score_hallucination_rate",
+                               f"Hallucination rate (exact score), {tag}",
+                               e.get("true_score_hallucination_rate"), n, select=sel))
+    if _is_number(e.get("auroc")):
+      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", e["auroc"], "num", select=sel))
+  return rows
+
+
+def shapes_rows(res, cfg) -> List[Row]:
+  n = res.get("num_samples", get(cfg, "sample.num_samples"))
+  rows = [_rate_block(res, "hallucination_rate", "Hallucination rate (any verdict but in support)", n),
+          proportion_row("mode_interpolation_rate",
+                         "Mode-interpolation rate (several shapes in one column)",
+                         res.get("mode_interpolation_rate"), n,
+                         get(res, "counts.multiple_in_column")),
+          proportion_row("training_in_support_rate", "Checker's in-support rate on training images",
+                         res.get("training_in_support_rate"), get(cfg, "data.num_train"))]
+  rows += detection_rows(res.get("detection"), "detection", "all hallucinations vs in support")
+  rows += detection_rows(res.get("detection_multiple_in_column"), "detection_multiple_in_column",
+                         "several-in-a-column vs in support")
+  return rows
+
+
+RECURSIVE_SKIP = ("filter", "generation", "num_train", "num_drawn")
+
+
+def recursive_rows(res) -> List[Row]:
+  rows = []
+  for r in res.get("generations") or []:
+    if not isinstance(r, dict):
+      continue
+    sel = {"filter": r.get("filter"), "generation": r.get("generation")}
+    tag = f"filter {sel['filter']}, generation {sel['generation']}"
+    for k, v in r.items():
+      if k in RECURSIVE_SKIP or not _is_number(v):
+        continue
+      if "rate" in k or k in ("mode_coverage",):
+        n = r.get("num_train") if k.endswith("_kept") else r.get("num_drawn")
+        if k == "mode_coverage":  # a share of modes, not of samples: no binomial interval
+          rows.append(Row(k, f"{k} ({tag})", v, "pct", select=sel))
+        else:
+          rows.append(proportion_row(k, f"{k} ({tag})", v, n, select=sel))
+      else:
+        rows.append(Row(k, f"{k} ({tag})", v, "num", select=sel))
+  return rows
+
+
+@dataclasses.dataclass
+class Run:
+  path: str
+  results: Dict[str, Any]
+  config: Dict[str, Any]
+  figures: List[str]
+  problems: List[str]
+
+  @property
+  def experiment(self) -> str:
+    return self.results.get("experiment") or self.config.get("experiment") or "unknown"
+
+  @property
+  def data(self) -> str:
+    return self.results.get("data") or get(self.config, "data.name") or ""
+
+  @property
+  def is_sweep(self) -> bool:
+    return self.experiment == "gaussian" and isinstance(self.results.get("sweep"), list)
+
+  def rows(self) -> List[Row]:
+    if self.is_sweep:
+      return sweep_rows(self.results)
+    if self.experiment == "gaussian":
+      return gaussian_rows(self.results, self.config)
+    if self.experiment == "shapes":
+      return shapes_rows(self.results, self.config)
+    if self.experiment == "recursive":
+      return recursive_rows(self.results)
+    return []
+
+
+def _read_json(path, problems):
+  if not os.path.exists(path):
+    problems.append(f"no {os.path.basename(path)}")
+    return {}
+  try:
+    with open(path) as f:
+      out = json.load(f)
+    return out if isinstance(out, dict) else {}
+  except (OSError, ValueError) as e:
+    problems.append(f"unreadable {os.path.basename(path)} ({e})")
+    return {}
+
+
+def load_run(path: str) -> Run:
+  problems: List[str] = []
+  results = _read_json(os.path.join(path, "results.json"), problems)
+  config = _read_json(os.path.join(path, "config.json"), problems)
+  figures = sorted(glob.glob(os.path.join(path, "figures", "*.png")))
+  return Run(os.path.abspath(path), results, config, figures, problems)
+
+
+# -- references ------------------------------------------------------------------
+def load_references(path: Optional[str]) -> Dict[str, Any]:
+  if not path or not os.path.exists(path):
+    return {"figures": []}
+  with open(path) as f:
+    refs = json.load(f)
+  refs.setdefault("figures", [])
+  return refs
+
+
+def matching_references(refs, run: Run, row: Row, source: str) -> List[dict]:
+  """The reference figures of ``source`` for this run's experiment, data and metric."""
+  out = []
+  for ref in refs.get("figures", []):
+    if ref.get("source") != source or ref.get("metric") != row.key:
+      continue
+    if ref.get("experiment") != ("gaussian_sweep" if run.is_sweep else run.experiment):
+      continue
+    if ref.get("data") not in (None, "", run.data):
+      continue
+    if any(row.select.get(k) != v for k, v in (ref.get("select") or {}).items()):
+      continue
+    # A figure measured under given settings applies only to runs with those settings.
+    if any(get(run.config, k) != v for k, v in (ref.get("when") or {}).items()):
+      continue
+    if not _is_number(ref.get("value")):
+      continue
+    out.append(ref)
+  return out
+
+
+BOUND_WORDS = {"at_least": "≥ ", "at_most": "≤ ", "equal": ""}
+
+
+def fmt_reference(ref, kind) -> str:
+  text = BOUND_WORDS.get(ref.get("compare", "equal"), "") + fmt_value(ref["value"], kind)
+  ci = ref.get("ci95")
+  if ci:
+    text += " " + fmt_interval(ci, kind)
+  where = ref.get("where") or ref.get("label")
+  return f"{text} ({where})" if where else text
+
+
+def judge(row: Row, ref) -> Tuple[Optional[bool], str]:
+  """``(disagrees, words)``; ``disagrees`` is None where there is no interval to judge by."""
+  if row.value is None:
+    return None, "no value in this run"
+  if not row.ci:
+    return None, "no interval to judge by"
+  lo, hi = row.ci
+  v, how = float(ref["value"]), ref.get("compare", "equal")
+  if how == "at_least":
+    bad = hi < v
+  elif how == "at_most":
+    bad = lo > v
+  else:
+    bad = not (lo <= v <= hi)
+  return bad, ("outside" if bad else "inside") + f" this run's 95% interval {fmt_interval(row.ci, row.kind)}"
+
+
+# -- rendering -------------------------------------------------------------------
+def _rel(path, out_dir) -> str:
+  return os.path.relpath(path, out_dir).replace(os.sep, "/")
+
+
+def machine_text(m) -> str:
+  if not isinstance(m, dict) or not m:
+    return "not recorded"
+  parts = []
+  kind, plat = m.get("device_kind"), m.get("platform")
+  if kind or plat:
+    extra = f" ({plat})" if plat and kind and str(plat).lower() != str(kind).lower() else ""
+    parts.append(f"{m.get('device_count', '?')}× {kind or plat}{extra}")
+  if m.get("process_count", 1) not in (1, None):
+    parts.append(f"{m['process_count']} processes")
+  if m.get("cpu_count"):
+    parts.append(f"{m['cpu_count']} CPUs")
+  if m.get("host"):
+    parts.append(f"host {m['host']}")
+  if m.get("jax"):
+    parts.append(f"jax {m['jax']}")
+  return ", ".join(parts) or json.dumps(m, sort_keys=True)
+
+
+def run_title(run: Run) -> str:
+  exp = "gaussian (sweep)" if run.is_sweep else run.experiment
+  return f"{exp} — {run.data}" if run.data else exp
+
+
+def num_samples_text(run: Run) -> str:
+  r = run.results
+  if run.experiment == "recursive":
+    drawn = (r.get("num_train") or 0) + (r.get("oversample") or 0)
+    return (f"{drawn:,} drawn per generation, {r.get('num_train', 0):,} kept" if drawn else "—")
+  if run.is_sweep:
+    ns = sorted({e.get("num_samples") for e in r.get("sweep", []) if isinstance(e, dict)
+                 and _is_number(e.get("num_samples"))})
+    return ", ".join(f"{n:,}" for n in ns) + " per sweep point" if ns else "—"
+  n = r.get("num_samples", get(run.config, "sample.num_samples"))
+  return f"{n:,}" if _is_number(n) else "—"
+
+
+def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
+  r, c = run.results, run.config
+  lines = [f"## {run_title(run)}", ""]
+  seed = r.get("seed", c.get("seed"))
+  steps = get(r, "train.steps", get(c, "train.steps"))
+  facts = [("Workdir", f"`{_rel(run.path, out_dir)}`"),
+           ("Config", f"`{r.get('config_name')}`" if r.get("config_name") else "not recorded"),
+           ("Seed", seed if seed is not None else "not recorded"),
+           ("Samples", num_samples_text(run)),
+           ("Training steps", f"{steps:,}" if _is_number(steps) else "—"),
+           ("Batch size", fmt_value(get(c, "train.batch_size"), "int")),
+           ("Diffusion steps T", fmt_value(get(c, "diffusion.timesteps"), "int")),
+           ("Sampler", get(r, "sampling.sampler", get(c, "sample.sampler", "—"))),
+           ("Machine", machine_text(r.get("machine")))]
+  if run.problems:
+    facts.append(("Problems", "; ".join(run.problems)))
+  lines += ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in facts] + [""]
+  rows = run.rows()
+  if not rows:
+    lines += ["No measurements found in results.json.", ""]
+  else:
+    lines += ["| Metric | This implementation [95% CI] | Paper | Official code | Agreement |",
+              "|---|---|---|---|---|"]
+    for row in rows:
+      found = {src: matching_references(refs, run, row, src) for src, _ in SOURCES}
+      if row.value is None and not any(found.values()):
+        continue  # a figure this run did not write, with nothing to compare it to
+      this = fmt_value(row.value, row.kind)
+      if row.ci:
+        this += f" {fmt_interval(row.ci, row.kind)}"
+      if row.count is not None and row.n:
+        this += f" ({row.count:,}/{row.n:,})"
+      cells, verdicts = [], []
+      for source, missing in SOURCES:
+        cells.append("; ".join(fmt_reference(x, row.kind) for x in found[source])
+                     if found[source] else missing)
+        for ref in found[source]:
+          bad, words = judge(row, ref)
+          who = "paper" if source == "paper" else "official code"
+          if bad:
+            verdicts.append(f"**DISAGREES** with {who}: {fmt_reference(ref, row.kind)} is {words}")
+            disagreements.append(f"{run_title(run)} (`{_rel(run.path, out_dir)}`), {row.label}: "
+                                 f"{who} {fmt_reference(ref, row.kind)} is {words}")
+          elif bad is None:
+            verdicts.append(f"{who}: cannot judge ({words})")
+          else:
+            verdicts.append(f"agrees with {who} ({words})")
+      lines.append(f"| {_md(row.label)} | {_md(this)} | {_md(cells[0])} | {_md(cells[1])} | "
+                   f"{_md('; '.join(verdicts) or '—')} |")
+    lines.append("")
+  if run.experiment == "shapes" and isinstance(r.get("counts"), dict):
+    lines += ["Verdict counts: " + ", ".join(f"{k} {v:,}" if _is_number(v) else f"{k} {v}"
+                                             for k, v in r["counts"].items()), ""]
+  if run.figures:
+    lines += ["Figures: " + " · ".join(f"[{os.path.basename(f)}]({_rel(f, out_dir)})"
+                                       for f in run.figures), ""]
+  else:
+    lines += ["Figures: none found.", ""]
+  return lines
+
+
+def render_references(refs) -> List[str]:
+  lines = ["## References used", ""]
+  paper, code = refs.get("paper") or {}, refs.get("official_code") or {}
+  if paper:
+    lines += [f"- Paper: {paper.get('citation', '')} — read from: "
+              + ", ".join(paper.get("read_from", [])) + (f". {paper['note']}" if paper.get("note") else "")]
+  if code:
+    lines += [f"- Official code: {code.get('repository', '')} at commit `{code.get('commit', '?')}`"
+              + (f"; {code['note']}" if code.get("note") else "")]
+  for fact in paper.get("setup_facts", []):
+    lines += [f"- Paper setup ({fact.get('where', '')}): {fact.get('text', '')}"]
+  figs = refs.get("figures", [])
+  if figs:
+    lines += ["", "| Source | Experiment | Metric | Value | Where / command | Claim or conditions |",
+              "|---|---|---|---|---|---|"]
+    for x in figs:
+      kind = x.get("kind", "pct")
+      sel = "".join(f", {k}={v}" for k, v in (x.get("select") or {}).items())
+      sel += "".join(f", when {k}={v}" for k, v in (x.get("when") or {}).items())
+      where = x.get("where") or ""
+      if x.get("command"):
+        where = (where + "; " if where else "") + f"`{x['command']}`"
+      lines.append(f"| {_md(x.get('source'))} | {_md(x.get('experiment'))}"
+                   f"{_md(' / ' + x['data'] if x.get('data') else '')}{_md(sel)} | "
+                   f"`{_md(x.get('metric'))}` | {_md(fmt_reference(dict(x, where=None), kind))} | "
+                   f"{_md(where)} | {_md(x.get('claim') or x.get('conditions') or '')} |")
+  timings = refs.get("official_code_timings", [])
+  if timings:
+    lines += ["", "Official code timings (CPU, this project's machine):", "",
+              "| What | ms | Conditions |", "|---|---|---|"]
+    for t in timings:
+      lines.append(f"| {_md(t.get('what'))} | {fmt_value(t.get('ms'), 'num')} | "
+                   f"{_md(t.get('conditions', ''))} |")
+  return lines + [""]
+
+
+def render(runs: Sequence[Run], refs, out_dir: str) -> str:
+  out_dir = os.path.abspath(out_dir)
+  disagreements: List[str] = []
+  body: List[str] = []
+  for run in runs:
+    body += render_run(run, refs, out_dir, disagreements)
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  head = ["# Mode interpolation: results against the paper and the official code", "",
+          f"Generated {now} from {len(runs)} run(s). Intervals are 95%: Wilson score intervals "
+          "for proportions, Hanley-McNeil for AUROC. A reference *disagrees beyond noise* when it "
+          "lies outside this run's interval (a bound such as \"over 95%\" when the whole interval "
+          "is on its wrong side). \"not stated\": the reference file records no figure from the "
+          "paper for it (see *References used* for which parts of the paper were read); \"not "
+          "measured\": no official-code figure was measured for it under this run's settings. "
+          "Reference figures may come from another budget than the run's: see their conditions "
+          "under *References used*.", "",
+          "## Disagreements beyond noise", ""]
+  if disagreements:
+    head += [f"- {d}" for d in disagreements]
+  else:
+    head += ["None: every stated or measured reference value lies inside the corresponding "
+             "run's 95% interval (or meets its bound), or has no interval to judge by."]
+  gallery = ["## Figure gallery", ""]
+  for run in runs:
+    if run.figures:
+      gallery += [f"### {run_title(run)} (`{_rel(run.path, out_dir)}`)", ""]
+      for f in run.figures:
+        name = os.path.basename(f)
+        gallery += [f"![{name}]({_rel(f, out_dir)})", f"*{name}*", ""]
+  if len(gallery) == 2:
+    gallery += ["No figures found.", ""]
+  return "\n".join(head + [""] + body + render_references(refs) + gallery).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs of finished runs")
+  p.add_argument("--out", default=DEFAULT_OUT, help=f"Markdown file to write (default {DEFAULT_OUT})")
+  p.add_argument("--references", default=DEFAULT_REFERENCES,
+                 help="reference figures (default experiments/references.json)")
+  args = p.parse_args(argv)
+  missing = [d for d in args.run_dirs if not os.path.isdir(d)]
+  if missing:
+    p.error(f"not a directory: {', '.join(missing)}")
+  runs = [load_run(d) for d in args.run_dirs]
+  out_dir = os.path.dirname(os.path.abspath(args.out))
+  os.makedirs(out_dir, exist_ok=True)
+  text = render(runs, load_references(args.references), out_dir)
+  with open(args.out, "w") as f:
+    f.write(text)
+  sys.stdout.write(text)
+  print(f"\n[report written to {args.out}]", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,162 @@
+"""Subprocess body of ``tests/test_sharding.py``: runs on 4 simulated CPU devices.
+
+The device count is fixed when jax starts, so the parent test launches this
+module with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` and
+``JAX_PLATFORMS=cpu``:
+
+  python -m tests._sharding_worker TMPDIR
+
+It prints one JSON object on the last line of stdout; the parent compares.
+Each part (``sampler``, ``train``, ``divisible``, ``main_run``) is recorded
+separately, and a part that raises is recorded as ``{"error": ...}`` so the
+others still report.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import gaussian1d
+from experiments import main as main_mod
+from mode_interp import pipeline, sharding, train
+from mode_interp.data import gaussians
+from mode_interp.errors import ConfigError
+
+NUM_DEVICES = 4
+
+
+def tiny_config(steps: int = 5):
+  """A seconds-long gaussian1d config whose sizes split over 4 devices."""
+  cfg = gaussian1d.get_config()
+  cfg.data.num_train = 512
+  cfg.model.width = 32
+  cfg.diffusion.timesteps = 30
+  cfg.train.batch_size = 128
+  cfg.train.steps = steps
+  cfg.train.log_every = steps
+  cfg.train.ckpt_every = steps
+  cfg.train.ema_decay = 0.9
+  cfg.sample.num_samples = 256
+  cfg.sample.chunk_size = 128
+  cfg.detect.window = 5
+  return cfg
+
+
+def _leaves(tree):
+  return [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def part_sampler():
+  """The jitted sampler over 1 and 4 devices, same key and global indices."""
+  cfg = tiny_config()
+  model = pipeline.make_model(cfg)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 1)), jnp.zeros((1,), jnp.int32))["params"]
+  idx = np.arange(100, 164, dtype=np.int32)  # not starting at 0: indices are global
+  res = {}
+  for n in (1, NUM_DEVICES):
+    mesh = sharding.make_mesh(n)
+    fn = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), (1,), mesh=mesh)
+    p = jax.device_put(params, sharding.replicated(mesh))
+    out = fn(p, jax.random.key(7), jax.device_put(idx, sharding.data_sharding(mesh)))
+    res[str(n)] = {
+        "samples": np.asarray(out.samples).ravel().tolist(),
+        "traj_variance": np.asarray(out.traj_variance).tolist(),
+        "num_output_devices": len(out.samples.sharding.device_set),
+        "shard_rows": sorted(s.data.shape[0] for s in out.samples.addressable_shards),
+        "variance_shard_rows": sorted(s.data.shape[0]
+                                      for s in out.traj_variance.addressable_shards),
+    }
+  return res
+
+
+def part_train(tmp):
+  """A few jitted, state-donating train steps with the mesh's shardings, on 1 and
+  4 devices (as ``pipeline.train_model`` builds them, without the checkpoints)."""
+  del tmp
+  cfg = tiny_config(steps=5)
+  tc = cfg.train
+  data = gaussians.make_mixture("gaussian1d").sample(cfg.data.num_train, seed=0)
+  model = pipeline.make_model(cfg)
+  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip)
+  init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
+  res = {}
+  for n in (1, NUM_DEVICES):
+    mesh = sharding.make_mesh(n)
+    repl = sharding.replicated(mesh)
+    state = jax.jit(lambda x, k: train.init_state(model, optimizer, x, k), out_shardings=repl)(
+        jnp.asarray(data[:1]), init_key)
+    step_fn = train.make_train_step(pipeline.eps_fn_for(model), pipeline.make_schedule(cfg),
+                                    optimizer, tc.batch_size, tc.ema_decay, mesh=mesh)
+    step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+    data_dev = jax.device_put(jnp.asarray(data), repl)
+    losses = []
+    for _ in range(tc.steps):
+      state, metrics = step_jit(state, data_dev, run_key)
+      losses.append(float(metrics["loss"]))
+    res[str(n)] = {"step": int(jax.device_get(state.step)), "params": _leaves(state.params),
+                   "ema_params": _leaves(state.ema_params), "losses": losses,
+                   "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set)}
+  return res
+
+
+def part_divisible(tmp):
+  """A batch of 6 over 4 devices is refused before any work."""
+  res = {}
+  cfg = tiny_config()
+  cfg.num_devices = NUM_DEVICES
+  cfg.train.batch_size = 6
+  wd = os.path.join(tmp, "refused")
+  try:
+    main_mod.run(cfg, wd)
+    res["main_run"] = None
+  except ConfigError as e:
+    res["main_run"] = {"field": e.field, "message": str(e)}
+  res["workdir_created"] = os.path.exists(wd)
+  try:
+    sharding.check_divisible(6, sharding.make_mesh(NUM_DEVICES), "train.batch_size")
+    res["check_divisible"] = None
+  except ConfigError as e:
+    res["check_divisible"] = {"field": e.field, "message": str(e)}
+  return res
+
+
+def part_main_run(tmp):
+  """``experiments.main.run`` end to end with ``num_devices=4``."""
+  cfg = tiny_config(steps=10)
+  cfg.num_devices = NUM_DEVICES
+  cfg.plots.predictor_times = (1, 10)
+  wd = os.path.join(tmp, "main_run")
+  out = main_mod.run(cfg, wd)
+  with np.load(os.path.join(wd, "samples.npz")) as z:
+    num_saved = int(z["samples"].shape[0])
+  return {"num_samples": out["num_samples"], "num_saved": num_saved,
+          "hallucination_rate": out["hallucination_rate"],
+          "train_steps": out["train"]["steps"],
+          "device_count": out["machine"]["device_count"],
+          "results_json": os.path.exists(os.path.join(wd, "results.json"))}
+
+
+def main(argv):
+  tmp = argv[1]
+  result = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform}
+  parts = {"sampler": part_sampler, "train": lambda: part_train(tmp),
+           "divisible": lambda: part_divisible(tmp), "main_run": lambda: part_main_run(tmp)}
+  only = argv[2].split(",") if len(argv) > 2 else list(parts)
+  for name in only:
+    t0 = time.perf_counter()
+    try:
+      result[name] = parts[name]()
+      result[name]["seconds"] = time.perf_counter() - t0
+    except Exception as e:  # pylint: disable=broad-except  # reported to the parent test
+      result[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main(sys.argv)

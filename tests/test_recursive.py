@@ -1,0 +1,83 @@
+"""Recursive training: a two-generation tiny run, its records, and resumption mid-way."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import recursive_grid25, recursive_mnist
+from experiments import main, recursive
+from mode_interp.data import mnist
+
+pytestmark = pytest.mark.e2e
+
+
+def _results(wd):
+  with open(os.path.join(wd, "results.json")) as f:
+    return json.load(f)
+
+
+def test_grid_two_generations_and_resume(tmp_path, monkeypatch):
+  wd = str(tmp_path / "run")
+  cfg = recursive_grid25.get_config("tiny")
+  # Stop the first attempt inside generation 1 of the second filter.
+  calls = {"n": 0}
+  real_one = recursive.pipeline.train_model
+
+  def flaky(cfg_, data, wd_, **kw):
+    calls["n"] += 1
+    if kw.get("subdir") == "random_gen1":
+      raise KeyboardInterrupt("simulated stop")
+    return real_one(cfg_, data, wd_, **kw)
+
+  monkeypatch.setattr(recursive.pipeline, "train_model", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    main.run(cfg, wd)
+  partial = _results(wd)
+  assert {(r["filter"], r["generation"]) for r in partial["generations"]} >= {
+      ("none", 0), ("none", 1), ("random", 0)}
+  monkeypatch.setattr(recursive.pipeline, "train_model", real_one)
+
+  # Resuming: earlier generations come from their checkpoints (no new metrics for them).
+  with open(os.path.join(wd, "metrics.jsonl")) as f:
+    before = [json.loads(l) for l in f if l.strip()]
+  res = main.run(cfg, wd)
+  with open(os.path.join(wd, "metrics.jsonl")) as f:
+    after = [json.loads(l) for l in f if l.strip()]
+  assert after[:len(before)] == before
+  new_models = {r["model"] for r in after[len(before):]}
+  assert new_models == {"random_gen1", "variance_gen1"}
+
+  gens = res["generations"]
+  assert len(gens) == 3 * 2
+  for r in gens:
+    assert r["num_train"] == 256 and r["num_drawn"] == 256 + 64
+    assert 0.0 <= r["hallucination_rate"] <= 1.0 and 0.0 <= r["mode_coverage"] <= 1.0
+  figs = os.listdir(os.path.join(wd, "figures"))
+  assert "recursive_curves.png" in figs and "samples_variance_gen1.png" in figs
+
+
+def test_mnist_two_generations(tmp_path):
+  try:
+    mnist.load_mnist("test", download=False)
+  except mnist.MnistNotFoundError:
+    pytest.skip("MNIST test split not found (set MODE_INTERP_MNIST_DIR)")
+  wd = str(tmp_path / "run")
+  res = main.run(recursive_mnist.get_config("tiny"), wd)
+  gens = {(r["filter"], r["generation"]): r for r in res["generations"]}
+  assert set(gens) == {("none", 0), ("none", 1), ("variance", 0), ("variance", 1)}
+  for r in gens.values():
+    assert np.isfinite(r["frechet_distance"]) and r["frechet_distance"] > 0
+    assert 0.0 <= r["low_confidence_rate"] <= 1.0
+  assert os.path.isdir(os.path.join(wd, "classifier"))
+
+
+def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setenv("MODE_INTERP_MNIST_DIR", str(tmp_path / "nothing"))
+  monkeypatch.setenv("HOME", str(tmp_path))
+  cfg = recursive_mnist.get_config("tiny")
+  cfg.data.download = False
+  from mode_interp.errors import DataError
+  with pytest.raises(DataError, match="MODE_INTERP_MNIST_DIR"):
+    main.run(cfg, str(tmp_path / "run"))

@@ -1,0 +1,56 @@
+"""A tiny end-to-end SIMPLE SHAPES run: the workdir contract and the results schema."""
+
+import json
+import os
+
+import pytest
+
+from configs import shapes as shapes_config
+from experiments import main
+from mode_interp.data import shapes
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("shapes") / "run")
+  res = main.run(shapes_config.get_config("tiny"), wd, config_name="configs/shapes.py:tiny")
+  return wd, res
+
+
+def test_workdir_contract(run):
+  wd, _ = run
+  for name in ("config.json", "metrics.jsonl", "results.json", "samples.npz"):
+    assert os.path.exists(os.path.join(wd, name)), name
+  with open(os.path.join(wd, "metrics.jsonl")) as f:
+    recs = [json.loads(l) for l in f if l.strip()]
+  assert [r["step"] for r in recs] == [5, 10, 15, 20]
+  assert all("loss" in r for r in recs)
+  figs = os.listdir(os.path.join(wd, "figures"))
+  assert "samples.png" in figs and "trajectory_variance.png" in figs
+  assert "training_images.png" in figs
+  assert "20" in os.listdir(os.path.join(wd, "checkpoints"))
+
+
+def test_results_schema(run):
+  wd, res = run
+  with open(os.path.join(wd, "results.json")) as f:
+    disk = json.load(f)
+  assert disk["num_samples"] == 32
+  assert disk["training_in_support_rate"] == 1.0
+  assert set(disk["counts"]) == set(shapes.VERDICTS)
+  assert sum(disk["counts"].values()) == 32
+  assert disk["hallucination_rate"] == pytest.approx(1 - disk["counts"]["in_support"] / 32)
+  for key in ("auroc", "threshold", "in_support_retained", "hallucinations_removed"):
+    assert key in disk["detection"]
+  assert disk["machine"]["device_count"] >= 1
+
+
+def test_rerun_reuses_checkpoint_and_samples(run):
+  wd, res = run
+  before = os.path.getmtime(os.path.join(wd, "samples.npz"))
+  again = main.run(shapes_config.get_config("tiny"), wd)
+  assert again["train"]["steps"] == 20
+  assert again["counts"] == res["counts"]          # same samples: nothing was redrawn
+  assert os.path.getmtime(os.path.join(wd, "samples.npz")) == before
