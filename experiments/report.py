@@ -187,7 +187,8 @@ def sweep_rows(res) -> List[Row]:
 
 def shapes_rows(res, cfg) -> List[Row]:
   n = res.get("num_samples", get(cfg, "sample.num_samples"))
-  rows = [_rate_block(res, "hallucination_rate", "Hallucination rate (any verdict but in support)", n),
+  rows = [_rate_block(res, "hallucination_rate",
+                      "Hallucination rate (any verdict but in support)", n),
           proportion_row("mode_interpolation_rate",
                          "Mode-interpolation rate (several shapes in one column)",
                          res.get("mode_interpolation_rate"), n,
@@ -328,13 +329,14 @@ def judge(row: Row, ref) -> Tuple[Optional[bool], str]:
     return None, "no interval to judge by"
   lo, hi = row.ci
   v, how = float(ref["value"]), ref.get("compare", "equal")
-  if how == "at_least":
-    bad = hi < v
-  elif how == "at_most":
-    bad = lo > v
-  else:
-    bad = not (lo <= v <= hi)
-  return bad, ("outside" if bad else "inside") + f" this run's 95% interval {fmt_interval(row.ci, row.kind)}"
+  ci = fmt_interval(row.ci, row.kind)
+  if how in ("at_least", "at_most"):
+    bad = hi < v if how == "at_least" else lo > v
+    side = "below" if how == "at_least" else "above"
+    return bad, (f"not met: this run's 95% interval {ci} lies entirely {side} it" if bad
+                 else f"met or not excluded by this run's 95% interval {ci}")
+  bad = not (lo <= v <= hi)
+  return bad, f"{'outside' if bad else 'inside'} this run's 95% interval {ci}"
 
 
 # -- rendering -------------------------------------------------------------------
@@ -445,15 +447,24 @@ def render_references(refs) -> List[str]:
   paper, code = refs.get("paper") or {}, refs.get("official_code") or {}
   if paper:
     lines += [f"- Paper: {paper.get('citation', '')} — read from: "
-              + ", ".join(paper.get("read_from", [])) + (f". {paper['note']}" if paper.get("note") else "")]
+              + ", ".join(paper.get("read_from", []))
+              + (f". {paper['note']}" if paper.get("note") else "")]
   if code:
     lines += [f"- Official code: {code.get('repository', '')} at commit `{code.get('commit', '?')}`"
               + (f"; {code['note']}" if code.get("note") else "")]
+    for key in ("machine", "date"):
+      if code.get(key):
+        lines += [f"  - {key}: {code[key]}"]
   for fact in paper.get("setup_facts", []):
     lines += [f"- Paper setup ({fact.get('where', '')}): {fact.get('text', '')}"]
+  diffs = code.get("differences_from_this_project") or []
+  if diffs:
+    lines += ["", "Official code settings that differ from (or match) this project's defaults:", ""]
+    lines += [f"- {d}" for d in diffs]
   figs = refs.get("figures", [])
   if figs:
-    lines += ["", "| Source | Experiment | Metric | Value | Where / command | Claim or conditions |",
+    lines += ["",
+              "| Source | Experiment | Metric | Value | Where / command | Claim or conditions |",
               "|---|---|---|---|---|---|"]
     for x in figs:
       kind = x.get("kind", "pct")
@@ -511,10 +522,12 @@ def render(runs: Sequence[Run], refs, out_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0],
+  p = argparse.ArgumentParser(prog="python -m experiments.report",
+                              description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs of finished runs")
-  p.add_argument("--out", default=DEFAULT_OUT, help=f"Markdown file to write (default {DEFAULT_OUT})")
+  p.add_argument("--out", default=DEFAULT_OUT,
+                 help=f"Markdown file to write (default {DEFAULT_OUT})")
   p.add_argument("--references", default=DEFAULT_REFERENCES,
                  help="reference figures (default experiments/references.json)")
   args = p.parse_args(argv)
