@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000
   c.train.batch_size = 128
   c.train.lr = 1e-3
+  c.train.lr_schedule = "constant"   # or "cosine": decays to 0 at train.steps
   c.train.b1 = 0.9
   c.train.b2 = 0.999
   c.train.warmup_steps = 0

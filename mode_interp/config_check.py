@@ -89,6 +89,7 @@ def validate(cfg) -> None:
   _int(cfg, "train.steps", lo=0)
   bs = _int(cfg, "train.batch_size", lo=1)
   _float(cfg, "train.lr", lo=0.0, lo_open=True)
+  _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
   _float(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
   _float(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
   _int(cfg, "train.warmup_steps", lo=0)

@@ -5,6 +5,7 @@ sections it needs and returns plain objects (no hidden state).
 """
 
 import functools
+import json
 from typing import Optional
 
 import jax
@@ -38,6 +39,30 @@ def eps_fn_for(model):
   return lambda params, x, t: model.apply({"params": params}, x, t)
 
 
+def _model_key(cfg) -> str:
+  """The config sections that define the compiled trainer, as a hashable key."""
+  return json.dumps({k: cfg[k].to_dict() for k in ("model", "diffusion", "train")}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_trainer(key: str, mesh):
+  """Jitted init and train step for a config key, built once per process, so the
+  generations of a recursive run (and repeated runs in one process) share one
+  compilation."""
+  import ml_collections
+  cfg = ml_collections.ConfigDict(json.loads(key))
+  tc = cfg.train
+  model = make_model(cfg)
+  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
+                                   tc.lr_schedule, tc.steps)
+  repl = sharding.replicated(mesh)
+  init_jit = jax.jit(functools.partial(train.init_state, model, optimizer), out_shardings=repl)
+  step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
+                                  tc.batch_size, tc.ema_decay, mesh=mesh)
+  step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+  return init_jit, step_jit
+
+
 def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=None,
                 label: str = "train"):
   """Trains (or resumes training of) the config's network on ``data``.
@@ -52,21 +77,14 @@ def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=N
   sharding.check_divisible(tc.batch_size, mesh, "train.batch_size")
   key = jax.random.key(cfg.seed) if key is None else key
   init_key, run_key = jax.random.split(key)
-  model = make_model(cfg)
-  schedule = make_schedule(cfg)
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip)
-  repl = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(train.init_state, model, optimizer), out_shardings=repl)(
-      jnp.asarray(data[:1]), init_key)
+  init_jit, step_jit = _compiled_trainer(_model_key(cfg), mesh)
+  state = init_jit(jnp.asarray(data[:1]), init_key)
   manager = workdir.checkpoint_manager(subdir)
   state, restored = train.restore_or_init(manager, state)
   if restored is not None:
     logging.info("%s: resumed from checkpoint at step %d (%s)", label, restored, manager.directory)
   writer = workdir.metric_writer(resume_step=restored or 0, model=subdir)
-  step_fn = train.make_train_step(eps_fn_for(model), schedule, optimizer, tc.batch_size,
-                                  tc.ema_decay, mesh=mesh)
-  step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
-  data_dev = jax.device_put(jnp.asarray(data), repl)
+  data_dev = jax.device_put(jnp.asarray(data), sharding.replicated(mesh))
   state = train.train_loop(state, step_jit, data_dev, run_key, tc.steps, manager=manager,
                            writer=writer, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
                            label=label)

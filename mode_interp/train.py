@@ -30,9 +30,20 @@ class TrainState:
   opt_state: Any
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def make_optimizer(lr: float, b1: float = 0.9, b2: float = 0.999, warmup_steps: int = 0,
-                   grad_clip: float = 0.0) -> optax.GradientTransformation:
-  sched = optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
+                   grad_clip: float = 0.0, schedule: str = "constant",
+                   total_steps: int = 0) -> optax.GradientTransformation:
+  """Adam with optional linear warm-up, cosine decay (to 0 at ``total_steps``) and clipping."""
+  if schedule == "cosine":
+    sched = optax.warmup_cosine_decay_schedule(0.0 if warmup_steps else lr, lr, warmup_steps,
+                                               max(total_steps, warmup_steps + 1))
+  elif schedule == "constant":
+    sched = optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
+  else:
+    raise ValueError(f"unknown lr schedule {schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
   tx = optax.adam(sched, b1=b1, b2=b2)
   return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip else tx
 
