@@ -1,6 +1,6 @@
 r"""Recursive training on the 5x5 grid: collapse, and the variance filter.
 
-Run (about 20 minutes on a 2-core CPU)::
+Run (about 15 minutes on a 2-core CPU)::
 
   python -m experiments.main --config=configs/recursive_grid25.py
 
@@ -26,9 +26,11 @@ def get_config(arg: str = ""):
   c = common.gaussian_config("grid25", "")
   common.recursive_fields(c)
   c.data.num_train = 10_000
-  c.train.steps = 3_000
-  c.train.batch_size = 2_000
+  c.train.steps = 15_000
+  c.train.batch_size = 256
   c.train.ema_decay = 0.999
+  c.train.log_every = 500
+  c.train.ckpt_every = 5_000
   c.sample.chunk_size = 12_500
   c.recursive.generations = 3
   c.recursive.oversample = 2_500

@@ -87,7 +87,10 @@ class Workdir:
       for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
           changes.append((key, old.get(key), new.get(key)))
-      bad = [c for c in changes if any(c[0] == p or c[0].startswith(p) for p in frozen)]
+      # Fields that a newer version of the code added (absent from the old file) keep
+      # their defaults' meaning and are not a conflict.
+      bad = [c for c in changes if c[0] in old
+             and any(c[0] == p or c[0].startswith(p) for p in frozen)]
       if bad:
         lines = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
         raise WorkdirError(
