@@ -1,6 +1,6 @@
 r"""SIMPLE SHAPES: mode interpolation in images, and its detection.
 
-Run (the main job; about 25 minutes on a 2-core CPU)::
+Run (the main job; 20-30 minutes on a 2-core CPU: 32 min measured with the cores shared)::
 
   python -m experiments.main --config=configs/shapes.py
 
