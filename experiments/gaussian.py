@@ -17,12 +17,6 @@ def make_mixture(cfg) -> gaussians.Mixture:
   return gaussians.make_mixture(cfg.data.name, means=means or (1.0, 2.0, 3.0), std=cfg.data.std)
 
 
-def _rate(flags) -> dict:
-  flags = np.asarray(flags, bool)
-  lo, hi = hallucination.binomial_interval(int(flags.sum()), len(flags))
-  return {"rate": float(flags.mean()), "count": int(flags.sum()), "n": len(flags), "ci95": [lo, hi]}
-
-
 def sample_and_cache(cfg, wd, name, sample_jit, params, num_samples, mesh, step):
   """Samples once per (checkpoint step, num_samples); reruns reuse the file."""
   t0 = time.time()
@@ -57,9 +51,9 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   res = {
       "num_samples": n,
       "hallucination_rate": float(hal.mean()),
-      "hallucination": _rate(hal),
+      "hallucination": hallucination.rate_with_interval(hal),
       "true_score_hallucination_rate": float(hal_exact.mean()),
-      "true_score_hallucination": _rate(hal_exact),
+      "true_score_hallucination": hallucination.rate_with_interval(hal_exact),
       "rule": {"k_sigma": k, "false_positive_rate_training_data": float(hal_train.mean()),
                "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k)},
       "modes_covered": int(covered), "num_modes": len(mixture.means),

@@ -16,13 +16,6 @@ VERDICT_COLORS = {"in_support": "#2ca02c", "multiple_in_column": "#d62728",
 SHORT = {"in_support": "ok", "multiple_in_column": "multi", "malformed": "malf", "blank": "blank"}
 
 
-def _rate(flags):
-  flags = np.asarray(flags, bool)
-  lo, hi = hallucination.binomial_interval(int(flags.sum()), len(flags))
-  return {"rate": float(flags.mean()) if len(flags) else None, "count": int(flags.sum()),
-          "n": len(flags), "ci95": [lo, hi]}
-
-
 def load_training_set(cfg):
   ds = shapes.generate(cfg.data.num_train, seed=cfg.seed, scale=cfg.data.scale)
   return ds, shapes.to_model_input(ds.images)
@@ -43,7 +36,7 @@ def evaluate(cfg, wd, verdicts, tv, images, prefix=""):
   res = {
       "num_samples": int(len(verdicts)),
       "hallucination_rate": float(hal.mean()),
-      "hallucination": _rate(hal),
+      "hallucination": hallucination.rate_with_interval(hal),
       "mode_interpolation_rate": float(multi.mean()),
       "counts": shapes.count_verdicts(verdicts),
       "detection": det,

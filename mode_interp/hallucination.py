@@ -47,6 +47,14 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
   return (float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half))))
 
 
+def rate_with_interval(flags) -> dict:
+  """Share of true ``flags`` with its count, total and Wilson 95% interval."""
+  flags = np.asarray(flags, bool)
+  lo, hi = binomial_interval(int(flags.sum()), len(flags))
+  return {"rate": float(flags.mean()) if len(flags) else None, "count": int(flags.sum()),
+          "n": len(flags), "ci95": [lo, hi]}
+
+
 def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
                       remove_hallucinations: Optional[float] = 0.95):
   """How well thresholding ``scores`` (high = suspicious) separates hallucinations.
