@@ -37,3 +37,10 @@ def test_metric_writer_drops_records_past_the_checkpoint_of_its_model_only(tmp_p
   with open(tmp_path / "metrics.jsonl") as f:
     recs = [json.loads(l) for l in f]
   assert [(r["model"], r["step"]) for r in recs] == [("a", 10), ("a", 20), ("b", 10)]
+
+
+def test_default_workdir_from_either_flag_form():
+  from experiments.main import _config_arg, default_workdir
+  assert default_workdir(_config_arg(["m", "--config", "configs/shapes.py:paper"])) == \
+      "runs/shapes_paper"
+  assert default_workdir(_config_arg(["m", "--config=configs/grid25.py"])) == "runs/grid25"
