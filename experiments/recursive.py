@@ -154,21 +154,6 @@ def _write(cfg, wd, records, kind, info, t0):
          "filters": list(cfg.recursive.filters), "generations": gens,
          "seconds_this_run": time.time() - t0}
   wd.write_results(res)
-  keys = _measure_keys(kind)
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
-  for ax, key in zip(np.atleast_1d(axes), keys):
-    for filt in cfg.recursive.filters:
-      pts = sorted((r["generation"], r[key]) for r in gens
-                   if (r["filter"] == filt or r["generation"] == 0) and r.get(key) is not None)
-      if pts:
-        ax.plot(*zip(*pts), marker="o", label=filt)
-    ax.set_xlabel("generation")
-    ax.set_ylabel(key)
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(wd.figure("recursive_curves.png"), dpi=120)
-  plt.close(fig)
+  plots.generation_curves(wd.figure("recursive_curves.png"), gens, cfg.recursive.filters,
+                          _measure_keys(kind))
   return res

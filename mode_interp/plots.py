@@ -152,3 +152,18 @@ def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap=
   if title:
     fig.suptitle(title)
   return _save(fig, path)
+
+
+def generation_curves(path, records, filters, keys):
+  """One panel per measurement against generation, one line per filter."""
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+  for ax, key in zip(np.atleast_1d(axes), keys):
+    for filt in filters:
+      pts = sorted((r["generation"], r[key]) for r in records
+                   if r["filter"] == filt and r.get(key) is not None)
+      if pts:
+        ax.plot(*zip(*pts), marker="o", label=filt)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(key)
+    ax.legend()
+  return _save(fig, path)
