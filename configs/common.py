@@ -55,6 +55,18 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def unet(c: ml_collections.ConfigDict, ch: int, ch_mult: tuple, num_res_blocks: int = 1,
+         attn_resolutions: tuple = (), dropout: float = 0.0, num_groups: int = 8) -> None:
+  """The image experiments' DDPM U-Net fields."""
+  c.model.name = "unet"
+  c.model.ch = ch
+  c.model.ch_mult = tuple(ch_mult)
+  c.model.num_res_blocks = num_res_blocks
+  c.model.attn_resolutions = tuple(attn_resolutions)
+  c.model.dropout = dropout
+  c.model.num_groups = num_groups
+
+
 def toy_mlp(c: ml_collections.ConfigDict) -> None:
   """The reference toy network and optimiser (Adam 1e-3, betas 0.9/0.999)."""
   c.model.name = "mlp"

@@ -30,13 +30,7 @@ def get_config(arg: str = ""):
   c.data.dir = ""               # "" -> $MODE_INTERP_MNIST_DIR, then ~/.cache/mode_interp/mnist
   c.data.download = True
   c.data.num_train = 2_000
-  c.model.name = "unet"
-  c.model.ch = 16
-  c.model.ch_mult = (1, 2, 2)
-  c.model.num_res_blocks = 1
-  c.model.attn_resolutions = ()
-  c.model.dropout = 0.0
-  c.model.num_groups = 8
+  common.unet(c, ch=16, ch_mult=(1, 2, 2))
   c.diffusion.timesteps = 100
   c.diffusion.beta_start = 1e-3
   c.diffusion.beta_end = 0.2
@@ -54,11 +48,8 @@ def get_config(arg: str = ""):
   c.recursive.classifier_steps = 800
   if arg == "paper":
     c.data.num_train = 60_000
-    c.model.ch = 64
-    c.model.ch_mult = (1, 2, 2)
-    c.model.num_res_blocks = 2
-    c.model.attn_resolutions = (16,)
-    c.model.num_groups = 32
+    common.unet(c, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                num_groups=32)
     c.diffusion.timesteps = 1_000
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
@@ -73,9 +64,7 @@ def get_config(arg: str = ""):
     c.recursive.oversample = 10_000
   elif arg == "tiny":
     c.data.num_train = 64
-    c.model.ch = 8
-    c.model.ch_mult = (1, 2)
-    c.model.num_groups = 4
+    common.unet(c, ch=8, ch_mult=(1, 2), num_groups=4)
     c.diffusion.timesteps = 10
     c.train.steps = 10
     c.train.batch_size = 16

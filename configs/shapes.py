@@ -38,13 +38,7 @@ def get_config(arg: str = ""):
   c.data.num_train = 5_000
   c.data.scale = 0.5            # 0.5: 32x32 canvas (CPU default); 1.0: the paper's 64x64
 
-  c.model.name = "unet"
-  c.model.ch = 16
-  c.model.ch_mult = (1, 2, 2)
-  c.model.num_res_blocks = 1
-  c.model.attn_resolutions = ()
-  c.model.dropout = 0.0
-  c.model.num_groups = 8
+  common.unet(c, ch=16, ch_mult=(1, 2, 2))
 
   c.diffusion.schedule = "linear"
   c.diffusion.timesteps = 100
@@ -69,12 +63,8 @@ def get_config(arg: str = ""):
 
   if arg == "paper":
     c.data.scale = 1.0
-    c.model.ch = 64
-    c.model.ch_mult = (1, 2, 2, 2)
-    c.model.num_res_blocks = 2
-    c.model.attn_resolutions = (16,)
-    c.model.dropout = 0.1
-    c.model.num_groups = 32
+    common.unet(c, ch=64, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                dropout=0.1, num_groups=32)
     c.diffusion.timesteps = 1_000
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
@@ -89,9 +79,7 @@ def get_config(arg: str = ""):
     c.sample.chunk_size = 1_000
   elif arg == "tiny":
     c.data.num_train = 256
-    c.model.ch = 8
-    c.model.ch_mult = (1, 2)
-    c.model.num_groups = 4
+    common.unet(c, ch=8, ch_mult=(1, 2), num_groups=4)
     c.diffusion.timesteps = 20
     c.diffusion.beta_start = 0.005
     c.diffusion.beta_end = 0.5
