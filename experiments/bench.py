@@ -73,7 +73,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import common, shapes
-from mode_interp import pipeline, sharding, train
+from mode_interp import pipeline, sharding
 from mode_interp.data import gaussians
 
 FLAGS = flags.FLAGS
@@ -228,15 +228,11 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
 def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: int):
   """Times ``steps`` jitted train steps after ``warmup`` ones; returns
   ``(ms_per_step, compile_s, wall_s, xla_temp_mb)``."""
-  tc = cfg.train
   repl = sharding.replicated(mesh)
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip)
   init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
-  state = jax.jit(lambda x, k: train.init_state(model, optimizer, x, k), out_shardings=repl)(
-      jnp.asarray(data[:1]), init_key)
-  step_fn = train.make_train_step(pipeline.eps_fn_for(model), pipeline.make_schedule(cfg),
-                                  optimizer, tc.batch_size, tc.ema_decay, mesh=mesh)
-  step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+  # The same compiled init and step as pipeline.train_model, so the benchmark times what runs.
+  init_jit, step_jit = pipeline.compiled_trainer(cfg, mesh)
+  state = init_jit(jnp.asarray(data[:1]), init_key)
   data_dev = jax.device_put(jnp.asarray(data), repl)
   run_key = jax.device_put(run_key, repl)
 

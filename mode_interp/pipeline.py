@@ -63,6 +63,12 @@ def _compiled_trainer(key: str, mesh):
   return init_jit, step_jit
 
 
+def compiled_trainer(cfg, mesh):
+  """``(init_jit(x1, key) -> state, step_jit(state, data, key) -> (state, metrics))`` for the
+  config's model, diffusion and train sections over ``mesh``; cached per config."""
+  return _compiled_trainer(_model_key(cfg), mesh)
+
+
 def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=None,
                 label: str = "train"):
   """Trains (or resumes training of) the config's network on ``data``.
@@ -77,7 +83,7 @@ def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=N
   sharding.check_divisible(tc.batch_size, mesh, "train.batch_size")
   key = jax.random.key(cfg.seed) if key is None else key
   init_key, run_key = jax.random.split(key)
-  init_jit, step_jit = _compiled_trainer(_model_key(cfg), mesh)
+  init_jit, step_jit = compiled_trainer(cfg, mesh)
   state = init_jit(jnp.asarray(data[:1]), init_key)
   manager = workdir.checkpoint_manager(subdir)
   state, restored = train.restore_or_init(manager, state)

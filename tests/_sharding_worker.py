@@ -24,7 +24,7 @@ import numpy as np
 
 from configs import gaussian1d
 from experiments import main as main_mod
-from mode_interp import pipeline, sharding, train
+from mode_interp import pipeline, sharding
 from mode_interp.data import gaussians
 from mode_interp.errors import ConfigError
 
@@ -82,18 +82,13 @@ def part_train(tmp):
   cfg = tiny_config(steps=5)
   tc = cfg.train
   data = gaussians.make_mixture("gaussian1d").sample(cfg.data.num_train, seed=0)
-  model = pipeline.make_model(cfg)
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip)
   init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
   res = {}
   for n in (1, NUM_DEVICES):
     mesh = sharding.make_mesh(n)
     repl = sharding.replicated(mesh)
-    state = jax.jit(lambda x, k: train.init_state(model, optimizer, x, k), out_shardings=repl)(
-        jnp.asarray(data[:1]), init_key)
-    step_fn = train.make_train_step(pipeline.eps_fn_for(model), pipeline.make_schedule(cfg),
-                                    optimizer, tc.batch_size, tc.ema_decay, mesh=mesh)
-    step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+    init_jit, step_jit = pipeline.compiled_trainer(cfg, mesh)
+    state = init_jit(jnp.asarray(data[:1]), init_key)
     data_dev = jax.device_put(jnp.asarray(data), repl)
     losses = []
     for _ in range(tc.steps):
