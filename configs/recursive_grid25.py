@@ -1,6 +1,6 @@
 r"""Recursive training on the 5x5 grid: collapse, and the variance filter.
 
-Run (about 15 minutes on a 2-core CPU)::
+Run (about 20 minutes on a 2-core CPU)::
 
   python -m experiments.main --config=configs/recursive_grid25.py
 
@@ -10,10 +10,15 @@ Generation 0 trains on real data; each later generation trains a fresh model on
 ``variance`` (lowest trajectory variance). What it should show: the
 hallucination rate grows over generations with ``none`` and ``random`` and
 more slowly with ``variance`` (figures/recursive_curves.png,
-results.json["generations"]).
+results.json["generations"]). Measured on a 2-core CPU (19 minutes): 10.2% at
+generation 0, then 20.6% / 31.0% (none), 21.8% / 33.6% (random) and 12.4% /
+11.6% (variance). The price of the filter shows in
+``in_support_per_mode``: it keeps 36% of the centre mode's in-support samples
+(82-93% of every other mode's), and the centre mode is gone by generation 2.
 
 ``:paper`` is the paper's scale (five generations of 100,000 points, batch
-10,000, 10,000 epochs, 500,000 samples drawn for the filter) for accelerators.
+10,000, 10,000 epochs; 102,500 drawn and 100,000 kept per generation, as the
+official filter script does) for accelerators.
 """
 
 from configs import common
@@ -25,12 +30,10 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
   c = common.gaussian_config("grid25", "")
   common.recursive_fields(c)
+  # Each generation trains as configs/grid25.py does (15k steps at batch 1,024, cosine
+  # learning rate): its off-mode samples must be interpolations, not blur. (At the
+  # earlier 15k steps of constant 1e-3 at batch 256, 83% of generation 0 was off-mode.)
   c.data.num_train = 10_000
-  c.train.steps = 15_000
-  c.train.batch_size = 256
-  c.train.ema_decay = 0.999
-  c.train.log_every = 500
-  c.train.ckpt_every = 5_000
   c.sample.chunk_size = 12_500
   c.recursive.generations = 3
   c.recursive.oversample = 2_500
@@ -38,16 +41,22 @@ def get_config(arg: str = ""):
     c.data.num_train = 100_000
     c.train.batch_size = 10_000
     c.train.steps = 100_000
+    c.train.lr = 1e-3
+    c.train.lr_schedule = "constant"
+    c.train.warmup_steps = 0
     c.train.ema_decay = 0.0
     c.train.log_every = 1_000
     c.train.ckpt_every = 10_000
     c.recursive.generations = 5
-    c.recursive.oversample = 400_000
-    c.sample.chunk_size = 100_000
+    # As the official filter script: it draws 500,000 but filters only the first
+    # num_train + 2,500 (keeps 100,000 of 102,500).
+    c.recursive.oversample = 2_500
+    c.sample.chunk_size = 102_500  # one chunk per generation
   elif arg == "tiny":
     c.data.num_train = 256
     c.train.steps = 20
     c.train.batch_size = 64
+    c.train.warmup_steps = 0
     c.train.log_every = 10
     c.train.ckpt_every = 10
     c.model.width = 32

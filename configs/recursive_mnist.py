@@ -1,6 +1,6 @@
 r"""Recursive training on MNIST: collapse, and the variance filter.
 
-Run (CPU default: a small U-Net on 32x32 MNIST, about 30 minutes on 2 cores)::
+Run (CPU default: a small U-Net on 32x32 MNIST, three generations, about 28 minutes on 2 cores)::
 
   python -m experiments.main --config=configs/recursive_mnist.py
 
@@ -11,8 +11,12 @@ log. Collapse is measured per generation with a small CNN trained once on real
 MNIST and cached in the workdir: the Frechet distance of its penultimate
 features to real data, the entropy and coverage of predicted classes, and the
 share of low-confidence samples (figures/recursive_curves.png). What it should
-show: the Frechet distance and low-confidence share grow over generations, more
-slowly with ``variance`` filtering.
+show: the Frechet distance grows and the class entropy falls over generations,
+more slowly with ``variance`` filtering. Measured on a 2-core CPU (28 minutes,
+test split): Frechet distance 67 at generation 0, then 147 / 182 with
+``random`` and 86 / 102 with ``variance``; entropy 2.15 -> 1.71 vs 2.03. The
+low-confidence share rises with ``variance`` (5.5% -> 9.4%) and not with
+``random``: the filter keeps thin strokes the CNN finds ambiguous.
 
 ``:paper`` trains on the full 60,000-image split with a wider U-Net.
 """
@@ -29,21 +33,28 @@ def get_config(arg: str = ""):
   c.data.name = "mnist"
   c.data.dir = ""               # "" -> $MODE_INTERP_MNIST_DIR, then ~/.cache/mode_interp/mnist
   c.data.download = True
-  c.data.num_train = 2_000
-  common.unet(c, ch=16, ch_mult=(1, 2, 2))
+  # CPU default: a small U-Net, 1,000 images per generation, three generations and
+  # the random / variance filters (``none`` keeps the first samples drawn, which for
+  # i.i.d. samples is the same distribution as ``random``; add it with
+  # --config.recursive.filters="('none','random','variance')"). A cosine-decayed
+  # learning rate is what makes 1,000 steps give digit-like samples.
+  c.data.num_train = 1_000
+  common.unet(c, ch=8, ch_mult=(1, 2, 2), num_groups=4)
   c.diffusion.timesteps = 100
   c.diffusion.beta_start = 1e-3
   c.diffusion.beta_end = 0.2
   c.train.steps = 1_000
   c.train.batch_size = 64
-  c.train.lr = 2e-3
+  c.train.lr = 3e-3
+  c.train.lr_schedule = "cosine"
   c.train.warmup_steps = 100
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.995
   c.train.log_every = 50
   c.train.ckpt_every = 500
   c.sample.chunk_size = 250
-  c.recursive.generations = 2
+  c.recursive.generations = 3
+  c.recursive.filters = ("random", "variance")
   c.recursive.oversample = 500
   c.recursive.classifier_steps = 800
   if arg == "paper":
@@ -56,11 +67,14 @@ def get_config(arg: str = ""):
     c.train.steps = 50_000
     c.train.batch_size = 128
     c.train.lr = 2e-4
+    c.train.lr_schedule = "constant"
+    c.train.warmup_steps = 1_000
     c.train.ema_decay = 0.9999
     c.train.log_every = 500
     c.train.ckpt_every = 5_000
     c.sample.chunk_size = 2_500
     c.recursive.generations = 5
+    c.recursive.filters = ("none", "random", "variance")
     c.recursive.oversample = 10_000
   elif arg == "tiny":
     c.data.num_train = 64

@@ -35,20 +35,23 @@ class GridKind:
     return self.mixture.sample(cfg.data.num_train, seed=cfg.seed)
 
   def measure(self, samples, traj_variance, kept_idx):
-    hal = hallucination.mixture_hallucinations(samples, self.mixture.means, self.mixture.std, self.k)
-    kept = samples[kept_idx]
-    hal_kept = hal[kept_idx]
+    means = self.mixture.means
+    hal = hallucination.mixture_hallucinations(samples, means, self.mixture.std, self.k)
     ok = samples[~hal]
-    covered = np.unique(hallucination.nearest_mode(ok, self.mixture.means)).size if len(ok) else 0
+    counts = np.bincount(hallucination.nearest_mode(ok, means), minlength=len(means))
+    kept_ok = samples[kept_idx][~hal[kept_idx]]
+    kept_counts = np.bincount(hallucination.nearest_mode(kept_ok, means), minlength=len(means))
     # A mode counts as covered when at least 10% of its fair share of in-support samples lands on it.
-    counts = np.bincount(hallucination.nearest_mode(ok, self.mixture.means),
-                         minlength=len(self.mixture.means)) if len(ok) else np.zeros(1)
-    fair = len(samples) / len(self.mixture.means)
+    fair = len(samples) / len(means)
     return {"hallucination_rate": float(hal.mean()),
-            "hallucination_rate_kept": float(hal_kept.mean()),
-            "modes_hit": int(covered),
+            "hallucination_rate_kept": float(hal[kept_idx].mean()),
+            "modes_hit": int(np.count_nonzero(counts)),
             "mode_coverage": float(np.mean(counts >= 0.1 * fair)),
-            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"]}
+            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"],
+            # In-support samples per mode (in the order of data.gaussians' means), drawn and
+            # kept by the filter: shows which modes a filter starves.
+            "in_support_per_mode": counts.tolist(),
+            "in_support_per_mode_kept": kept_counts.tolist()}
 
   def figure(self, path, samples, title):
     hal = hallucination.mixture_hallucinations(samples, self.mixture.means, self.mixture.std, self.k)
@@ -113,8 +116,9 @@ def run(cfg, wd, mesh, info=None):
   model = pipeline.make_model(cfg)
   sample_jit = pipeline.make_sampler(gen_cfg, pipeline.eps_fn_for(model), real.shape[1:],
                                      mesh=mesh, clip_x0=kind.clip_x0)
-  previous = wd.read_results() or {}
-  records = {(r["filter"], r["generation"]): r for r in previous.get("generations", [])}
+  # Measurements are recomputed from the cached samples on every run (cheap next to
+  # training and sampling), so a rerun on a finished workdir refreshes results and figures.
+  records = {}
   t0 = time.time()
 
   def one_generation(filt, g, data):
@@ -135,14 +139,15 @@ def run(cfg, wd, mesh, info=None):
       out = one_generation(filt, g, data)
       kept_idx = hallucination.filter_indices(cfg.data.num_train, filt, key_seed=cfg.seed + g,
                                               traj_variance=out.traj_variance, num_total=n_draw)
-      if (filt, g) not in records:
-        rec = {"filter": filt, "generation": g, "num_train": len(data), "num_drawn": n_draw,
-               **kind.measure(out.samples, out.traj_variance, kept_idx)}
-        records[(filt, g)] = rec
-        logging.info("recursive %s gen %d: %s", filt, g, rec)
+      rec = {"filter": filt, "generation": g, "num_train": len(data), "num_drawn": n_draw,
+             **kind.measure(out.samples, out.traj_variance, kept_idx)}
+      records[(filt, g)] = rec
+      logging.info("recursive %s gen %d: %s", filt, g,
+                   {k: v for k, v in rec.items() if not isinstance(v, list)})
+      if g > 0 or filt == rc.filters[0]:
         kind.figure(wd.figure(f"samples_{tag}.png"), out.samples,
-                    f"{cfg.data.name}, filter {filt}, generation {g}")
-        _write(cfg, wd, records, kind, info, t0)
+                    f"{cfg.data.name}, generation {g}" + (f", filter {filt}" if g else ""))
+      _write(cfg, wd, records, kind, info, t0)
       data = out.samples[kept_idx]
   return _write(cfg, wd, records, kind, info, t0)
 

@@ -92,7 +92,10 @@ def validate(cfg) -> None:
   _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
   _float(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
   _float(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
-  _int(cfg, "train.warmup_steps", lo=0)
+  warmup = _int(cfg, "train.warmup_steps", lo=0)
+  if warmup and warmup >= cfg.train.steps:
+    raise ConfigError("train.warmup_steps", f"must be < train.steps ({cfg.train.steps}), "
+                      f"got {warmup}; set it to 0 for short runs")
   _float(cfg, "train.grad_clip", lo=0.0)
   _float(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
   _int(cfg, "train.log_every", lo=1)
@@ -133,6 +136,15 @@ def validate(cfg) -> None:
   if exp == "recursive":
     _int(cfg, "recursive.generations", lo=1)
     _int(cfg, "recursive.oversample", lo=0)
-    for f in _get(cfg, "recursive.filters"):
+    filters = _get(cfg, "recursive.filters")
+    if isinstance(filters, str) or not filters:
+      raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "
+                        f"{', '.join(FILTERS)}, got {filters!r}")
+    for f in filters:
       if f not in FILTERS:
-        raise ConfigError("recursive.filters", f"{f!r} is not allowed; allowed: {', '.join(FILTERS)}")
+        hint = (" (on the command line a tuple is written "
+                "--config.recursive.filters=\"('random','variance')\")") if "," in str(f) else ""
+        raise ConfigError("recursive.filters",
+                          f"{f!r} is not allowed; allowed: {', '.join(FILTERS)}{hint}")
+    if len(set(filters)) != len(filters):
+      raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")

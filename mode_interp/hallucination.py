@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 
 def nearest_mode_distance(samples, means):
   """Euclidean distance of each sample ``[N, D]`` to its nearest mode ``[K, D]``."""
-  samples = np.asarray(samples, np.float64).reshape(len(samples), -1)
   means = np.asarray(means, np.float64).reshape(len(means), -1)
+  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
   d2 = ((samples[:, None, :] - means[None, :, :]) ** 2).sum(-1)
   return np.sqrt(d2.min(axis=1))
 
@@ -24,8 +24,8 @@ def mixture_hallucinations(samples, means, std, k: float = 4.0):
 
 
 def nearest_mode(samples, means):
-  samples = np.asarray(samples, np.float64).reshape(len(samples), -1)
   means = np.asarray(means, np.float64).reshape(len(means), -1)
+  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
   return ((samples[:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1)
 
 

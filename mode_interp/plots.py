@@ -11,8 +11,9 @@ OK_COLOR = "#1f77b4"
 
 
 def _save(fig, path):
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  if fig.get_layout_engine() is None:  # figures made with layout="constrained" keep theirs
+    fig.tight_layout()
+  fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
   plt.close(fig)
   return path
 
@@ -42,14 +43,18 @@ def hist_1d(path, train, generated, exact=None, means=None, bins=300):
 def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
   """Training data, and generated samples with hallucinations in red."""
   n = 3 if exact is not None else 2
-  fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), sharex=True, sharey=True)
+  # Constrained layout leaves room for the suptitle above the panel titles.
+  fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), sharex=True, sharey=True,
+                           layout="constrained")
   axes[0].scatter(train[:, 0], train[:, 1], s=0.5, c="gray")
   axes[0].set_title(f"training data ({len(train)})")
   h = np.asarray(is_hallucination, bool)
   axes[1].scatter(generated[~h, 0], generated[~h, 1], s=0.5, c=OK_COLOR, label="in support")
   axes[1].scatter(generated[h, 0], generated[h, 1], s=2, c=HALLU_COLOR, label="hallucination")
   axes[1].set_title(f"learned score: {h.mean():.2%} hallucinated")
-  axes[1].legend(loc="upper right", markerscale=5)
+  # Below the axes, so the legend never hides a mode in a corner.
+  axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, markerscale=5,
+                 frameon=False)
   if exact is not None:
     axes[2].scatter(exact[:, 0], exact[:, 1], s=0.5, c="green")
     axes[2].set_title("exact score")

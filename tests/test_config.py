@@ -85,6 +85,8 @@ BAD = [
     ("sample.chunk_size", 0, "sample.chunk_size", ()),
     ("seed", -1, "seed", ()),
     ("detect.keep_in_support", 1.0, "detect.keep_in_support", ()),
+    ("train.warmup_steps", 6_000, "train.warmup_steps", ("< train.steps",)),
+    ("train.warmup_steps", -1, "train.warmup_steps", ()),
 ]
 
 
@@ -140,3 +142,19 @@ def test_cli_refuses_bad_config_in_one_line(tmp_path):
   # Refused before any work: nothing in the workdir, in particular no config.json.
   assert not workdir.exists() or not any(workdir.iterdir())
   assert not (workdir / "config.json").exists()
+
+@pytest.mark.parametrize("value,words", [
+    (("random,variance",), ("'random,variance'", "none, random, variance", "('random','variance')")),
+    (("median",), ("'median'", "none, random, variance")),
+    ((), ("non-empty",)),
+    (("random", "random"), ("repeat",)),
+])
+def test_recursive_filters_are_checked(value, words):
+  cfg = _get_config("recursive_grid25")
+  cfg.recursive.filters = value
+  with pytest.raises(ConfigError) as e:
+    config_check.validate(cfg)
+  msg = str(e.value)
+  assert e.value.field == "recursive.filters" and msg.startswith("recursive.filters:")
+  for w in words:
+    assert w in msg, (w, msg)

@@ -18,6 +18,7 @@ def _tiny(cfg, steps=30):
   cfg.data.num_train = 512
   cfg.train.batch_size = 128
   cfg.train.steps = steps
+  cfg.train.warmup_steps = 0
   cfg.train.log_every = 10
   cfg.train.ckpt_every = 10
   cfg.diffusion.timesteps = 30

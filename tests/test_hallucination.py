@@ -142,6 +142,10 @@ def test_mixture_hallucination_rule():
   np.testing.assert_array_equal(hallucination.mixture_hallucinations(x, means, 0.05, k=4),
                                 [False, False, True, True, True, True, False, False])
   np.testing.assert_array_equal(hallucination.nearest_mode(x, means), [0, 0, 0, 0, 1, 0, 2, 2])
+  # No samples (every sample of a generation hallucinated): empty answers, not an error.
+  grid = np.zeros((25, 2))
+  assert hallucination.nearest_mode(np.zeros((0, 2)), grid).shape == (0,)
+  assert hallucination.nearest_mode_distance(np.zeros((0, 2)), grid).shape == (0,)
 
 
 @pytest.mark.parametrize("name,k", [("gaussian1d", 2.0), ("gaussian1d", 3.0), ("grid25", 2.5),

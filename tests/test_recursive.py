@@ -54,8 +54,32 @@ def test_grid_two_generations_and_resume(tmp_path, monkeypatch):
   for r in gens:
     assert r["num_train"] == 256 and r["num_drawn"] == 256 + 64
     assert 0.0 <= r["hallucination_rate"] <= 1.0 and 0.0 <= r["mode_coverage"] <= 1.0
+    per_mode, kept = np.array(r["in_support_per_mode"]), np.array(r["in_support_per_mode_kept"])
+    assert per_mode.shape == kept.shape == (25,) and np.all(kept <= per_mode)
+    assert per_mode.sum() == round((1 - r["hallucination_rate"]) * r["num_drawn"])
+    assert kept.sum() == round((1 - r["hallucination_rate_kept"]) * r["num_train"])
+    assert r["modes_hit"] == np.count_nonzero(per_mode)
   figs = os.listdir(os.path.join(wd, "figures"))
   assert "recursive_curves.png" in figs and "samples_variance_gen1.png" in figs
+
+
+def test_grid_measure_counts_each_mode():
+  cfg = recursive_grid25.get_config("tiny")
+  kind = recursive.GridKind(cfg)
+  means = kind.mixture.means
+  # 4 samples on every mode but the centre, plus 10 points halfway between two modes.
+  on_modes = np.repeat(np.delete(means, 12, axis=0), 4, axis=0)
+  between = np.repeat((means[:1] + means[1:2]) / 2, 10, axis=0)
+  samples = np.concatenate([on_modes, between])
+  kept_idx = np.arange(48)  # the first 48 on-mode samples: modes 0..11 of the 24 covered
+  m = kind.measure(samples, np.zeros(len(samples)), kept_idx)
+  assert m["hallucination_rate"] == pytest.approx(10 / 106)
+  assert m["hallucination_rate_kept"] == 0.0
+  assert m["in_support_per_mode"][12] == 0 and m["modes_hit"] == 24
+  assert sum(m["in_support_per_mode"]) == 96
+  assert m["in_support_per_mode_kept"] == [4] * 12 + [0] * 13
+  # 4 samples per mode is above 10% of the fair share 106 / 25: every mode but the centre.
+  assert m["mode_coverage"] == pytest.approx(24 / 25)
 
 
 def test_mnist_two_generations(tmp_path):
