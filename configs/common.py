@@ -80,6 +80,14 @@ def toy_mlp(c: ml_collections.ConfigDict) -> None:
   c.diffusion.timesteps = 1000
 
 
+def reference_optimizer(c: ml_collections.ConfigDict) -> None:
+  """The reference toy code's training: constant Adam 1e-3, no warm-up, no EMA."""
+  c.train.lr = 1e-3
+  c.train.lr_schedule = "constant"
+  c.train.warmup_steps = 0
+  c.train.ema_decay = 0.0
+
+
 def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   """Config of the Gaussian-mixture experiments (1D mixture, 5x5 grid, rotated grid).
 
@@ -138,10 +146,7 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
     c.data.num_train = 20_000 if data_name == "gaussian1d" else 100_000
     c.train.batch_size = 10_000
     c.train.steps = 10_000 * c.data.num_train // c.train.batch_size  # 10,000 epochs
-    c.train.lr = 1e-3            # the reference's constant Adam 1e-3, no EMA
-    c.train.lr_schedule = "constant"
-    c.train.warmup_steps = 0
-    c.train.ema_decay = 0.0
+    reference_optimizer(c)
     c.train.log_every = 500
     c.train.ckpt_every = 5_000
     c.sample.num_samples = 100_000
@@ -156,12 +161,9 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
     # no EMA), trained for as many steps as the 1D CPU default.
     c.train.batch_size = 10_000
     c.train.steps = 6_000
-    c.train.lr = 1e-3
-    c.train.lr_schedule = "constant"
-    c.train.warmup_steps = 0
+    reference_optimizer(c)
     c.train.log_every = 100
     c.train.ckpt_every = 1_000
-    c.train.ema_decay = 0.0
     c.sample.num_samples = 20_000
   return c
 

@@ -41,10 +41,7 @@ def get_config(arg: str = ""):
     c.data.num_train = 100_000
     c.train.batch_size = 10_000
     c.train.steps = 100_000
-    c.train.lr = 1e-3
-    c.train.lr_schedule = "constant"
-    c.train.warmup_steps = 0
-    c.train.ema_decay = 0.0
+    common.reference_optimizer(c)
     c.train.log_every = 1_000
     c.train.ckpt_every = 10_000
     c.recursive.generations = 5
