@@ -73,6 +73,11 @@ class MnistKind:
     if split.split != "train":
       logging.warning("MNIST train split not found: training on the %d-image %s split from %s",
                       len(split), split.split, split.source_dir)
+    if cfg.data.num_train > len(split):
+      raise DataError(
+          f"data.num_train={cfg.data.num_train} but the MNIST {split.split} split in "
+          f"{split.source_dir} has {len(split)} images: lower data.num_train, or put the train "
+          f"split (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) there")
     self.split = split
     self.x = mnist.to_model_input(split.images, 32)
     self.labels = split.labels

@@ -105,3 +105,17 @@ def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
   from mode_interp.errors import DataError
   with pytest.raises(DataError, match="MODE_INTERP_MNIST_DIR"):
     main.run(cfg, str(tmp_path / "run"))
+
+
+def test_more_mnist_images_than_the_split_holds_is_refused(tmp_path):
+  try:
+    split = mnist.load_mnist("train", download=False, allow_test_fallback=True)
+  except mnist.MnistNotFoundError:
+    pytest.skip("MNIST not found (set MODE_INTERP_MNIST_DIR)")
+  cfg = recursive_mnist.get_config("tiny")
+  cfg.data.num_train = len(split) + 1
+  cfg.data.download = False
+  from mode_interp.errors import DataError
+  with pytest.raises(DataError, match=f"data.num_train={len(split) + 1}.*{len(split)} images"):
+    main.run(cfg, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "classifier")  # refused before any training
