@@ -16,7 +16,8 @@ more slowly with ``variance`` filtering. Measured on a 2-core CPU (28 minutes,
 test split): Frechet distance 67 at generation 0, then 147 / 182 with
 ``random`` and 86 / 102 with ``variance``; entropy 2.15 -> 1.71 vs 2.03. The
 low-confidence share rises with ``variance`` (5.5% -> 9.4%) and not with
-``random``: the filter keeps thin strokes the CNN finds ambiguous.
+``random``: the filter drops thick, ink-heavy blobs and keeps thin strokes,
+some of which the CNN finds ambiguous (figures/filtered_gen0.png).
 
 ``:paper`` trains on the full 60,000-image split with a wider U-Net.
 """

@@ -102,6 +102,20 @@ class MnistKind:
   def figure(self, path, samples, title):
     plots.image_grid(path, np.clip(samples[:64], -1, 1), title=title)
 
+  def filter_figure(self, path, samples, traj_variance, kept_idx, title):
+    """The first 32 kept samples next to the 32 dropped ones of highest variance, each
+    captioned with the CNN's class and confidence."""
+    dropped = np.setdiff1d(np.arange(len(samples)), kept_idx)
+    dropped = dropped[np.argsort(-traj_variance[dropped])][:32]
+    kept = np.sort(kept_idx)[:32]
+    images = np.clip(samples[np.concatenate([kept, dropped])], -1, 1)
+    _, probs = self.classifier.features_and_probs(self.params, images)
+    pred, conf = probs.argmax(-1), probs.max(-1)
+    labels = [f"{'keep' if i < len(kept) else 'drop'} {p} {c:.2f}"
+              for i, (p, c) in enumerate(zip(pred, conf))]
+    colors = ["tab:blue"] * len(kept) + ["tab:red"] * len(dropped)
+    plots.image_grid(path, images, labels=labels, colors=colors, title=title)
+
 
 def _measure_keys(kind):
   if isinstance(kind, GridKind):
@@ -152,6 +166,10 @@ def run(cfg, wd, mesh, info=None):
       if g > 0 or filt == rc.filters[0]:
         kind.figure(wd.figure(f"samples_{tag}.png"), out.samples,
                     f"{cfg.data.name}, generation {g}" + (f", filter {filt}" if g else ""))
+      if filt == "variance" and hasattr(kind, "filter_figure"):
+        kind.filter_figure(wd.figure(f"filtered_{tag}.png"), out.samples, out.traj_variance,
+                           kept_idx, f"generation {g}: first 32 kept | 32 dropped (highest "
+                           f"trajectory variance); caption: CNN class, confidence")
       _write(cfg, wd, records, kind, info, t0)
       data = out.samples[kept_idx]
   return _write(cfg, wd, records, kind, info, t0)

@@ -95,6 +95,10 @@ def test_mnist_two_generations(tmp_path):
     assert np.isfinite(r["frechet_distance"]) and r["frechet_distance"] > 0
     assert 0.0 <= r["low_confidence_rate"] <= 1.0
   assert os.path.isdir(os.path.join(wd, "classifier"))
+  figs = set(os.listdir(os.path.join(wd, "figures")))
+  assert {"samples_gen0.png", "samples_variance_gen1.png", "filtered_gen0.png",
+          "filtered_variance_gen1.png", "recursive_curves.png"} <= figs
+  assert "filtered_none_gen1.png" not in figs
 
 
 def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
