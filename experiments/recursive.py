@@ -136,8 +136,11 @@ def run(cfg, wd, mesh, info=None):
   sample_jit = pipeline.make_sampler(gen_cfg, pipeline.eps_fn_for(model), real.shape[1:],
                                      mesh=mesh, clip_x0=kind.clip_x0)
   # Measurements are recomputed from the cached samples on every run (cheap next to
-  # training and sampling), so a rerun on a finished workdir refreshes results and figures.
-  records = {}
+  # training and sampling), so a rerun on a finished workdir refreshes results and figures;
+  # until a record is recomputed, the previous run's stands (an interrupted rerun loses none).
+  previous = (wd.read_results() or {}).get("generations") or []
+  records = {(r["filter"], r["generation"]): r for r in previous
+             if r.get("filter") in rc.filters and r.get("generation", rc.generations) < rc.generations}
   t0 = time.time()
 
   def one_generation(filt, g, data):

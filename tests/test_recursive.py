@@ -62,6 +62,24 @@ def test_grid_two_generations_and_resume(tmp_path, monkeypatch):
   figs = os.listdir(os.path.join(wd, "figures"))
   assert "recursive_curves.png" in figs and "samples_variance_gen1.png" in figs
 
+  # A rerun on the finished workdir recomputes the measurements from the cached samples;
+  # stopped part-way, it leaves every record of the finished run in results.json.
+  real_filter = recursive.hallucination.filter_indices
+  seen = {"n": 0}
+
+  def stop_second(*a, **kw):
+    seen["n"] += 1
+    if seen["n"] == 2:
+      raise KeyboardInterrupt("simulated stop")
+    return real_filter(*a, **kw)
+
+  monkeypatch.setattr(recursive.hallucination, "filter_indices", stop_second)
+  with pytest.raises(KeyboardInterrupt):
+    main.run(cfg, wd)
+  assert _results(wd)["generations"] == gens
+  monkeypatch.setattr(recursive.hallucination, "filter_indices", real_filter)
+  assert main.run(cfg, wd)["generations"] == gens
+
 
 def test_grid_measure_counts_each_mode():
   cfg = recursive_grid25.get_config("tiny")
