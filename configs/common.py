@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.detect = ml_collections.ConfigDict()
   c.detect.window = 10         # trajectory variance over the last `window` reverse steps
+  c.detect.reduction = "mean"  # over dimensions: "mean" (the paper) or "max" (one pixel)
   c.detect.keep_in_support = 0.96
   c.detect.remove_hallucinations = 0.95
   return c

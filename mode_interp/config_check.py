@@ -114,6 +114,8 @@ def validate(cfg) -> None:
       len(samplers.ddim_timesteps(T, steps))
   _int(cfg, "detect.window", lo=1, hi=reverse_steps,
        hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
+  if "reduction" in cfg.detect:
+    _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
   _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 

@@ -102,7 +102,8 @@ def sampler_spec(cfg, shape, clip_x0: Optional[float] = None, traj_stride: int =
   s = cfg.sample
   return samplers.SamplerSpec(shape=tuple(shape), window=cfg.detect.window, variance=s.variance,
                               num_steps=s.num_steps, eta=s.eta, clip_x0=clip_x0,
-                              traj_stride=traj_stride)
+                              traj_stride=traj_stride,
+                              reduction=cfg.detect.get("reduction", "mean"))
 
 
 def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, schedule=None):
@@ -114,13 +115,23 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
   return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
 
 
+def sampling_fingerprint(cfg) -> str:
+  """The sampling settings a sample cache is only valid for (besides the checkpoint)."""
+  s, d = cfg.sample, cfg.detect
+  return json.dumps({"sampler": s.sampler, "variance": s.variance, "num_steps": s.num_steps,
+                     "eta": s.eta, "window": d.window, "reduction": d.get("reduction", "mean")},
+                    sort_keys=True)
+
+
 def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
                  label: str = "sample", workdir=None, cache: str = "", step: int = -1):
   """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays.
 
   With ``workdir`` and ``cache`` (a file name), every finished chunk is saved,
-  tagged with the checkpoint ``step``: an interrupted run continues from the
-  last saved chunk, and a rerun with the same step reuses the samples. Because
+  tagged with the checkpoint ``step`` and the sampling settings
+  (:func:`sampling_fingerprint`): an interrupted run continues from the last
+  saved chunk, and a rerun with the same step and settings reuses the samples
+  (other settings, e.g. a new ``detect.window``, sample again). Because
   each sample's noise depends only on its global index, the result is the same
   either way.
   """
@@ -131,9 +142,17 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
   done = None
   if workdir is not None and cache:
     done = workdir.load_arrays(cache)
-    if done is not None and int(done.pop("step")) != step:
-      logging.info("%s: cached samples are from another checkpoint; sampling again", cache)
-      done = None
+    fingerprint = sampling_fingerprint(cfg)
+    if done is not None:
+      cached_step = int(done.pop("step"))
+      cached_fp = str(done.pop("fingerprint", ""))
+      if cached_step != step:
+        logging.info("%s: cached samples are from another checkpoint; sampling again", cache)
+        done = None
+      elif cached_fp != fingerprint:
+        logging.info("%s: cached samples were drawn with other sampling settings (%s, now %s); "
+                     "sampling again", cache, cached_fp or "not recorded", fingerprint)
+        done = None
     if done is not None:
       done = {k: v[:num_samples] for k, v in done.items()}
       logging.info("%s: %d of %d samples already drawn", cache, len(done["samples"]), num_samples)
@@ -150,6 +169,6 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
     progress(have)
     if workdir is not None and cache:
       merged = samplers.concat(parts)
-      workdir.save_arrays(cache, step=step, **{k: v for k, v in merged._asdict().items()
-                                               if v is not None})
+      workdir.save_arrays(cache, step=step, fingerprint=np.asarray(fingerprint),
+                          **{k: v for k, v in merged._asdict().items() if v is not None})
   return samplers.concat(parts)

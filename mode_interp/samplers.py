@@ -11,7 +11,8 @@ the chunk it is drawn in, nor on how a chunk is split over devices.
 
 Inside the scan the *trajectory variance* is accumulated in streaming form
 (Welford): the variance of the predicted ``x0`` over the last ``window`` reverse
-steps, averaged over dimensions. Memory is O(N * D), independent of ``T``.
+steps, reduced over dimensions by ``SamplerSpec.reduction`` (the mean, as in the
+paper, or the max). Memory is O(N * D), independent of ``T``.
 """
 
 import dataclasses
@@ -32,7 +33,7 @@ EpsFn = Callable[..., jax.Array]
 
 class SampleOutput(NamedTuple):
   samples: jax.Array            # [B, *shape]
-  traj_variance: jax.Array      # [B]: mean over dims of Var(x0_hat) over the window
+  traj_variance: jax.Array      # [B]: mean (or max) over dims of Var(x0_hat) over the window
   x0_trajectory: Optional[jax.Array] = None  # [B, K, *shape] every `traj_stride` steps, if asked
 
 
@@ -46,6 +47,10 @@ class SamplerSpec:
   eta: float = 0.0       # DDIM only
   clip_x0: Optional[float] = None  # clip predicted x0 to [-c, c] (images); None for toy data
   traj_stride: int = 0   # >0: also return x0_hat every `traj_stride` steps (for plots)
+  reduction: str = "mean"  # how the per-dimension variances become one score per sample
+
+
+REDUCTIONS = ("mean", "max")
 
 
 _SAMPLERS = {}
@@ -66,6 +71,8 @@ def get_sampling_fn(name: str, schedule: diffusion.Schedule, eps_fn: EpsFn, spec
   """Returns ``sample_chunk(params, key, indices) -> SampleOutput`` (not jitted)."""
   if name not in _SAMPLERS:
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(sampler_names())}")
+  if spec.reduction not in REDUCTIONS:
+    raise ValueError(f"unknown reduction {spec.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
   return _SAMPLERS[name](schedule, eps_fn, spec)
 
 
@@ -94,10 +101,11 @@ def _welford_update(w: _Welford, x, include):
   return _Welford(count, mean, m2)
 
 
-def _welford_variance(w: _Welford):
-  """Population variance (numpy's ``ddof=0``), averaged over every non-batch axis."""
-  var = w.m2 / jnp.maximum(w.count, 1.0)
-  return jnp.mean(var.reshape(var.shape[0], -1), axis=1)
+def _welford_variance(w: _Welford, reduction: str = "mean"):
+  """Population variance (numpy's ``ddof=0``), reduced over every non-batch axis by
+  ``reduction``: ``mean`` (the paper's score) or ``max`` (the most uncertain pixel)."""
+  var = (w.m2 / jnp.maximum(w.count, 1.0)).reshape(w.m2.shape[0], -1)
+  return jnp.max(var, axis=1) if reduction == "max" else jnp.mean(var, axis=1)
 
 
 def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
@@ -127,7 +135,7 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
     # traj: [n, B, ...] -> every `stride`-th step, always including the last.
     idx = np.unique(np.append(np.arange(0, n, stride), n - 1))
     traj = jnp.swapaxes(traj[idx], 0, 1)
-  return SampleOutput(x, _welford_variance(w), traj if stride else None)
+  return SampleOutput(x, _welford_variance(w, spec.reduction), traj if stride else None)
 
 
 def _maybe_clip(x0, clip):

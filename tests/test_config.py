@@ -87,6 +87,7 @@ BAD = [
     ("detect.keep_in_support", 1.0, "detect.keep_in_support", ()),
     ("train.warmup_steps", 6_000, "train.warmup_steps", ("< train.steps",)),
     ("train.warmup_steps", -1, "train.warmup_steps", ()),
+    ("detect.reduction", "median", "detect.reduction", ("median", "mean", "max")),
 ]
 
 

@@ -26,6 +26,24 @@ def _sampler(name, eps_fn=EXACT_EPS, **spec_kw):
   return samplers.get_sampling_fn(name, SCHED, eps_fn, samplers.SamplerSpec(**spec_kw))
 
 
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_max_reduction_is_the_largest_per_dimension_variance(name):
+  idx = jnp.arange(16)
+  outs = {}
+  for reduction in ("mean", "max"):
+    fn = jax.jit(_sampler(name, eps_fn=_linear_eps, shape=(4, 3), window=6, num_steps=20,
+                          traj_stride=1, reduction=reduction))
+    outs[reduction] = fn(None, jax.random.key(2), idx)
+  traj = np.asarray(outs["max"].x0_trajectory, np.float64)
+  var = np.var(traj[:, -6:], axis=1).reshape(16, -1)
+  np.testing.assert_allclose(outs["max"].traj_variance, var.max(axis=1), rtol=2e-4, atol=1e-7)
+  np.testing.assert_allclose(outs["mean"].traj_variance, var.mean(axis=1), rtol=2e-4, atol=1e-7)
+  assert np.all(np.asarray(outs["max"].traj_variance) > np.asarray(outs["mean"].traj_variance))
+  np.testing.assert_array_equal(outs["max"].samples, outs["mean"].samples)
+  with pytest.raises(ValueError, match="reduction 'median'.*mean, max"):
+    _sampler(name, reduction="median")
+
+
 @pytest.mark.parametrize("name,num_steps", [("ddpm", 0), ("ddim", 15)])
 def test_streaming_variance_matches_numpy_over_the_trajectory(name, num_steps):
   n_steps = T if num_steps == 0 else len(samplers.ddim_timesteps(T, num_steps))
