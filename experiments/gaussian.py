@@ -18,7 +18,7 @@ def make_mixture(cfg) -> gaussians.Mixture:
 
 
 def sample_and_cache(cfg, wd, name, sample_jit, params, num_samples, mesh, step):
-  """Samples once per (checkpoint step, num_samples); reruns reuse the file."""
+  """Samples once per (checkpoint step, sampling settings); reruns reuse the file."""
   t0 = time.time()
   out = pipeline.draw_samples(cfg, sample_jit, params, num_samples, mesh=mesh, label=name,
                               workdir=wd, cache=name, step=step)

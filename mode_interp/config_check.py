@@ -3,7 +3,7 @@ naming the field and what is allowed."""
 
 import numbers
 
-from mode_interp import diffusion, samplers
+from mode_interp import diffusion, samplers, train
 from mode_interp.errors import ConfigError
 
 EXPERIMENTS = ("gaussian", "shapes", "recursive")
@@ -89,7 +89,7 @@ def validate(cfg) -> None:
   _int(cfg, "train.steps", lo=0)
   bs = _int(cfg, "train.batch_size", lo=1)
   _float(cfg, "train.lr", lo=0.0, lo_open=True)
-  _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
+  _choice(cfg, "train.lr_schedule", train.LR_SCHEDULES)
   _float(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
   _float(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
   warmup = _int(cfg, "train.warmup_steps", lo=0)
@@ -114,8 +114,7 @@ def validate(cfg) -> None:
       len(samplers.ddim_timesteps(T, steps))
   _int(cfg, "detect.window", lo=1, hi=reverse_steps,
        hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
-  if "reduction" in cfg.detect:
-    _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
+  _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
   _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 

@@ -103,7 +103,7 @@ def sampler_spec(cfg, shape, clip_x0: Optional[float] = None, traj_stride: int =
   return samplers.SamplerSpec(shape=tuple(shape), window=cfg.detect.window, variance=s.variance,
                               num_steps=s.num_steps, eta=s.eta, clip_x0=clip_x0,
                               traj_stride=traj_stride,
-                              reduction=cfg.detect.get("reduction", "mean"))
+                              reduction=cfg.detect.reduction)
 
 
 def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, schedule=None):
@@ -119,7 +119,7 @@ def sampling_fingerprint(cfg) -> str:
   """The sampling settings a sample cache is only valid for (besides the checkpoint)."""
   s, d = cfg.sample, cfg.detect
   return json.dumps({"sampler": s.sampler, "variance": s.variance, "num_steps": s.num_steps,
-                     "eta": s.eta, "window": d.window, "reduction": d.get("reduction", "mean")},
+                     "eta": s.eta, "window": d.window, "reduction": d.reduction},
                     sort_keys=True)
 
 
