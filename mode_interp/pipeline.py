@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mode_interp import diffusion, samplers, sharding, train
+from mode_interp import diffusion, faults, samplers, sharding, train
 from mode_interp.networks.mlp import ToyMLP
 
 
@@ -115,21 +115,36 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
   return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
 
 
-def sampling_fingerprint(cfg) -> str:
-  """The sampling settings a sample cache is only valid for (besides the checkpoint)."""
+def sampling_fingerprint(cfg, traj_stride: int = 0) -> str:
+  """The sampling settings a sample cache is only valid for (besides the checkpoint);
+  ``traj_stride`` is that of the sampler that fills it (a cache without trajectories
+  cannot serve a request for them)."""
   s, d = cfg.sample, cfg.detect
   return json.dumps({"sampler": s.sampler, "variance": s.variance, "num_steps": s.num_steps,
-                     "eta": s.eta, "window": d.window, "reduction": d.reduction},
+                     "eta": s.eta, "window": d.window, "reduction": d.reduction,
+                     "traj_stride": int(traj_stride)},
                     sort_keys=True)
 
 
+def _same_settings(cached: str, now: str) -> bool:
+  """Fingerprints compared as settings; one written before a setting existed holds its
+  default (``traj_stride`` 0)."""
+  try:
+    old, new = json.loads(cached), json.loads(now)
+  except ValueError:
+    return False
+  return {"traj_stride": 0, **old} == new
+
+
 def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
-                 label: str = "sample", workdir=None, cache: str = "", step: int = -1):
+                 label: str = "sample", workdir=None, cache: str = "", step: int = -1,
+                 traj_stride: int = 0):
   """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays.
 
   With ``workdir`` and ``cache`` (a file name), every finished chunk is saved,
   tagged with the checkpoint ``step`` and the sampling settings
-  (:func:`sampling_fingerprint`): an interrupted run continues from the last
+  (:func:`sampling_fingerprint`; pass the ``traj_stride`` that ``sample_jit`` was built
+  with): an interrupted run continues from the last
   saved chunk, and a rerun with the same step and settings reuses the samples
   (other settings, e.g. a new ``detect.window``, sample again). Because
   each sample's noise depends only on its global index, the result is the same
@@ -142,14 +157,14 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
   done = None
   if workdir is not None and cache:
     done = workdir.load_arrays(cache)
-    fingerprint = sampling_fingerprint(cfg)
+    fingerprint = sampling_fingerprint(cfg, traj_stride)
     if done is not None:
       cached_step = int(done.pop("step"))
       cached_fp = str(done.pop("fingerprint", ""))
       if cached_step != step:
         logging.info("%s: cached samples are from another checkpoint; sampling again", cache)
         done = None
-      elif cached_fp != fingerprint:
+      elif not _same_settings(cached_fp, fingerprint):
         logging.info("%s: cached samples were drawn with other sampling settings (%s, now %s); "
                      "sampling again", cache, cached_fp or "not recorded", fingerprint)
         done = None
@@ -171,4 +186,5 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
       merged = samplers.concat(parts)
       workdir.save_arrays(cache, step=step, fingerprint=np.asarray(fingerprint),
                           **{k: v for k, v in merged._asdict().items() if v is not None})
+      faults.maybe_kill("sample", len(parts))
   return samplers.concat(parts)

@@ -120,22 +120,28 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
   ts_prev = jnp.asarray(np.append(ts[1:], -1), jnp.int32)
   first_in_window = n - window
   stride = spec.traj_stride
+  # With a stride, x0 of every `stride`-th step (and of the last) is written into a buffer
+  # carried by the scan: memory O(K * N * D) for the K kept steps, never O(T * N * D).
+  kept = np.unique(np.append(np.arange(0, n, stride), n - 1)) if stride else np.zeros(0, int)
+  slot_of = np.full(n, -1, np.int32)
+  slot_of[kept] = np.arange(len(kept), dtype=np.int32)
 
   def body(carry, inp):
-    x, w = carry
-    i, t, t_prev = inp
+    x, w, buf = carry
+    i, t, t_prev, slot = inp
     x_next, x0_hat = step_fn(params, x, t, t_prev, i, keys)
     w = _welford_update(w, x0_hat, i >= first_in_window)
-    out = x0_hat if stride else None
-    return (x_next, w), out
+    if stride:
+      k = jnp.maximum(slot, 0)
+      buf = jax.lax.dynamic_update_index_in_dim(
+          buf, jnp.where(slot >= 0, x0_hat, buf[k]), k, 0)
+    return (x_next, w, buf), None
 
-  (x, w), traj = jax.lax.scan(body, (x_init, _welford_init(x_init)),
-                              (jnp.arange(n), ts_arr, ts_prev))
-  if stride:
-    # traj: [n, B, ...] -> every `stride`-th step, always including the last.
-    idx = np.unique(np.append(np.arange(0, n, stride), n - 1))
-    traj = jnp.swapaxes(traj[idx], 0, 1)
-  return SampleOutput(x, _welford_variance(w, spec.reduction), traj if stride else None)
+  buf0 = jnp.zeros((len(kept),) + x_init.shape, x_init.dtype) if stride else None
+  (x, w, traj), _ = jax.lax.scan(body, (x_init, _welford_init(x_init), buf0),
+                                 (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of)))
+  traj = jnp.swapaxes(traj, 0, 1) if stride else None  # [B, K, ...]
+  return SampleOutput(x, _welford_variance(w, spec.reduction), traj)
 
 
 def _maybe_clip(x0, clip):
