@@ -40,6 +40,16 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   xe, tve, _ = sample_and_cache(cfg, wd, f"{prefix}exact_samples.npz", exact_jit, None, n, mesh,
                                 step)
   k = cfg.detect.k_sigma
+  # A diverged trajectory (an undertrained or unstable model) gives non-finite samples or
+  # variances: counted and reported, left out of every rate, metric and figure.
+  ok = hallucination.finite_rows(x, tv)
+  ok_exact = hallucination.finite_rows(xe, tve)
+  for name, m in (("learned-score", ok), ("exact-score", ok_exact)):
+    if not m.all():
+      logging.warning("%d of %d %s samples are not finite (diverged trajectories): left out "
+                      "of the rates, the detection metrics and the figures", int((~m).sum()),
+                      len(m), name)
+  x, tv, xe = x[ok], tv[ok], xe[ok_exact]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, k)
   hal_exact = hallucination.mixture_hallucinations(xe, mixture.means, mixture.std, k)
   hal_train = hallucination.mixture_hallucinations(train_data, mixture.means, mixture.std, k)
@@ -50,9 +60,12 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
       len(samplers.ddim_timesteps(cfg.diffusion.timesteps, cfg.sample.num_steps))
   res = {
       "num_samples": n,
-      "hallucination_rate": float(hal.mean()),
+      # Rates are over the finite samples; `non_finite` counts the others.
+      "non_finite": hallucination.non_finite_report(ok),
+      "hallucination_rate": float(hal.mean()) if len(hal) else None,
       "hallucination": hallucination.rate_with_interval(hal),
-      "true_score_hallucination_rate": float(hal_exact.mean()),
+      "true_score_non_finite": hallucination.non_finite_report(ok_exact),
+      "true_score_hallucination_rate": float(hal_exact.mean()) if len(hal_exact) else None,
       "true_score_hallucination": hallucination.rate_with_interval(hal_exact),
       "rule": {"k_sigma": k, "false_positive_rate_training_data": float(hal_train.mean()),
                "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k)},
@@ -67,6 +80,9 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
                    "seconds_this_run": secs},
   }
   if not figures:
+    return res
+  if not len(x):
+    logging.warning("no finite learned-score samples: no figures drawn")
     return res
   f = wd.figure
   if mixture.dim == 1:
@@ -164,7 +180,8 @@ def run(cfg, wd, mesh, info=None):
   wd.write_results(res)
   if "hallucination_rate" in res:
     d = res["detection"]
-    logging.info("hallucination rate %.4f (exact score %.4f); detection AUROC %s, removed %s at %s kept",
-                 res["hallucination_rate"], res["true_score_hallucination_rate"], d["auroc"],
-                 d["hallucinations_removed"], d["in_support_retained"])
+    logging.info("hallucination rate %s (exact score %s); detection AUROC %s, removed %s at %s "
+                 "kept; %d non-finite samples", res["hallucination_rate"],
+                 res["true_score_hallucination_rate"], d["auroc"], d["hallucinations_removed"],
+                 d["in_support_retained"], res["non_finite"]["count"])
   return res

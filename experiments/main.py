@@ -15,13 +15,18 @@ import os
 import platform
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from mode_interp import sharding
 
-from mode_interp import config_check, sharding
-from mode_interp.errors import ConfigError, DataError, WorkdirError
-from mode_interp.workdir import Workdir
+# Before jax creates its CPU client: simulated devices need enough XLA threads.
+sharding.configure_host_threads()
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mode_interp import config_check  # noqa: E402
+from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
+from mode_interp.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:variant].",
@@ -67,13 +72,18 @@ def run(cfg, workdir: str, config_name: str = ""):
   for field in ("train.batch_size", "sample.chunk_size"):
     sharding.check_divisible(cfg[field.split(".")[0]][field.split(".")[1]], mesh, field)
   wd = Workdir(workdir)
-  changes = wd.write_config(cfg.to_dict())
-  for k, old, new in changes:
-    logging.info("config change on resume: %s: %r -> %r", k, old, new)
-  runner = importlib.import_module(RUNNERS[cfg.experiment])
-  logging.info("%s -> %s on %d %s device(s)", config_name or cfg.experiment, wd.path,
-               mesh.size, jax.devices()[0].platform)
-  return runner.run(cfg, wd, mesh, info={"config_name": config_name, "machine": machine_info()})
+  wd.lock()
+  try:
+    wd.check_files()
+    changes = wd.write_config(cfg.to_dict())
+    for k, old, new in changes:
+      logging.info("config change on resume: %s: %r -> %r", k, old, new)
+    runner = importlib.import_module(RUNNERS[cfg.experiment])
+    logging.info("%s -> %s on %d %s device(s)", config_name or cfg.experiment, wd.path,
+                 mesh.size, jax.devices()[0].platform)
+    return runner.run(cfg, wd, mesh, info={"config_name": config_name, "machine": machine_info()})
+  finally:
+    wd.unlock()
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -93,9 +103,34 @@ def main(argv):
   sharding.maybe_initialize_distributed(FLAGS.distributed)
   try:
     run(FLAGS.config, workdir, config_name=config_arg)
-  except (ConfigError, DataError, WorkdirError) as e:
+  except (ConfigError, DataError, WorkdirError, TrainingDivergedError) as e:
     sys.exit(f"error: {e}")
 
 
+def _config_load_error(e: BaseException) -> str:
+  """One line from the exception raised while loading or overriding ``--config``."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
+    e = e.args[0]
+  if isinstance(e, KeyError) and e.args:
+    lines = str(e.args[0]).splitlines()
+    return "; ".join([f"no such field {lines[0]}"] + lines[1:])
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  return lines[-1] if lines else type(e).__name__
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a config that cannot be loaded (an unknown ``:variant``, a
+  missing file, an override of a field that does not exist or of the wrong type) reported
+  in one line, before any work."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.to_dict()  # a file that failed to load raises here
+    return rest
+  except Exception as e:  # noqa: BLE001 - every way a config fails to load ends in one line
+    if isinstance(e, flags.Error) and "--config" not in str(e) and "config" not in str(e):
+      sys.exit(f"error: {_config_load_error(e)}")
+    sys.exit(f"error: --config: {_config_load_error(e.__cause__ or e)}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from mode_interp import hallucination, pipeline, plots
-from mode_interp.errors import DataError
+from mode_interp.errors import DataError, TrainingDivergedError
 from experiments import gaussian
 
 
@@ -159,9 +159,22 @@ def run(cfg, wd, mesh, info=None):
     for g in range(rc.generations):
       tag = "gen0" if g == 0 else f"{filt}_gen{g}"
       out = one_generation(filt, g, data)
+      # Non-finite samples (diverged trajectories) are never passed on nor measured.
+      ok = hallucination.finite_rows(out.samples, out.traj_variance)
+      if not ok.all():
+        logging.warning("recursive %s gen %d: %d of %d samples are not finite: dropped before "
+                        "filtering and measuring", filt, g, int((~ok).sum()), len(ok))
+        out = type(out)(*(None if a is None else a[ok] for a in out))
+      if len(out.samples) < cfg.data.num_train:
+        raise TrainingDivergedError(
+            f"recursive {filt} gen {g}: only {len(out.samples)} of {n_draw} samples are finite, "
+            f"fewer than data.num_train={cfg.data.num_train}; the model diverges when sampling "
+            f"(train longer, or lower train.lr)")
       kept_idx = hallucination.filter_indices(cfg.data.num_train, filt, key_seed=cfg.seed + g,
-                                              traj_variance=out.traj_variance, num_total=n_draw)
+                                              traj_variance=out.traj_variance,
+                                              num_total=len(out.samples))
       rec = {"filter": filt, "generation": g, "num_train": len(data), "num_drawn": n_draw,
+             "num_non_finite": int((~ok).sum()),
              **kind.measure(out.samples, out.traj_variance, kept_idx)}
       records[(filt, g)] = rec
       logging.info("recursive %s gen %d: %s", filt, g,

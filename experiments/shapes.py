@@ -35,9 +35,9 @@ def evaluate(cfg, wd, verdicts, tv, images, prefix=""):
                                               cfg.detect.remove_hallucinations)
   res = {
       "num_samples": int(len(verdicts)),
-      "hallucination_rate": float(hal.mean()),
+      "hallucination_rate": float(hal.mean()) if len(hal) else None,
       "hallucination": hallucination.rate_with_interval(hal),
-      "mode_interpolation_rate": float(multi.mean()),
+      "mode_interpolation_rate": float(multi.mean()) if len(multi) else None,
       "counts": shapes.count_verdicts(verdicts),
       "detection": det,
       "detection_multiple_in_column": det_multi,
@@ -97,12 +97,19 @@ def run(cfg, wd, mesh, info=None):
   out = pipeline.draw_samples(cfg, sample_jit, state.ema_params, cfg.sample.num_samples,
                               mesh=mesh, label="sample", workdir=wd, cache="samples.npz", step=step)
   sample_s = time.time() - t_sample
-  images = np.clip(out.samples, -1.0, 1.0)
+  # Non-finite images or variances (diverged trajectories) are counted and reported, and
+  # left out of the verdicts, the detection metrics and the figures.
+  ok = hallucination.finite_rows(out.samples, out.traj_variance)
+  if not ok.all():
+    logging.warning("%d of %d samples are not finite (diverged trajectories): left out of the "
+                    "verdicts, the detection metrics and the figures", int((~ok).sum()), len(ok))
+  images = np.clip(out.samples[ok], -1.0, 1.0)
   result = shapes.check(images, scale=cfg.data.scale)
-  res = evaluate(cfg, wd, result.verdicts, out.traj_variance, images)
+  res = evaluate(cfg, wd, result.verdicts, out.traj_variance[ok], images)
   res = {"experiment": "shapes", "data": cfg.data.name, "scale": cfg.data.scale,
          "image_size": int(train_x.shape[1]), "seed": cfg.seed, **(info or {}),
          "training_in_support_rate": train_rate, **res,
+         "non_finite": hallucination.non_finite_report(ok),
          "train": {"steps": step, "seconds_this_run": train_s},
          "sampling": {"sampler": cfg.sample.sampler, "seconds_this_run": sample_s},
          "seconds_this_run": time.time() - t0}

@@ -54,6 +54,29 @@ def _choice(cfg, field, allowed):
   return v
 
 
+# Side of the images each image experiment feeds its U-Net.
+IMAGE_SIZES = {"shapes": 64, "mnist": 32}
+
+
+def _check_unet_resolutions(cfg, exp) -> None:
+  """The U-Net halves its feature maps ``len(ch_mult) - 1`` times: the image side must
+  divide evenly, and every attention resolution must be one of the maps' sides."""
+  size = IMAGE_SIZES.get("mnist" if cfg.data.name == "mnist" else exp)
+  if size is None:
+    return
+  mult = tuple(cfg.model.ch_mult)
+  sides = [size // 2 ** i for i in range(len(mult))]
+  if size % 2 ** (len(mult) - 1):
+    raise ConfigError("model.ch_mult", f"{len(mult)} levels halve the {size}-pixel images "
+                      f"{len(mult) - 1} times, which does not divide evenly; use at most "
+                      f"{(size & -size).bit_length()} levels")
+  bad = [r for r in cfg.model.attn_resolutions if r not in sides]
+  if bad:
+    raise ConfigError("model.attn_resolutions",
+                      f"{tuple(bad)} are not feature-map sides of this U-Net; allowed: "
+                      f"{', '.join(map(str, sides))}")
+
+
 def validate(cfg) -> None:
   """Raises :class:`ConfigError` on the first bad field."""
   exp = _choice(cfg, "experiment", EXPERIMENTS)
@@ -85,6 +108,11 @@ def validate(cfg) -> None:
       raise ConfigError("model.num_groups",
                         f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
     _float(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
+    attn = _get(cfg, "model.attn_resolutions")
+    if isinstance(attn, (str, bytes)) or any(
+        isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn):
+      raise ConfigError("model.attn_resolutions",
+                        f"must be a tuple of positive ints (feature-map sizes), got {attn!r}")
 
   _int(cfg, "train.steps", lo=0)
   bs = _int(cfg, "train.batch_size", lo=1)
@@ -127,6 +155,21 @@ def validate(cfg) -> None:
         raise ConfigError("data.means", f"must hold at least two numbers, got {means!r}")
   if exp == "shapes":
     _choice(cfg, "data.scale", (0.5, 1.0))
+  if model == "unet":
+    _check_unet_resolutions(cfg, exp)
+  if "plots" in cfg and "predictor_times" in cfg.plots:
+    times = _get(cfg, "plots.predictor_times")
+    # Times >= diffusion.timesteps are skipped by the figure (a sweep over T shares them).
+    if isinstance(times, (str, bytes)) or any(
+        isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times):
+      raise ConfigError("plots.predictor_times",
+                        f"must be a tuple of timesteps >= 0 (those >= diffusion.timesteps are "
+                        f"skipped), got {times!r}")
+  if exp == "gaussian" and "sweep" in cfg:
+    if not isinstance(_get(cfg, "sweep.enabled"), bool):
+      raise ConfigError("sweep.enabled", "must be True or False")
+    _int(cfg, "sweep.steps", lo=0)
+    _int(cfg, "sweep.num_samples", lo=1)
   if exp == "gaussian" and "sweep" in cfg and cfg.sweep.enabled:
     for v in _get(cfg, "sweep.num_train"):
       if not isinstance(v, int) or v < bs:
@@ -137,6 +180,13 @@ def validate(cfg) -> None:
   if exp == "recursive":
     _int(cfg, "recursive.generations", lo=1)
     _int(cfg, "recursive.oversample", lo=0)
+    if cfg.data.name == "mnist":
+      _int(cfg, "recursive.classifier_steps", lo=1)
+      if not isinstance(_get(cfg, "data.download"), bool):
+        raise ConfigError("data.download", "must be True or False")
+      if not isinstance(_get(cfg, "data.dir"), str):
+        raise ConfigError("data.dir", f"must be a path (a string; '' for the default), "
+                          f"got {cfg.data.dir!r}")
     filters = _get(cfg, "recursive.filters")
     if isinstance(filters, str) or not filters:
       raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "

@@ -15,3 +15,7 @@ class DataError(RuntimeError):
 
 class WorkdirError(RuntimeError):
   """The workdir holds a run that this config cannot resume."""
+
+
+class TrainingDivergedError(FloatingPointError):
+  """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""

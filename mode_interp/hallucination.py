@@ -63,15 +63,22 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
   paper's operating point: 96%); samples above it are removed. Also reports the
   operating point that removes ``remove_hallucinations`` of the hallucinations.
 
+  Samples whose score is not finite (NaN or inf, from a diverged trajectory)
+  are left out and counted in ``num_non_finite``.
+
   Returns a dict with ``auroc``, ``threshold``, ``in_support_retained``,
   ``hallucinations_removed``, the counts, and ``at_removal`` (or ``None``
   entries where a class is empty).
   """
   scores = np.asarray(scores, np.float64)
   hal = np.asarray(is_hallucination, bool)
+  if scores.shape != hal.shape:
+    raise ValueError(f"scores {scores.shape} and labels {hal.shape} differ in shape")
+  finite = np.isfinite(scores)
+  scores, hal = scores[finite], hal[finite]
   ins = ~hal
   out = {"num_in_support": int(ins.sum()), "num_hallucinations": int(hal.sum()),
-         "keep_in_support": keep_in_support}
+         "num_non_finite": int((~finite).sum()), "keep_in_support": keep_in_support}
   if ins.sum() == 0 or hal.sum() == 0:
     out.update(auroc=None, threshold=None, in_support_retained=None, hallucinations_removed=None,
                at_removal=None)
@@ -94,9 +101,29 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
 
 
 def roc_curve(scores, is_hallucination):
-  """False- and true-positive rates (hallucination = positive) for plotting."""
-  fpr, tpr, _ = skm.roc_curve(np.asarray(is_hallucination, bool), np.asarray(scores, np.float64))
+  """False- and true-positive rates (hallucination = positive) for plotting; non-finite
+  scores are left out, as in :func:`detection_metrics`."""
+  scores = np.asarray(scores, np.float64)
+  finite = np.isfinite(scores)
+  fpr, tpr, _ = skm.roc_curve(np.asarray(is_hallucination, bool)[finite], scores[finite])
   return fpr, tpr
+
+
+def finite_rows(samples, scores=None):
+  """Mask of the samples (rows of ``samples``) that are finite everywhere, and whose
+  ``scores`` entry is finite when given."""
+  x = np.asarray(samples)
+  ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+  if scores is not None:
+    ok &= np.isfinite(np.asarray(scores, np.float64))
+  return ok
+
+
+def non_finite_report(ok) -> dict:
+  """``{"count", "rate"}`` of the rows where ``ok`` is false."""
+  ok = np.asarray(ok, bool)
+  bad = int((~ok).sum())
+  return {"count": bad, "rate": float(bad / len(ok)) if len(ok) else 0.0}
 
 
 def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=None,
@@ -116,5 +143,7 @@ def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=Non
   if how == "variance":
     if traj_variance is None:
       raise ValueError("filter 'variance' needs the trajectory variance")
-    return np.sort(np.argsort(np.asarray(traj_variance), kind="stable")[:num_keep])
+    # NaN sorts last in numpy, so non-finite variances are the last to be kept.
+    tv = np.where(np.isfinite(traj_variance), traj_variance, np.inf)
+    return np.sort(np.argsort(tv, kind="stable")[:num_keep])
   raise ValueError(f"unknown filter {how!r}; allowed: none, random, variance")

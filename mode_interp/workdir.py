@@ -12,9 +12,11 @@ Running again on the same workdir resumes from the last checkpoint; nothing
 is overwritten silently. Only process 0 writes files.
 """
 
+import fcntl
 import json
 import os
 import time
+import zipfile
 from typing import Any, Iterable, Optional
 
 import jax
@@ -24,10 +26,25 @@ import orbax.checkpoint as ocp
 from mode_interp import sharding
 from mode_interp.errors import WorkdirError
 
-# Config sections that define the trained model: changing them under an existing
-# checkpoint would silently mix two experiments, so it is refused.
-FROZEN_PREFIXES = ("experiment", "seed", "data.", "diffusion.", "model.", "train.batch_size",
-                   "train.lr", "train.ema_decay", "recursive.")
+# The fields that define the trained model: changing one under an existing checkpoint
+# would silently mix two experiments, so it is refused. Whole sections end in "."; other
+# entries are exact field names. `train.steps` may grow (training continues), except under
+# a cosine schedule, whose decay horizon it is (see `frozen_fields`).
+FROZEN = ("experiment", "seed", "data.", "diffusion.", "model.", "recursive.",
+          "train.batch_size", "train.lr", "train.lr_schedule", "train.b1", "train.b2",
+          "train.warmup_steps", "train.grad_clip", "train.ema_decay")
+
+
+def frozen_fields(config: dict) -> tuple:
+  """:data:`FROZEN`, plus ``train.steps`` when the (old) run decays its learning rate
+  over it: more steps would silently restart a different, higher schedule."""
+  if config.get("train", {}).get("lr_schedule") == "cosine":
+    return FROZEN + ("train.steps",)
+  return FROZEN
+
+
+def _is_frozen(field: str, frozen) -> bool:
+  return any(field.startswith(f) if f.endswith(".") else field == f for f in frozen)
 
 
 
@@ -65,6 +82,66 @@ class Workdir:
     if self.main:
       os.makedirs(self.figures, exist_ok=True)
 
+  # -- one run at a time ------------------------------------------------------
+  def lock(self) -> None:
+    """Takes the workdir's lock (``WORKDIR/.lock``) for this process's lifetime.
+
+    A second run on the same workdir is refused with a :class:`WorkdirError`
+    naming the holder. The lock is an ``flock``: the kernel drops it when its
+    process ends, however it ends (SIGKILL included), so a crashed run never
+    leaves it stuck.
+    """
+    if not self.main or getattr(self, "_lock_file", None) is not None:
+      return
+    os.makedirs(self.path, exist_ok=True)
+    f = open(self.file(".lock"), "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      f.close()
+      raise WorkdirError(
+          f"{self.path} is in use by a running experiment ({holder}); wait for it to finish, "
+          f"or use another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    self._lock_file = f
+
+  def unlock(self) -> None:
+    f = getattr(self, "_lock_file", None)
+    if f is not None:
+      fcntl.flock(f, fcntl.LOCK_UN)
+      f.close()
+      self._lock_file = None
+
+  def check_files(self) -> None:
+    """Refuses, before any work, a workdir whose ``results.json``, ``config.json`` or
+    sample caches (``*.npz``) cannot be read; the message names the file and what to do."""
+    for name in ("config.json", "results.json"):
+      path = self.file(name)
+      if os.path.exists(path):
+        try:
+          with open(path) as f:
+            json.load(f)
+        except (OSError, ValueError) as e:
+          raise WorkdirError(
+              f"{path} is unreadable ({type(e).__name__}: {e}); it was cut short or damaged. "
+              f"Move it away and rerun: {'the results are recomputed' if name == 'results.json' else 'the config is written again'}"
+              f" from the checkpoints and sample caches") from None
+    for name in sorted(os.listdir(self.path)) if os.path.isdir(self.path) else []:
+      if name.endswith(".npz") and not name.endswith(".tmp.npz"):
+        try:
+          with np.load(self.file(name)) as z:
+            for k in z.files:
+              z[k]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+          raise WorkdirError(
+              f"{self.file(name)} (a sample cache) is unreadable ({type(e).__name__}: {e}); "
+              f"delete it and rerun: those samples are drawn again from the checkpoint") from None
+
   def file(self, name: str) -> str:
     return os.path.join(self.path, name)
 
@@ -72,8 +149,9 @@ class Workdir:
     return os.path.join(self.figures, name)
 
   # -- config --------------------------------------------------------------
-  def write_config(self, config: dict, frozen: Iterable[str] = FROZEN_PREFIXES) -> list:
-    """Writes ``config.json``; if one exists, refuses changes to frozen fields.
+  def write_config(self, config: dict, frozen: Optional[Iterable[str]] = None) -> list:
+    """Writes ``config.json``; if one exists, refuses changes to frozen fields
+    (default: :func:`frozen_fields` of the existing run's config).
 
     Returns the list of (field, old, new) changes in non-frozen fields.
     """
@@ -82,20 +160,25 @@ class Workdir:
     changes = []
     if os.path.exists(path):
       with open(path) as f:
-        old = _flatten(json.load(f))
+        old_config = json.load(f)
+      frozen = frozen_fields(old_config) if frozen is None else tuple(frozen)
+      old = _flatten(old_config)
       new = _flatten(config)
       for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
           changes.append((key, old.get(key), new.get(key)))
       # Fields that a newer version of the code added (absent from the old file) keep
       # their defaults' meaning and are not a conflict.
-      bad = [c for c in changes if c[0] in old
-             and any(c[0] == p or c[0].startswith(p) for p in frozen)]
+      bad = [c for c in changes if c[0] in old and _is_frozen(c[0], frozen)]
       if bad:
         lines = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
+        why = ("these fields define the model, so resuming would mix two experiments")
+        if any(k == "train.steps" for k, _, _ in bad):
+          why += ("; train.steps is the horizon of this run's cosine learning-rate schedule, "
+                  "so more steps would restart a different schedule, not continue this one")
         raise WorkdirError(
-            f"{self.path} holds a run with a different config ({lines}); these fields define the "
-            f"model, so resuming would mix two experiments. Use a new --workdir, or delete this one.")
+            f"{self.path} holds a run with a different config ({lines}); {why}. Use a new "
+            f"--workdir, or delete this one.")
     if self.main:
       with open(path, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)

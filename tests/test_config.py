@@ -88,6 +88,26 @@ BAD = [
     ("train.warmup_steps", 6_000, "train.warmup_steps", ("< train.steps",)),
     ("train.warmup_steps", -1, "train.warmup_steps", ()),
     ("detect.reduction", "median", "detect.reduction", ("median", "mean", "max")),
+    ("detect.k_sigma", 0.0, "detect.k_sigma", ("> 0",)),
+    ("detect.k_sigma", -2.0, "detect.k_sigma", ()),
+    ("detect.remove_hallucinations", 1.5, "detect.remove_hallucinations", ("< 1",)),
+    ("detect.remove_hallucinations", 0.0, "detect.remove_hallucinations", ("> 0",)),
+    ("detect.keep_in_support", 0.0, "detect.keep_in_support", ("> 0",)),
+    ("sample.eta", -0.5, "sample.eta", (">= 0",)),
+    ("sample.num_steps", -1, "sample.num_steps", (">= 0",)),
+    ("sample.chunk_size", -4, "sample.chunk_size", (">= 1",)),
+    ("train.log_every", 0, "train.log_every", (">= 1",)),
+    ("train.ckpt_every", 0, "train.ckpt_every", (">= 1",)),
+    ("train.steps", -1, "train.steps", (">= 0",)),
+    ("train.ema_decay", 1.0, "train.ema_decay", ("< 1",)),
+    ("train.grad_clip", -1.0, "train.grad_clip", (">= 0",)),
+    ("train.lr_schedule", "linear", "train.lr_schedule", ("constant", "cosine")),
+    ("model.width", 1, "model.width", (">= 2",)),
+    ("model.num_blocks", 0, "model.num_blocks", (">= 1",)),
+    ("num_devices", -1, "num_devices", (">= 0",)),
+    ("sweep.steps", -1, "sweep.steps", (">= 0",)),
+    ("sweep.num_samples", 0, "sweep.num_samples", (">= 1",)),
+    ("plots.predictor_times", (1, -5), "plots.predictor_times", (">= 0",)),
 ]
 
 
@@ -159,3 +179,38 @@ def test_recursive_filters_are_checked(value, words):
   assert e.value.field == "recursive.filters" and msg.startswith("recursive.filters:")
   for w in words:
     assert w in msg, (w, msg)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("model.ch_mult", (1, 2, 2, 2, 2, 2, 2, 2), ("halve", "64")),
+    ("model.attn_resolutions", (12,), ("(12,)", "64, 32")),
+    ("model.attn_resolutions", ("16",), ("positive ints",)),
+])
+def test_unet_shapes_are_checked(field, value, words):
+  cfg = _get_config("shapes")
+  _set(cfg, field, value)
+  with pytest.raises(ConfigError) as e:
+    config_check.validate(cfg)
+  assert e.value.field == field
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--config=configs/gaussian1d.py:huge"], ("unknown variant 'huge'", "'paper'", "'official'")),
+    (["--config=configs/nope.py"], ("No such file", "configs/nope.py")),
+    (["--config=configs/gaussian1d.py", "--config.train.stepz=3"], ("stepz", "steps")),
+    (["--config=configs/gaussian1d.py", "--config.train.steps=abc"], ("train.steps", "abc")),
+])
+def test_cli_refuses_unloadable_configs_in_one_line(tmp_path, args, words):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "experiments.main", *args,
+                         f"--workdir={tmp_path / 'wd'}"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: --config:"), proc.stderr
+  for w in words:
+    assert w in lines[0], (w, lines[0])
+  assert not (tmp_path / "wd").exists()

@@ -92,3 +92,36 @@ def test_main_run_on_four_devices_end_to_end(worker):
   assert res["num_samples"] == res["num_saved"] == 256
   assert 0.0 <= res["hallucination_rate"] <= 1.0
   assert res["results_json"]
+
+
+def test_full_width_training_on_four_devices_does_not_deadlock(worker):
+  res = _part(worker, "full_width")
+  assert res["device_count"] == NUM_DEVICES
+  assert res["width"] == 128 and res["batch_size"] == 2_000
+  assert res["train_steps"] == 300
+  assert len(res["losses"]) == 3 and np.all(np.isfinite(res["losses"]))
+  assert res["losses"][-1] < res["losses"][0]
+  # The entry point sized XLA's thread pool for the 4 devices.
+  assert int(res["nproc"]) >= 4 * NUM_DEVICES
+  assert res["non_finite"] == 0 and res["auroc"] is not None
+
+
+def test_host_threads_are_sized_for_simulated_devices(monkeypatch):
+  from mode_interp import sharding
+  monkeypatch.setenv("XLA_FLAGS", "--foo --xla_force_host_platform_device_count=6")
+  monkeypatch.delenv("NPROC", raising=False)
+  monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+  sharding.configure_host_threads()
+  assert os.environ["NPROC"] == str(max(os.cpu_count(), 24))
+  monkeypatch.setenv("NPROC", "100")  # a larger user setting is kept
+  sharding.configure_host_threads()
+  assert os.environ["NPROC"] == "100"
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "3")
+  monkeypatch.setenv("NPROC", "1")
+  sharding.configure_host_threads()
+  assert os.environ["NPROC"] == str(max(os.cpu_count(), 12))
+  monkeypatch.delenv("JAX_NUM_CPU_DEVICES")
+  monkeypatch.setenv("NPROC", "1")
+  sharding.configure_host_threads()  # one device: nothing to do
+  assert os.environ["NPROC"] == "1"

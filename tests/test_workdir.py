@@ -25,6 +25,31 @@ def test_frozen_fields_refused_new_and_free_fields_allowed(tmp_path):
     assert json.load(f)["train"]["lr_schedule"] == "constant"
 
 
+@pytest.mark.parametrize("field", ["b1", "b2", "warmup_steps", "grad_clip", "lr_schedule", "lr",
+                                   "batch_size", "ema_decay"])
+def test_every_optimiser_field_is_frozen(tmp_path, field):
+  wd = Workdir(str(tmp_path))
+  train = {"steps": 10, "lr": 1e-3, "lr_schedule": "constant", "b1": 0.9, "b2": 0.999,
+           "warmup_steps": 0, "grad_clip": 0.0, "batch_size": 8, "ema_decay": 0.0,
+           "log_every": 5}
+  wd.write_config({"train": train})
+  changed = dict(train, **{field: "cosine" if field == "lr_schedule" else train[field] + 1})
+  with pytest.raises(WorkdirError, match=f"train.{field}: "):
+    wd.write_config({"train": changed})
+  # Free fields (logging, more steps of a constant schedule) may change.
+  assert wd.write_config({"train": dict(train, log_every=1, steps=20)}) == [
+      ("train.log_every", 5, 1), ("train.steps", 10, 20)]
+
+
+def test_more_steps_are_refused_under_a_cosine_schedule(tmp_path):
+  wd = Workdir(str(tmp_path))
+  train = {"steps": 100, "lr": 1e-3, "lr_schedule": "cosine"}
+  wd.write_config({"train": train})
+  with pytest.raises(WorkdirError, match="train.steps: 100 -> 200.*cosine"):
+    wd.write_config({"train": dict(train, steps=200)})
+  assert wd.write_config({"train": train}) == []
+
+
 def test_metric_writer_drops_records_past_the_checkpoint_of_its_model_only(tmp_path):
   wd = Workdir(str(tmp_path))
   w = wd.metric_writer(model="a")
