@@ -10,11 +10,9 @@ Generation 0 trains on real data; each later generation trains a fresh model on
 ``variance`` (lowest trajectory variance). What it should show: the
 hallucination rate grows over generations with ``none`` and ``random`` and
 more slowly with ``variance`` (figures/recursive_curves.png,
-results.json["generations"]). Measured on a 2-core CPU (19 minutes): 10.2% at
-generation 0, then 20.6% / 31.0% (none), 21.8% / 33.6% (random) and 12.4% /
-11.6% (variance). The price of the filter shows in
-``in_support_per_mode``: it keeps 36% of the centre mode's in-support samples
-(82-93% of every other mode's), and the centre mode is gone by generation 2.
+results.json["generations"]); the price of the filter shows in
+``in_support_per_mode`` (which modes it starves). Measured numbers: README and
+reports/report.md.
 
 ``:paper`` is the paper's scale (five generations of 100,000 points, batch
 10,000, 10,000 epochs; 102,500 drawn and 100,000 kept per generation, as the

@@ -231,7 +231,8 @@ def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: in
   repl = sharding.replicated(mesh)
   init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
   # The same compiled init and step as pipeline.train_model, so the benchmark times what runs.
-  init_jit, step_jit = pipeline.compiled_trainer(cfg, mesh)
+  trainer = pipeline.make_trainer(cfg, mesh)
+  init_jit, step_jit = trainer.init, trainer.step
   state = init_jit(jnp.asarray(data[:1]), init_key)
   data_dev = jax.device_put(jnp.asarray(data), repl)
   run_key = jax.device_put(run_key, repl)

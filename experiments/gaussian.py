@@ -127,8 +127,8 @@ def _predictor_figure(cfg, path, mixture, schedule, model, params):
 
 def run_single(cfg, wd, mesh, mixture, train_data, subdir="", prefix=""):
   t0 = time.time()
-  state = pipeline.train_model(cfg, train_data, wd, mesh=mesh, subdir=subdir,
-                               label=f"train{'/' + subdir if subdir else ''}")
+  state = pipeline.train_model(cfg, train_data, wd, trainer=pipeline.make_trainer(cfg, mesh),
+                               subdir=subdir, label=f"train{'/' + subdir if subdir else ''}")
   train_s = time.time() - t0
   step = int(jax.device_get(state.step))
   res = evaluate(cfg, wd, mesh, mixture, train_data, state.ema_params, step,

@@ -42,16 +42,6 @@ RUNNERS = {
 }
 
 
-def _config_arg(argv) -> str:
-  """The ``--config`` value as typed (``path[:variant]``), in either flag form."""
-  for i, a in enumerate(argv):
-    if a.startswith("--config="):
-      return a.split("=", 1)[1]
-    if a == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return ""
-
-
 def default_workdir(config_arg: str) -> str:
   path, _, variant = config_arg.partition(":")
   name = os.path.splitext(os.path.basename(path))[0]
@@ -98,7 +88,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config_arg = _config_arg(sys.argv)
+  config_arg = config_flags.get_config_filename(FLAGS["config"])  # path[:variant], as typed
   workdir = FLAGS.workdir or default_workdir(config_arg)
   sharding.maybe_initialize_distributed(FLAGS.distributed)
   try:

@@ -30,6 +30,8 @@ class GridKind:
     self.mixture = gaussian.make_mixture(cfg)
     self.k = cfg.detect.k_sigma
     self.clip_x0 = None
+    # The training data drawn in the figures beside each generation's samples.
+    self.real_sample = self.real_data(cfg)[:20_000]
 
   def real_data(self, cfg):
     return self.mixture.sample(cfg.data.num_train, seed=cfg.seed)
@@ -127,12 +129,12 @@ def _measure_keys(kind):
 def run(cfg, wd, mesh, info=None):
   kind = MnistKind(cfg, wd) if cfg.data.name == "mnist" else GridKind(cfg)
   real = kind.real_data(cfg)
-  kind.real_sample = real[:20_000]
   rc = cfg.recursive
   n_draw = cfg.data.num_train + rc.oversample
   gen_cfg = ml_collections.ConfigDict(cfg.to_dict())
   gen_cfg.sample.num_samples = n_draw
   model = pipeline.make_model(cfg)
+  trainer = pipeline.make_trainer(gen_cfg, mesh)  # one compilation for every generation
   sample_jit = pipeline.make_sampler(gen_cfg, pipeline.eps_fn_for(model), real.shape[1:],
                                      mesh=mesh, clip_x0=kind.clip_x0)
   # Measurements are recomputed from the cached samples on every run (cheap next to
@@ -146,7 +148,7 @@ def run(cfg, wd, mesh, info=None):
   def one_generation(filt, g, data):
     tag = "gen0" if g == 0 else f"{filt}_gen{g}"
     key = jax.random.fold_in(jax.random.key(cfg.seed), g)
-    state = pipeline.train_model(gen_cfg, data, wd, mesh=mesh, subdir=tag, key=key,
+    state = pipeline.train_model(gen_cfg, data, wd, trainer=trainer, subdir=tag, key=key,
                                  label=f"train/{tag}")
     step = int(jax.device_get(state.step))
     out = pipeline.draw_samples(gen_cfg, sample_jit, state.ema_params, n_draw, mesh=mesh,

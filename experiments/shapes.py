@@ -86,7 +86,7 @@ def run(cfg, wd, mesh, info=None):
   plots.image_grid(wd.figure("training_images.png"), ds.images[:32], title="training images")
 
   t_train = time.time()
-  state = pipeline.train_model(cfg, train_x, wd, mesh=mesh)
+  state = pipeline.train_model(cfg, train_x, wd, trainer=pipeline.make_trainer(cfg, mesh))
   train_s = time.time() - t_train
   step = int(jax.device_get(state.step))
 

@@ -10,12 +10,18 @@ from scipy import stats
 from sklearn import metrics as skm
 
 
-def nearest_mode_distance(samples, means):
-  """Euclidean distance of each sample ``[N, D]`` to its nearest mode ``[K, D]``."""
+def _nearest(samples, means):
+  """Index of and Euclidean distance to the nearest mode ``[K, D]`` of each sample ``[N, D]``."""
   means = np.asarray(means, np.float64).reshape(len(means), -1)
   samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
-  d2 = ((samples[:, None, :] - means[None, :, :]) ** 2).sum(-1)
-  return np.sqrt(d2.min(axis=1))
+  if not len(samples):
+    return np.zeros(0, np.int64), np.zeros(0)
+  return skm.pairwise_distances_argmin_min(samples, means)
+
+
+def nearest_mode_distance(samples, means):
+  """Euclidean distance of each sample ``[N, D]`` to its nearest mode ``[K, D]``."""
+  return _nearest(samples, means)[1]
 
 
 def mixture_hallucinations(samples, means, std, k: float = 4.0):
@@ -24,9 +30,8 @@ def mixture_hallucinations(samples, means, std, k: float = 4.0):
 
 
 def nearest_mode(samples, means):
-  means = np.asarray(means, np.float64).reshape(len(means), -1)
-  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
-  return ((samples[:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1)
+  """Index of the nearest mode of each sample."""
+  return _nearest(samples, means)[0]
 
 
 def rule_false_positive_rate(dim: int, k: float) -> float:
@@ -35,16 +40,13 @@ def rule_false_positive_rate(dim: int, k: float) -> float:
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
-  """Wilson score interval for a proportion, as ``(low, high)``."""
+  """Wilson score interval for a proportion, as ``(low, high)`` (scipy's ``binomtest``)."""
   if trials == 0:
     return (float("nan"), float("nan"))
-  z = stats.norm.ppf(0.5 + confidence / 2)
+  ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
   p = successes / trials
-  denom = 1 + z ** 2 / trials
-  centre = (p + z ** 2 / (2 * trials)) / denom
-  half = z * np.sqrt(p * (1 - p) / trials + z ** 2 / (4 * trials ** 2)) / denom
   # Clamped to contain p: at p = 0 or 1 rounding can put an end a few ulps past it.
-  return (float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half))))
+  return (float(max(0.0, min(p, ci.low))), float(min(1.0, max(p, ci.high))))
 
 
 def rate_with_interval(flags) -> dict:

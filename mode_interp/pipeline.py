@@ -4,9 +4,10 @@ Runners in ``experiments/`` call these; each function takes the ConfigDict
 sections it needs and returns plain objects (no hidden state).
 """
 
+import dataclasses
 import functools
 import json
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,18 +40,27 @@ def eps_fn_for(model):
   return lambda params, x, t: model.apply({"params": params}, x, t)
 
 
-def _model_key(cfg) -> str:
-  """The config sections that define the compiled trainer, as a hashable key."""
-  return json.dumps({k: cfg[k].to_dict() for k in ("model", "diffusion", "train")}, sort_keys=True)
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """The compiled training functions of one (model, diffusion, train) recipe over a mesh.
+
+  Built once per runner by :func:`make_trainer` and passed to :func:`train_model`, so the
+  generations of a recursive run share one compilation.
+
+  - ``init(x1, key) -> TrainState``: fresh weights and optimiser state, replicated.
+  - ``step(state, data, key) -> (state, metrics)``: one data-parallel step (state donated).
+  """
+  init: Callable
+  step: Callable
+  mesh: Any
+
+  def abstract_state(self, x1):
+    """The state's shapes, dtypes and shardings, without computing it (a restore target)."""
+    return jax.eval_shape(self.init, x1, jax.random.key(0))
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_trainer(key: str, mesh):
-  """Jitted init and train step for a config key, built once per process, so the
-  generations of a recursive run (and repeated runs in one process) share one
-  compilation."""
-  import ml_collections
-  cfg = ml_collections.ConfigDict(json.loads(key))
+def make_trainer(cfg, mesh) -> Trainer:
+  """The :class:`Trainer` for the config's model, diffusion and train sections."""
   tc = cfg.train
   model = make_model(cfg)
   optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
@@ -60,38 +70,35 @@ def _compiled_trainer(key: str, mesh):
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
                                   tc.batch_size, tc.ema_decay, mesh=mesh)
   step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
-  return init_jit, step_jit
+  return Trainer(init_jit, step_jit, mesh)
 
 
-def compiled_trainer(cfg, mesh):
-  """``(init_jit(x1, key) -> state, step_jit(state, data, key) -> (state, metrics))`` for the
-  config's model, diffusion and train sections over ``mesh``; cached per config."""
-  return _compiled_trainer(_model_key(cfg), mesh)
-
-
-def train_model(cfg, data: np.ndarray, workdir, *, mesh, subdir: str = "", key=None,
-                label: str = "train"):
-  """Trains (or resumes training of) the config's network on ``data``.
+def train_model(cfg, data: np.ndarray, workdir, *, trainer: Trainer, subdir: str = "",
+                key=None, label: str = "train"):
+  """Trains (or resumes training of) the config's network on ``data`` with ``trainer``
+  (from :func:`make_trainer` for the same config).
 
   Checkpoints go to ``workdir.checkpoints/subdir``, metrics to
   ``metrics.jsonl`` (records tagged ``model=subdir`` when a run trains several). Returns the final
   :class:`train.TrainState`.
   """
   tc = cfg.train
+  mesh = trainer.mesh
   if tc.batch_size > len(data):
     raise ValueError(f"train.batch_size={tc.batch_size} exceeds the {len(data)} training points")
   sharding.check_divisible(tc.batch_size, mesh, "train.batch_size")
   key = jax.random.key(cfg.seed) if key is None else key
   init_key, run_key = jax.random.split(key)
-  init_jit, step_jit = compiled_trainer(cfg, mesh)
-  state = init_jit(jnp.asarray(data[:1]), init_key)
+  x1 = jnp.asarray(data[:1])
   manager = workdir.checkpoint_manager(subdir)
-  state, restored = train.restore_or_init(manager, state)
-  if restored is not None:
+  state, restored = train.restore_checkpoint(manager, trainer.abstract_state(x1))
+  if restored is None:
+    state = trainer.init(x1, init_key)
+  else:
     logging.info("%s: resumed from checkpoint at step %d (%s)", label, restored, manager.directory)
   writer = workdir.metric_writer(resume_step=restored or 0, model=subdir)
   data_dev = jax.device_put(jnp.asarray(data), sharding.replicated(mesh))
-  state = train.train_loop(state, step_jit, data_dev, run_key, tc.steps, manager=manager,
+  state = train.train_loop(state, trainer.step, data_dev, run_key, tc.steps, manager=manager,
                            writer=writer, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
                            label=label)
   manager.close()

@@ -110,17 +110,17 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
   return train_step
 
 
-def restore_or_init(manager: ocp.CheckpointManager, state: TrainState) -> tuple:
-  """Restores the latest readable checkpoint into ``state``'s structure (and shardings).
+def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state) -> tuple:
+  """Restores the latest readable checkpoint into ``abstract_state``'s structure, dtypes and
+  shardings (e.g. from ``jax.eval_shape``).
 
   A checkpoint that cannot be read (cut short by a crash, damaged on disk) is
   skipped with a warning and the one before it is tried, so at most one
-  checkpoint interval of training is lost. Returns ``(state, restored_step or None)``.
+  checkpoint interval of training is lost. Returns ``(state or None, step or None)``.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
       logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the one before",
                       step, manager.directory, type(e).__name__, str(e).splitlines()[0][:200])
@@ -132,7 +132,14 @@ def restore_or_init(manager: ocp.CheckpointManager, state: TrainState) -> tuple:
     return restored, step
   if manager.all_steps():
     logging.warning("no readable checkpoint in %s: training from the start", manager.directory)
-  return state, None
+  return None, None
+
+
+def restore_or_init(manager: ocp.CheckpointManager, state: TrainState) -> tuple:
+  """:func:`restore_checkpoint` into ``state``'s structure, or ``state`` itself when there is
+  none. Returns ``(state, restored_step or None)``."""
+  restored, step = restore_checkpoint(manager, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+  return (state, None) if restored is None else (restored, step)
 
 
 @jax.jit

@@ -87,7 +87,8 @@ def part_train(tmp):
   for n in (1, NUM_DEVICES):
     mesh = sharding.make_mesh(n)
     repl = sharding.replicated(mesh)
-    init_jit, step_jit = pipeline.compiled_trainer(cfg, mesh)
+    trainer = pipeline.make_trainer(cfg, mesh)
+    init_jit, step_jit = trainer.init, trainer.step
     state = init_jit(jnp.asarray(data[:1]), init_key)
     data_dev = jax.device_put(jnp.asarray(data), repl)
     losses = []

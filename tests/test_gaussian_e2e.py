@@ -64,15 +64,27 @@ def test_first_run_honours_the_workdir_contract(run1d):
   on_disk = _read(wd, "results.json")
   assert on_disk["num_samples"] == 256
   for key in ("hallucination_rate", "true_score_hallucination_rate"):
-    assert 0.0 <= on_disk[key] <= 1.0
     assert on_disk[key] == res[key]
   # The exact score barely hallucinates, even with T = 30 and 256 samples.
   assert on_disk["true_score_hallucination_rate"] < 0.05
+  # Every number is recomputed from the saved samples with the rule and the metric code:
+  # the runner must have measured exactly these samples.
+  from mode_interp import hallucination
+  from mode_interp.data import gaussians
+  with np.load(os.path.join(wd, "samples.npz")) as z:
+    x, tv = z["samples"], z["traj_variance"]
+  assert x.shape == (256, 1) and np.isfinite(x).all() and np.isfinite(tv).all()
+  assert on_disk["non_finite"] == {"count": 0, "rate": 0.0}
+  mix = gaussians.make_mixture("gaussian1d")
+  hal = hallucination.mixture_hallucinations(x, mix.means, mix.std, 4.0)
+  assert on_disk["hallucination_rate"] == float(hal.mean())
+  # A 30-step model both hallucinates and lands on modes: both classes are present.
+  assert 0 < hal.sum() < len(hal)
   det = on_disk["detection"]
+  expected = hallucination.detection_metrics(tv, hal)
   for key in ("auroc", "threshold", "in_support_retained", "hallucinations_removed"):
-    assert key in det
-  if det["auroc"] is not None:  # both classes present
-    assert 0.0 <= det["auroc"] <= 1.0 and det["in_support_retained"] >= 0.96
+    assert det[key] == pytest.approx(expected[key], rel=1e-12)
+  assert det["in_support_retained"] >= 0.96
   assert on_disk["train"]["steps"] == 30
 
   figs = os.listdir(os.path.join(wd, "figures"))
@@ -127,4 +139,31 @@ def test_grid25_tiny_run(tmp_path):
   res = main.run(cfg, wd)
   assert res["num_samples"] == 128 and res["num_modes"] == 25
   assert os.path.getsize(os.path.join(wd, "figures", "scatter.png")) > 1000
-  assert 0.0 <= _read(wd, "results.json")["hallucination_rate"] <= 1.0
+  from mode_interp import hallucination
+  from mode_interp.data import gaussians
+  with np.load(os.path.join(wd, "samples.npz")) as z:
+    x = z["samples"]
+  mix = gaussians.make_mixture("grid25")
+  expected = hallucination.mixture_hallucinations(x, mix.means, mix.std, 4.0).mean()
+  assert _read(wd, "results.json")["hallucination_rate"] == float(expected)
+
+
+def _reference_metrics(experiment):
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "references.json")
+  with open(path) as f:
+    figures = json.load(f)["figures"]
+  return sorted({f["metric"] for f in figures if f["experiment"] == experiment})
+
+
+def test_every_reference_metric_is_in_a_real_results_json(run1d):
+  """The report compares references.json's metrics with results.json: each must exist, as a
+  number, in what a real run writes (not in a hand-built dict)."""
+  from experiments import report
+  wd, _ = run1d
+  res = _read(wd, "results.json")
+  metrics = _reference_metrics("gaussian")
+  assert metrics
+  for m in metrics:
+    v = report.get(res, m)
+    assert isinstance(v, (int, float)) and not isinstance(v, bool), (m, v)

@@ -19,8 +19,7 @@ def _setup(tmp_path, **detect):
     cfg.detect[k] = v
   mesh = sharding.make_mesh(1)
   model = pipeline.make_model(cfg)
-  init_jit, _ = pipeline.compiled_trainer(cfg, mesh)
-  params = init_jit(np.zeros((1, 1), np.float32), jax.random.key(0)).ema_params
+  params = pipeline.make_trainer(cfg, mesh).init(np.zeros((1, 1), np.float32), jax.random.key(0)).ema_params
   sample_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), (1,), mesh=mesh)
   return cfg, mesh, params, sample_jit
 

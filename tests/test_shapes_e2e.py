@@ -54,3 +54,25 @@ def test_rerun_reuses_checkpoint_and_samples(run):
   assert again["train"]["steps"] == 20
   assert again["counts"] == res["counts"]          # same samples: nothing was redrawn
   assert os.path.getmtime(os.path.join(wd, "samples.npz")) == before
+
+
+def test_every_reference_metric_is_in_a_real_results_json(run):
+  """The report compares references.json's metrics with results.json: each must exist in
+  what a real run writes (None only where a class of samples is empty)."""
+  from experiments import report
+  wd, _ = run
+  with open(os.path.join(wd, "results.json")) as f:
+    res = json.load(f)
+  with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "experiments", "references.json")) as f:
+    metrics = sorted({r["metric"] for r in json.load(f)["figures"] if r["experiment"] == "shapes"})
+  assert metrics
+  for m in metrics:
+    parent, _, leaf = m.rpartition(".")
+    node = report.get(res, parent) if parent else res
+    assert isinstance(node, dict) and leaf in node, m
+    if node[leaf] is None:
+      det = res["detection"]
+      assert det["num_in_support"] == 0 or det["num_hallucinations"] == 0, m
+    else:
+      assert isinstance(node[leaf], (int, float)), (m, node[leaf])

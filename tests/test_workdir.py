@@ -65,7 +65,13 @@ def test_metric_writer_drops_records_past_the_checkpoint_of_its_model_only(tmp_p
 
 
 def test_default_workdir_from_either_flag_form():
-  from experiments.main import _config_arg, default_workdir
-  assert default_workdir(_config_arg(["m", "--config", "configs/shapes.py:paper"])) == \
-      "runs/shapes_paper"
-  assert default_workdir(_config_arg(["m", "--config=configs/grid25.py"])) == "runs/grid25"
+  from absl import flags
+  from ml_collections import config_flags
+  from experiments.main import default_workdir
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv)
+  for argv, want in ((["m", "--config", "configs/shapes.py:paper"], "runs/shapes_paper"),
+                     (["m", "--config=configs/grid25.py"], "runs/grid25")):
+    fv.unparse_flags()
+    fv(argv)
+    assert default_workdir(config_flags.get_config_filename(fv["config"])) == want
