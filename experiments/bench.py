@@ -4,6 +4,7 @@ r"""Speed and memory of the sampler and the training step.
   python -m experiments.bench --quick              # seconds: the smallest row of each case
   python -m experiments.bench --full               # N = 100,000 at T = 1000 (accelerators)
   python -m experiments.bench --cases=sampler --json=runs/bench.json --devices=4
+  python -m experiments.bench --reference=PATH --reference_python=PY   # + the official code, same run
 
 Cases:
 
@@ -53,16 +54,23 @@ sampler), ``timesteps``, ``devices``, ``steps_timed``, ``ms_per_step``,
 ``samples_steps_per_s`` (samples advanced one reverse step, or training examples,
 per second), ``compile_s``, ``wall_s``, ``peak_mem_mb``, ``rss_start_mb``,
 ``mem_source``, ``xla_temp_mb``, ``reference_ms_per_step`` and
-``speedup_vs_reference`` (null unless the row matches a reference figure; the
-reference was measured on a 2-core CPU, so the ratio compares like with like
-only where ``platform`` is ``cpu`` on that machine), ``platform``,
-``device_kind``, ``jax_version``, ``quick``.
+``speedup_vs_reference`` (null unless ``--reference`` was given and the row has a
+counterpart: the toy MLP's training step at batch 2,000 and 10,000, and the 1D
+sampler's reverse step at N = 10,000), ``reference_threads`` (torch's intra-op
+threads), ``platform``, ``device_kind``, ``jax_version``, ``quick``, and
+``machine`` (CPU model, cores, ISA flags such as AVX2, AVX-512 and AMX, host).
 
-Timings on a shared CPU are noisy; compare rows from the same run.
+With ``--reference=PATH`` (a checkout of the official repository) the official
+PyTorch toy code is timed at the same sizes *in the same run, on the same machine*
+(``experiments/bench_reference.py``, run by ``--reference_python`` or
+``$MODE_INTERP_REFERENCE_PYTHON``, an environment with CPU torch), and the ratios
+are printed. Without it no ratio is shown: a figure from another machine is no
+comparison. Timings on a shared CPU are noisy; compare rows from the same run.
 """
 
 import json
 import os
+import platform
 import resource
 import sys
 import time
@@ -84,19 +92,19 @@ flags.DEFINE_string("json", None, "Write the records to this path (one JSON list
 flags.DEFINE_bool("full", False, "Sampler rows at N = 100,000 with T = 1000 (about half an "
                   "hour on 2 CPU cores; for accelerators).")
 flags.DEFINE_integer("devices", 0, "Devices in the data-parallel mesh (0: every device).")
+flags.DEFINE_string("reference", None, "A checkout of the official repository "
+                    "(locuslab/diffusion-model-hallucination): time its toy code in the same run.")
+flags.DEFINE_string("reference_python", None, "Python of an environment with CPU torch for "
+                    "--reference (default: $MODE_INTERP_REFERENCE_PYTHON).")
+flags.DEFINE_integer("reference_threads", 0, "torch intra-op threads (0: torch's default).")
 
-# The reference PyTorch code on the same 2-core CPU, measured separately (context only).
-REFERENCE_MS = {
-    ("sampler", 1, 10_000, 1000): (71.0, "reverse step, 10,000 1D samples, T=1000; it stores "
-                                         "the whole trajectory"),
-    ("train", 1, 2_000, 1000): (36.0, "training step of the toy MLP at batch 2,000"),
-}
+REFERENCE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_reference.py")
 
 RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "timesteps",
                "devices", "steps_timed", "ms_per_step", "samples_steps_per_s", "compile_s",
                "wall_s", "peak_mem_mb", "rss_start_mb", "mem_source", "xla_temp_mb",
-               "reference_ms_per_step", "speedup_vs_reference", "platform", "device_kind",
-               "jax_version", "quick")
+               "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
+               "device_kind", "jax_version", "quick", "machine")
 
 _MB = 1024.0 * 1024.0
 
@@ -178,20 +186,92 @@ def _toy_config(timesteps: int, batch_size: int = 2_000):
   return cfg
 
 
+def machine_info() -> dict:
+  """The machine a record was measured on: CPU model, cores, the ISA flags that decide
+  which kernels run (AVX2, AVX-512, AMX), host, jax version."""
+  model, flags_ = platform.processor() or "", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, val = line.partition(":")
+        if key.strip() == "model name" and not model.strip("x86_64"):
+          model = val.strip()
+        elif key.strip() == "flags" and not flags_:
+          flags_ = set(val.split())
+  except OSError:
+    pass
+  wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+  return {"cpu_model": model, "cpu_count": os.cpu_count(), "host": platform.node(),
+          "isa": [f for f in wanted if f in flags_], "jax": jax.__version__}
+
+
 def _record(mesh, **kw):
-  """A record with every key of :data:`RECORD_KEYS`; throughput and reference filled in."""
+  """A record with every key of :data:`RECORD_KEYS`; throughput filled in."""
   dev = jax.devices()[0]
   rec = dict.fromkeys(RECORD_KEYS)
   rec.update(devices=sharding.num_shards(mesh), platform=dev.platform,
-             device_kind=dev.device_kind, jax_version=jax.__version__)
+             device_kind=dev.device_kind, jax_version=jax.__version__, machine=machine_info())
   rec.update(kw)
   per_item = rec["num_samples"] if rec["case"] == "sampler" else rec["batch_size"]
   rec["samples_steps_per_s"] = per_item * 1000.0 / rec["ms_per_step"]
-  ref = REFERENCE_MS.get((rec["case"], rec["dim"], per_item, rec["timesteps"]))
-  if ref is not None and rec["model"] == "mlp":
-    rec["reference_ms_per_step"] = ref[0]
-    rec["speedup_vs_reference"] = ref[0] / rec["ms_per_step"]
   return rec
+
+
+class ReferenceError_(RuntimeError):
+  """The reference run could not be made; the message says why, in one line."""
+
+
+def reference_python(flag_value) -> str:
+  py = flag_value or os.environ.get("MODE_INTERP_REFERENCE_PYTHON", "")
+  if not py:
+    raise ReferenceError_("--reference needs a Python with CPU torch: pass --reference_python "
+                          "or set $MODE_INTERP_REFERENCE_PYTHON")
+  return py
+
+
+def time_reference(path: str, python: str, records, threads: int = 0, quick: bool = False,
+                   log=print) -> dict:
+  """Times the official toy code (``experiments/bench_reference.py``) at the sizes of the
+  records that have a counterpart, and fills in their reference columns. Returns the
+  reference run's JSON."""
+  import subprocess
+  src = os.path.join(path, "gaussian_experiments")
+  if not os.path.isdir(os.path.join(src, "ddpm_torch", "toy")):
+    raise ReferenceError_(f"--reference={path}: no gaussian_experiments/ddpm_torch/toy there; "
+                          f"pass a checkout of locuslab/diffusion-model-hallucination")
+  batches = sorted({r["batch_size"] for r in records
+                    if r["case"] == "train" and r["model"] == "mlp"})
+  ns = sorted({r["num_samples"] for r in records
+               if r["case"] == "sampler" and r["dim"] == 1 and r["timesteps"] == 1000
+               or (quick and r["case"] == "sampler" and r["dim"] == 1)})
+  timesteps = 100 if quick else 1000
+  cmd = [python, REFERENCE_SCRIPT, f"--timesteps={timesteps}", f"--threads={threads}"]
+  cmd += [f"--train-batch={b}" for b in batches] + [f"--sampler-n={n}" for n in ns]
+  if quick:
+    cmd += ["--train-steps=5", "--sampler-steps=5"]
+  log(f"bench: the official toy code ({len(batches)} training, {len(ns)} sampler sizes) ...")
+  env = dict(os.environ, PYTHONPATH=src)
+  try:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+  except OSError as e:
+    raise ReferenceError_(f"--reference_python={python}: cannot run it ({e})") from None
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  if proc.returncode != 0 or not lines:
+    err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise ReferenceError_(f"the reference run failed (exit {proc.returncode}): {err}")
+  ref = json.loads(lines[-1])
+  by_batch = {r["batch_size"]: r["ms_per_step"] for r in ref["train"]}
+  by_n = {r["num_samples"]: r["ms_per_step"] for r in ref["sampler"]}
+  for r in records:
+    ms = None
+    if r["case"] == "train" and r["model"] == "mlp":
+      ms = by_batch.get(r["batch_size"])
+    elif r["case"] == "sampler" and r["dim"] == 1 and r["timesteps"] == timesteps:
+      ms = by_n.get(r["num_samples"])
+    if ms is not None:
+      r.update(reference_ms_per_step=ms, speedup_vs_reference=ms / r["ms_per_step"],
+               reference_threads=ref["threads"])
+  return ref
 
 
 def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemProbe,
@@ -344,27 +424,41 @@ def format_table(records) -> str:
   return "\n".join(lines)
 
 
-def format_reference(records) -> str:
-  """The reference PyTorch figures, and the ratio for the rows that match them."""
-  lines = ["Reference PyTorch code on this 2-core CPU machine (measured separately, for context):",
-           "  71 ms per reverse step for 10,000 1D samples (it stores the whole trajectory)",
-           "  36 ms per training step at batch 2,000"]
+def format_reference(records, ref=None) -> str:
+  """The official code's times from the same run, and the ratios; or why there are none."""
+  m = records[0]["machine"] if records else machine_info()
+  where = (f"{m['cpu_model']}, {m['cpu_count']} cores, ISA {'/'.join(m['isa']) or '-'}, "
+           f"jax {m['jax']}")
+  if ref is None:
+    return (f"machine: {where}\nNo comparison with the official code: pass --reference=PATH "
+            f"(and --reference_python) to time it in this run, on this machine.")
+  lines = [f"machine: {where}",
+           f"official PyTorch toy code, same run: torch {ref['torch']}, {ref['threads']} "
+           f"intra-op thread(s)" + (f", stubbed {', '.join(ref['stubbed'])}" if ref['stubbed'] else "")]
   for r in records:
     if r["speedup_vs_reference"] is not None:
       size = r["num_samples"] if r["case"] == "sampler" else r["batch_size"]
-      note = "" if r["platform"] == "cpu" else "; other hardware than the reference's CPU"
-      lines.append(f"  {r['case']} mlp {r['dim']}D {size}: {r['ms_per_step']:.2f} ms here vs "
-                   f"{r['reference_ms_per_step']:.0f} ms: {r['speedup_vs_reference']:.1f}x "
-                   f"({r['platform']}, {r['devices']} device(s){note})")
+      what = "reverse step" if r["case"] == "sampler" else "training step"
+      lines.append(f"  {what} mlp {r['dim']}D {size}: {r['ms_per_step']:.2f} ms here vs "
+                   f"{r['reference_ms_per_step']:.2f} ms official: {r['speedup_vs_reference']:.2f}x "
+                   f"({r['platform']}, {r['devices']} device(s))")
+  if len(lines) == 2:
+    lines.append("  (no row of this run has a counterpart in the official code)")
   return "\n".join(lines)
 
 
 def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
-        full: bool = False) -> list:
-  """Runs the benchmark; returns the records (and writes them to ``json_path``)."""
+        full: bool = False, reference=None) -> list:
+  """Runs the benchmark; returns the records (and writes them to ``json_path``).
+
+  ``reference``: ``(path, python, threads)`` to time the official code in the same run.
+  """
   bad = [c for c in cases if c not in CASES]
   if bad or not cases:
     raise ValueError(f"unknown --cases {bad}; allowed: {', '.join(CASES)}")
+  if reference is not None and not os.path.isdir(os.path.join(reference[0], "gaussian_experiments")):
+    raise ReferenceError_(f"--reference={reference[0]}: no gaussian_experiments folder there; "
+                          f"pass a checkout of locuslab/diffusion-model-hallucination")
   mesh = sharding.make_mesh(devices or None)
   probe = _MemProbe()
   records = []
@@ -374,6 +468,10 @@ def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
     rec["quick"] = bool(quick)
     log(f"bench:   {rec['ms_per_step']:.3f} ms/step, compile {rec['compile_s']:.1f}s")
     records.append(rec)
+  run.reference = None
+  if reference is not None and records:
+    path, python, threads = reference
+    run.reference = time_reference(path, python, records, threads, quick=quick, log=log)
   if json_path:
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     with open(json_path, "w") as f:
@@ -385,13 +483,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
+    reference = None
+    if FLAGS.reference:
+      reference = (FLAGS.reference, reference_python(FLAGS.reference_python),
+                   FLAGS.reference_threads)
     records = run(FLAGS.cases, quick=FLAGS.quick, devices=FLAGS.devices, json_path=FLAGS.json,
-                  log=lambda s: print(s, file=sys.stderr, flush=True), full=FLAGS.full)
-  except ValueError as e:
+                  log=lambda s: print(s, file=sys.stderr, flush=True), full=FLAGS.full,
+                  reference=reference)
+  except (ValueError, ReferenceError_) as e:
     sys.exit(f"error: {e}")
   print(format_table(records))
   print()
-  print(format_reference(records))
+  print(format_reference(records, run.reference))
   if FLAGS.json:
     print(f"\nwrote {len(records)} records to {FLAGS.json}")
 
