@@ -14,7 +14,23 @@ from mode_interp.data import gaussians
 
 def make_mixture(cfg) -> gaussians.Mixture:
   means = tuple(cfg.data.means) if cfg.data.name == "gaussian1d" else None
-  return gaussians.make_mixture(cfg.data.name, means=means or (1.0, 2.0, 3.0), std=cfg.data.std)
+  return gaussians.make_mixture(cfg.data.name, means=means or (1.0, 2.0, 3.0), std=cfg.data.std,
+                                imbalance=float(cfg.data.get("imbalance", 1.0)))
+
+
+def hallucinations_between(samples, mixture) -> dict:
+  """Where the hallucinations of an unequal mixture lie: counted by the weight class of
+  their two nearest modes (``heavy-heavy``, ``heavy-light``, ``light-light``)."""
+  heavy = gaussians.heavy_modes(mixture)
+  x = np.asarray(samples, np.float64).reshape(len(samples), -1)
+  out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0}
+  if len(x):
+    d = ((x[:, None, :] - mixture.means[None]) ** 2).sum(-1)
+    two = np.argsort(d, axis=1)[:, :2]
+    n_heavy = heavy[two].sum(axis=1)
+    for name, k in (("heavy-heavy", 2), ("heavy-light", 1), ("light-light", 0)):
+      out[name] = int((n_heavy == k).sum())
+  return out
 
 
 def sample_and_cache(cfg, wd, name, sample_jit, params, num_samples, mesh, step):
@@ -32,7 +48,8 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   model = pipeline.make_model(cfg)
   n = cfg.sample.num_samples
   learned_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh)
-  exact_eps = exact_score.make_exact_eps_fn(schedule, mixture.means, mixture.std)
+  exact_eps = exact_score.make_exact_eps_fn(schedule, mixture.means, mixture.std,
+                                            mixture.weights)
   exact_jit = pipeline.make_sampler(cfg, exact_eps, shape, mesh=mesh)
 
   x, tv, secs = sample_and_cache(cfg, wd, f"{prefix}samples.npz", learned_jit, params, n, mesh,
@@ -70,6 +87,7 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
       "rule": {"k_sigma": k, "false_positive_rate_training_data": float(hal_train.mean()),
                "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k)},
       "modes_covered": int(covered), "num_modes": len(mixture.means),
+      "imbalance": float(cfg.data.get("imbalance", 1.0)),
       "detection": det,
       "trajectory_variance": {
           "median_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
@@ -79,6 +97,15 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
       "sampling": {"sampler": cfg.sample.sampler, "reverse_steps": steps,
                    "seconds_this_run": secs},
   }
+  if mixture.weights is not None:
+    res["hallucinations_between"] = hallucinations_between(x[hal], mixture)
+    res["true_score_hallucinations_between"] = hallucinations_between(xe[hal_exact], mixture)
+    # Per-mode in-support share against the weight: does the model keep the imbalance?
+    counts = np.bincount(hallucination.nearest_mode(x[~hal], mixture.means),
+                         minlength=len(mixture.means))
+    res["in_support_share_heavy"] = (float(counts[gaussians.heavy_modes(mixture)].sum()
+                                           / max(counts.sum(), 1)))
+    res["weight_share_heavy"] = float(mixture.mode_weights[gaussians.heavy_modes(mixture)].sum())
   if not figures:
     return res
   if not len(x):
@@ -120,7 +147,7 @@ def _predictor_figure(cfg, path, mixture, schedule, model, params):
     eps = apply(params, xt, tb)
     learned.append(np.asarray(diffusion.x0_from_eps(schedule, xt, tb, eps))[:, 0])
     exact.append(np.asarray(exact_score.mixture_posterior_mean(schedule, means, mixture.std,
-                                                              xt, tb))[:, 0])
+                                                              xt, tb, mixture.weights))[:, 0])
   plots.predictor_curves(path, xs, learned, exact, times, means=np.unique(means[:, 0]),
                          xlabel="x_t / sqrt(alpha_bar_t)")
 
@@ -137,35 +164,77 @@ def run_single(cfg, wd, mesh, mixture, train_data, subdir="", prefix=""):
   return res
 
 
-def run_sweep(cfg, wd, mesh, mixture):
-  """Hallucination rate against the number of training points and against T."""
+# The axes a sweep can vary (each a tuple in the config's `sweep` section; empty: not swept),
+# with the figure's x scale.
+SWEEP_FIELDS = {"num_train": "log", "timesteps": "log", "distance": "linear",
+                "imbalance": "log"}
+
+
+def sweep_point_config(cfg, field, value):
+  """The config of one sweep point: the base config with ``field`` set to ``value``."""
   import ml_collections
+  c = ml_collections.ConfigDict(cfg.to_dict())
+  c.train.steps = cfg.sweep.steps
+  c.sample.num_samples = cfg.sweep.num_samples
+  if field == "num_train":
+    c.data.num_train = value
+  elif field == "timesteps":
+    c.diffusion.timesteps = value
+  elif field == "distance":  # the 1D modes `value` apart, centred where they were
+    means = np.asarray(cfg.data.means, np.float64)
+    centre, k = means.mean(), len(means)
+    c.data.means = tuple(float(centre + value * (i - (k - 1) / 2)) for i in range(k))
+  elif field == "imbalance":
+    c.data.imbalance = float(value)
+  else:
+    raise ValueError(f"unknown sweep field {field!r}; allowed: {', '.join(SWEEP_FIELDS)}")
+  if cfg.sweep.get("epochs", 0):  # the paper's budget: epochs over this point's data
+    c.train.batch_size = min(cfg.train.batch_size, c.data.num_train)
+    c.train.steps = max(1, cfg.sweep.epochs * c.data.num_train // c.train.batch_size)
+  return c
+
+
+def run_sweep(cfg, wd, mesh, mixture):
+  """Hallucination rate (learned and exact score) against each swept field: the number of
+  training points, T, the distance between 1D modes, the mixture's imbalance."""
+  del mixture
   table = []
-  for field, values in (("num_train", cfg.sweep.num_train), ("timesteps", cfg.sweep.timesteps)):
-    for v in values:
-      c = ml_collections.ConfigDict(cfg.to_dict())
-      c.train.steps = cfg.sweep.steps
-      c.sample.num_samples = cfg.sweep.num_samples
-      if field == "num_train":
-        c.data.num_train = v
-      else:
-        c.diffusion.timesteps = v
-      data = mixture.sample(c.data.num_train, seed=cfg.seed)
+  for field in SWEEP_FIELDS:
+    for v in cfg.sweep.get(field, ()):
+      c = sweep_point_config(cfg, field, v)
+      mix = make_mixture(c)
+      data = mix.sample(c.data.num_train, seed=cfg.seed)
       tag = f"sweep_{field}_{v}"
-      logging.info("sweep: %s = %d", field, v)
-      r = run_single(c, wd, mesh, mixture, data, subdir=tag, prefix=f"{tag}_")
-      table.append({"field": field, "value": v, "num_train": c.data.num_train,
-                    "timesteps": c.diffusion.timesteps,
-                    "hallucination_rate": r["hallucination_rate"],
-                    "ci95": r["hallucination"]["ci95"],
-                    "true_score_hallucination_rate": r["true_score_hallucination_rate"],
-                    "auroc": r["detection"]["auroc"], "num_samples": r["num_samples"]})
+      logging.info("sweep: %s = %s", field, v)
+      r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
+      row = {"field": field, "value": v, "num_train": c.data.num_train,
+             "timesteps": c.diffusion.timesteps,
+             "hallucination_rate": r["hallucination_rate"],
+             "ci95": r["hallucination"]["ci95"],
+             "true_score_hallucination_rate": r["true_score_hallucination_rate"],
+             "true_score_ci95": r["true_score_hallucination"]["ci95"],
+             "auroc": r["detection"]["auroc"],
+             "hallucinations_removed": r["detection"]["hallucinations_removed"],
+             "num_samples": r["num_samples"], "non_finite": r["non_finite"]["count"]}
+      if field == "distance":
+        row["means"] = list(c.data.means)
+      for k in ("hallucinations_between", "in_support_share_heavy", "weight_share_heavy"):
+        if k in r:
+          row[k] = r[k]
+      table.append(row)
   panels = {}
-  for field in ("num_train", "timesteps"):
+  for field, scale in SWEEP_FIELDS.items():
     rows = [r for r in table if r["field"] == field]
-    panels[field] = ([r["value"] for r in rows], [r["hallucination_rate"] for r in rows],
-                     [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows])
-  plots.sweep_lines(wd.figure("sweep.png"), panels)
+    if rows:
+      panels[field] = {
+          "xs": [r["value"] for r in rows], "xscale": scale,
+          "learned score": ([r["hallucination_rate"] for r in rows],
+                            [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows]),
+          "exact score": ([r["true_score_hallucination_rate"] for r in rows],
+                          [r["true_score_ci95"][0] for r in rows],
+                          [r["true_score_ci95"][1] for r in rows])}
+  if panels:
+    plots.sweep_lines(wd.figure("sweep.png"), panels)
   return {"sweep": table}
 
 

@@ -60,6 +60,42 @@ class GridKind:
     plots.scatter_2d(path, self.real_sample, samples, hal, title=title)
 
 
+class ShapesKind:
+  """SIMPLE SHAPES: the checker's verdicts per generation (anything but in-support is a
+  hallucination; multiple shapes in one column is the mode interpolation proper)."""
+
+  def __init__(self, cfg):
+    from mode_interp.data import shapes
+    self.shapes = shapes
+    self.scale = cfg.data.scale
+    self.clip_x0 = 1.0
+
+  def real_data(self, cfg):
+    ds = self.shapes.generate(cfg.data.num_train, seed=cfg.seed, scale=cfg.data.scale)
+    return self.shapes.to_model_input(ds.images)
+
+  def verdicts(self, samples):
+    return self.shapes.check(np.clip(samples, -1.0, 1.0), scale=self.scale).verdicts
+
+  def measure(self, samples, traj_variance, kept_idx):
+    s = self.shapes
+    v = self.verdicts(samples)
+    hal, multi = v != s.IN_SUPPORT, v == s.MULTIPLE_IN_COLUMN
+    return {"hallucination_rate": float(hal.mean()),
+            "hallucination_rate_kept": float(hal[kept_idx].mean()),
+            "mode_interpolation_rate": float(multi.mean()),
+            "mode_interpolation_rate_kept": float(multi[kept_idx].mean()),
+            "counts": s.count_verdicts(v), "counts_kept": s.count_verdicts(v[kept_idx]),
+            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"]}
+
+  def figure(self, path, samples, title):
+    from experiments.shapes import SHORT, VERDICT_COLORS
+    images = np.clip(samples[:64], -1, 1)
+    v = self.verdicts(images)
+    plots.image_grid(path, images, labels=[SHORT[x] for x in v],
+                     colors=[VERDICT_COLORS[x] for x in v], title=title)
+
+
 class MnistKind:
   """MNIST: collapse measured with a small CNN trained once on real data."""
 
@@ -122,12 +158,19 @@ class MnistKind:
 def _measure_keys(kind):
   if isinstance(kind, GridKind):
     return ("hallucination_rate", "mode_coverage")
+  if isinstance(kind, ShapesKind):
+    return ("hallucination_rate", "mode_interpolation_rate")
   return ("frechet_distance", "low_confidence_rate", "entropy")
 
 
 # -- the loop --------------------------------------------------------------------
 def run(cfg, wd, mesh, info=None):
-  kind = MnistKind(cfg, wd) if cfg.data.name == "mnist" else GridKind(cfg)
+  if cfg.data.name == "mnist":
+    kind = MnistKind(cfg, wd)
+  elif cfg.data.name == "shapes":
+    kind = ShapesKind(cfg)
+  else:
+    kind = GridKind(cfg)
   real = kind.real_data(cfg)
   rc = cfg.recursive
   n_draw = cfg.data.num_train + rc.oversample

@@ -10,7 +10,7 @@ EXPERIMENTS = ("gaussian", "shapes", "recursive")
 DATA_NAMES = {
     "gaussian": ("gaussian1d", "grid25", "grid25_rotated"),
     "shapes": ("shapes",),
-    "recursive": ("gaussian1d", "grid25", "grid25_rotated", "mnist"),
+    "recursive": ("gaussian1d", "grid25", "grid25_rotated", "mnist", "shapes"),
 }
 MODELS = ("mlp", "unet")
 FILTERS = ("none", "random", "variance")
@@ -61,9 +61,11 @@ IMAGE_SIZES = {"shapes": 64, "mnist": 32}
 def _check_unet_resolutions(cfg, exp) -> None:
   """The U-Net halves its feature maps ``len(ch_mult) - 1`` times: the image side must
   divide evenly, and every attention resolution must be one of the maps' sides."""
-  size = IMAGE_SIZES.get("mnist" if cfg.data.name == "mnist" else exp)
+  size = IMAGE_SIZES.get(cfg.data.name)
   if size is None:
     return
+  if cfg.data.name == "shapes":
+    size = int(round(size * cfg.data.scale))
   mult = tuple(cfg.model.ch_mult)
   sides = [size // 2 ** i for i in range(len(mult))]
   if size % 2 ** (len(mult) - 1):
@@ -108,6 +110,8 @@ def validate(cfg) -> None:
       raise ConfigError("model.num_groups",
                         f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
     _float(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
+    if "dtype" in cfg.model:  # issue 10: U-Net compute dtype
+      _choice(cfg, "model.dtype", ("float32", "bfloat16"))
     attn = _get(cfg, "model.attn_resolutions")
     if isinstance(attn, (str, bytes)) or any(
         isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn):
@@ -143,17 +147,18 @@ def validate(cfg) -> None:
   _int(cfg, "detect.window", lo=1, hi=reverse_steps,
        hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
   _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
+  _check_detect_window(cfg, T, sampler, steps)  # detect.t_lo / detect.t_hi (issue 10)
   _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
-  if exp == "gaussian" or (exp == "recursive" and cfg.data.name != "mnist"):
+  if exp == "gaussian" or (exp == "recursive" and cfg.data.name not in ("mnist", "shapes")):
     _float(cfg, "data.std", lo=0.0, lo_open=True)
     _float(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
     if cfg.data.name == "gaussian1d":
       means = _get(cfg, "data.means")
       if len(means) < 2 or any(not isinstance(m, numbers.Real) for m in means):
         raise ConfigError("data.means", f"must hold at least two numbers, got {means!r}")
-  if exp == "shapes":
+  if cfg.data.name == "shapes":
     _choice(cfg, "data.scale", (0.5, 1.0))
   if model == "unet":
     _check_unet_resolutions(cfg, exp)
@@ -170,13 +175,28 @@ def validate(cfg) -> None:
       raise ConfigError("sweep.enabled", "must be True or False")
     _int(cfg, "sweep.steps", lo=0)
     _int(cfg, "sweep.num_samples", lo=1)
+  if exp in ("gaussian", "recursive") and "imbalance" in cfg.data:
+    _float(cfg, "data.imbalance", lo=0.0, lo_open=True)
   if exp == "gaussian" and "sweep" in cfg and cfg.sweep.enabled:
+    epochs = _int(cfg, "sweep.epochs", lo=0) if "epochs" in cfg.sweep else 0
+    # Under sweep.epochs the batch shrinks to a point's data when larger.
+    least, least_desc = (1, "1") if epochs else (bs, "train.batch_size")
     for v in _get(cfg, "sweep.num_train"):
-      if not isinstance(v, int) or v < bs:
-        raise ConfigError("sweep.num_train", f"entries must be ints >= train.batch_size, got {v!r}")
+      if not isinstance(v, int) or isinstance(v, bool) or v < least:
+        raise ConfigError("sweep.num_train", f"entries must be ints >= {least_desc}, got {v!r}")
     for v in _get(cfg, "sweep.timesteps"):
       if not isinstance(v, int) or v < cfg.detect.window:
         raise ConfigError("sweep.timesteps", f"entries must be ints >= detect.window, got {v!r}")
+    for field in ("distance", "imbalance"):
+      values = cfg.sweep.get(field, ())
+      if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0 for v in values):
+        raise ConfigError(f"sweep.{field}", f"entries must be numbers > 0, got {tuple(values)!r}")
+    if cfg.sweep.get("distance", ()) and cfg.data.name != "gaussian1d":
+      raise ConfigError("sweep.distance", f"is for data.name='gaussian1d' (the 1D modes' "
+                        f"spacing), not {cfg.data.name!r}; leave it empty ()")
+    if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
+      raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
+                        "sweep.timesteps, sweep.distance, sweep.imbalance")
   if exp == "recursive":
     _int(cfg, "recursive.generations", lo=1)
     _int(cfg, "recursive.oversample", lo=0)
@@ -199,3 +219,30 @@ def validate(cfg) -> None:
                           f"{f!r} is not allowed; allowed: {', '.join(FILTERS)}{hint}")
     if len(set(filters)) != len(filters):
       raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")
+
+
+# -- issue 10: the main detector's window anywhere in the trajectory ----------------------
+def _check_detect_window(cfg, T, sampler, num_steps) -> None:
+  """``detect.t_lo`` / ``detect.t_hi``: timesteps (inclusive) in [0, T), t_lo <= t_hi, holding
+  at least one of the sampler's reverse steps; both -1 (or absent): the last
+  ``detect.window`` steps."""
+  if "t_lo" not in cfg.detect and "t_hi" not in cfg.detect:
+    return
+  lo = _int(cfg, "detect.t_lo", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
+  hi = _int(cfg, "detect.t_hi", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
+  if (lo == -1) != (hi == -1):
+    field = "detect.t_hi" if lo != -1 else "detect.t_lo"
+    raise ConfigError(field, f"must be in [0, {T - 1}] when the other end is set (or both -1 "
+                      f"for the last detect.window steps), got detect.t_lo={lo}, "
+                      f"detect.t_hi={hi}")
+  if lo == -1:
+    return
+  if hi < lo:
+    raise ConfigError("detect.t_hi", f"must be in [detect.t_lo={lo}, {T - 1}] (an empty "
+                      f"window otherwise), got {hi}")
+  try:
+    samplers.window_mask(samplers.reverse_timesteps(sampler, T, num_steps), 0, lo, hi)
+  except ValueError:
+    raise ConfigError("detect.t_lo", f"the window {lo}..{hi} holds none of the "
+                      f"{len(samplers.reverse_timesteps(sampler, T, num_steps))} timesteps that "
+                      f"sample.sampler={sampler!r} visits; widen it") from None

@@ -117,15 +117,23 @@ def roc(path, fpr, tpr, auroc, point=None):
 
 
 def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
-  """One panel per swept field: ``tables[field] = (xs, ys, yerr_lo, yerr_hi)``."""
-  fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4))
-  axes = np.atleast_1d(axes)
-  for ax, (field, (xs, ys, lo, hi)) in zip(axes, tables.items()):
-    ys = np.asarray(ys)
-    ax.errorbar(xs, ys, yerr=[ys - np.asarray(lo), np.asarray(hi) - ys], marker="o", capsize=3)
-    ax.set_xscale("log")
+  """One panel per swept field. ``tables[field]`` is ``{"xs": [...], "xscale": "log" |
+  "linear", LABEL: (ys, lo, hi), ...}`` with one line (and 95% band) per label, e.g. the
+  learned and the exact score; ``(xs, ys, lo, hi)`` tuples are read as one line."""
+  fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+  for ax, (field, panel) in zip(axes[0], tables.items()):
+    if isinstance(panel, tuple):
+      panel = {"xs": panel[0], "hallucination rate": panel[1:]}
+    xs = np.asarray(panel["xs"], np.float64)
+    for label, (ys, lo, hi) in ((k, v) for k, v in panel.items() if k not in ("xs", "xscale")):
+      ys = np.asarray([np.nan if y is None else y for y in ys], np.float64)
+      lo = np.asarray([np.nan if y is None else y for y in lo], np.float64)
+      hi = np.asarray([np.nan if y is None else y for y in hi], np.float64)
+      ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3, label=label)
+    ax.set_xscale(panel.get("xscale", "log"))
     ax.set_xlabel(field)
     ax.set_ylabel(ylabel)
+    ax.legend()
   return _save(fig, path)
 
 

@@ -17,7 +17,7 @@ CONFIG_FILES = sorted(os.path.splitext(os.path.basename(p))[0]
                       if not os.path.basename(p).startswith("_") and
                       os.path.basename(p) != "common.py")
 GAUSSIAN_CONFIGS = ("gaussian1d", "grid25", "grid25_rotated")
-GAUSSIAN_VARIANTS = ("", "paper", "sweep", "official")
+GAUSSIAN_VARIANTS = ("", "paper", "sweep", "imbalance", "sweep_paper", "official")
 
 
 def _get_config(name, arg=""):
@@ -43,7 +43,7 @@ def test_gaussian_variants_validate(name, arg):
   cfg = _get_config(name, arg)
   config_check.validate(cfg)
   assert cfg.data.name == name
-  assert cfg.sweep.enabled == (arg == "sweep")
+  assert cfg.sweep.enabled == (arg in ("sweep", "imbalance", "sweep_paper"))
 
 
 def test_unknown_variant_is_refused():
@@ -140,6 +140,36 @@ def test_window_is_checked_against_ddim_steps():
     config_check.validate(cfg)
 
 
+def test_distance_sweep_is_1d_only():
+  cfg = _get_config("gaussian1d", "distance")
+  config_check.validate(cfg)
+  assert cfg.sweep.distance and not cfg.sweep.num_train and not cfg.sweep.timesteps
+  with pytest.raises(ValueError, match="gaussian1d"):
+    _get_config("grid25", "distance")
+  cfg = _get_config("grid25", "sweep")
+  cfg.sweep.distance = (1.0,)
+  with pytest.raises(ConfigError, match="sweep.distance"):
+    config_check.validate(cfg)
+
+
+@pytest.mark.parametrize("field,value", [("sweep.distance", (0.5, -1.0)),
+                                         ("sweep.imbalance", (0.0,)),
+                                         ("data.imbalance", 0.0), ("sweep.epochs", -1)])
+def test_new_sweep_fields_are_checked(field, value):
+  cfg = _get_config("gaussian1d", "sweep")
+  _set(cfg, field, value)
+  with pytest.raises(ConfigError) as e:
+    config_check.validate(cfg)
+  assert e.value.field == field
+
+
+def test_an_empty_sweep_is_refused():
+  cfg = _get_config("gaussian1d", "sweep")
+  cfg.sweep.num_train, cfg.sweep.timesteps = (), ()
+  with pytest.raises(ConfigError, match="sweep.enabled"):
+    config_check.validate(cfg)
+
+
 def test_sweep_entries_are_checked():
   cfg = _get_config("gaussian1d", "sweep")
   cfg.sweep.timesteps = (5, 100)
@@ -182,8 +212,8 @@ def test_recursive_filters_are_checked(value, words):
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("model.ch_mult", (1, 2, 2, 2, 2, 2, 2, 2), ("halve", "64")),
-    ("model.attn_resolutions", (12,), ("(12,)", "64, 32")),
+    ("model.ch_mult", (1, 2, 2, 2, 2, 2, 2, 2), ("halve", "32-pixel")),
+    ("model.attn_resolutions", (12,), ("(12,)", "32, 16")),
     ("model.attn_resolutions", ("16",), ("positive ints",)),
 ])
 def test_unet_shapes_are_checked(field, value, words):

@@ -119,3 +119,45 @@ def test_exact_score_ddpm_does_not_hallucinate():
     xk = x[(modes == k) & ~hal, 0]
     assert abs(xk.mean() - MEANS_1D[k, 0]) < 0.02
     assert 0.5 * STD < xk.std() < 1.5 * STD
+
+
+@pytest.mark.parametrize("t", (0, 3, 30))
+def test_weighted_mixture_density_score_and_posterior_mean(t):
+  """Unequal weights (the imbalanced grid): log-density against float64 numpy, the score
+  against its finite-difference gradient, and E[x0|x_t] sums to the weighted prior at
+  t = T-1 (where x_t carries almost no information)."""
+  mix = gaussians.make_mixture("grid25", imbalance=10.0)
+  w = mix.mode_weights
+  assert w.max() / w.min() == pytest.approx(10.0) and w.sum() == pytest.approx(1.0)
+  abar = float(np.float64(np.asarray(TOY.alphas_bar)[t]))
+  xj = jnp.asarray(_points(mix.means, abar, 32, seed=t), jnp.float32)
+  x = np.asarray(xj, np.float64)
+  v = abar * mix.std ** 2 + 1 - abar
+  diff = x[:, None, :] - np.sqrt(abar) * mix.means[None]
+  comp = -0.5 * (diff ** 2).sum(-1) / v - np.log(2 * np.pi * v) + np.log(w)[None]
+  ref = logsumexp(comp, axis=1)
+  logp = np.asarray(exact_score.mixture_log_density(TOY, mix.means, mix.std, xj, t, w))
+  np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
+  score = np.asarray(exact_score.mixture_score(TOY, mix.means, mix.std, xj, t, w), np.float64)
+  g = np.asarray(jax.vmap(jax.grad(lambda p: exact_score.mixture_log_density(
+      TOY, mix.means, mix.std, p[None], t, w)[0]))(xj), np.float64)
+  np.testing.assert_allclose(score, g, rtol=2e-3, atol=2e-3)
+  # Far from the data the weights decide: the posterior mean is the weighted mean of the modes.
+  big = jnp.zeros((1, 2), jnp.float32)
+  pm = np.asarray(exact_score.mixture_posterior_mean(TOY, mix.means, mix.std, big, 99, w))[0]
+  eq = np.asarray(exact_score.mixture_posterior_mean(TOY, mix.means, mix.std, big, 99))[0]
+  np.testing.assert_allclose(pm, (w[:, None] * mix.means).sum(0), atol=0.05)
+  np.testing.assert_allclose(eq, mix.means.mean(0), atol=0.05)
+
+
+def test_imbalanced_counts_follow_the_weights():
+  mix = gaussians.make_mixture("grid25", imbalance=3.0)
+  heavy = gaussians.heavy_modes(mix)
+  assert heavy.sum() == 13 and heavy[0] and not heavy[1] and heavy[12]  # checkerboard
+  counts = mix.mode_counts(10_000)
+  assert counts.sum() == 10_000
+  np.testing.assert_allclose(counts / 10_000, mix.mode_weights, atol=1e-4)
+  x = mix.sample(10_000, seed=0)
+  got = np.bincount(hallucination.nearest_mode(x, mix.means), minlength=25)
+  np.testing.assert_array_equal(got, counts)
+  assert gaussians.make_mixture("gaussian1d", imbalance=1.0).weights is None

@@ -167,3 +167,40 @@ def test_every_reference_metric_is_in_a_real_results_json(run1d):
   for m in metrics:
     v = report.get(res, m)
     assert isinstance(v, (int, float)) and not isinstance(v, bool), (m, v)
+
+
+def test_distance_and_imbalance_sweeps(tmp_path):
+  """The paper's 1D distance axis and the imbalanced grid, each on two tiny points: rows
+  per point with the exact-score control, and where the imbalanced grid's hallucinations
+  lie (their counts add up to the hallucinations)."""
+  cfg = _tiny(gaussian1d.get_config("distance"), steps=20)
+  cfg.sweep.distance = (0.5, 2.0)
+  cfg.sweep.steps = 20
+  cfg.sweep.num_samples = 256
+  cfg.plots.predictor_times = (1, 10)
+  wd = str(tmp_path / "distance")
+  res = main.run(cfg, wd)
+  rows = res["sweep"]
+  assert [(r["field"], r["value"]) for r in rows] == [("distance", 0.5), ("distance", 2.0)]
+  assert rows[0]["means"] == [1.5, 2.0, 2.5] and rows[1]["means"] == [0.0, 2.0, 4.0]
+  for r in rows:
+    assert r["true_score_hallucination_rate"] is not None and len(r["true_score_ci95"]) == 2
+  assert os.path.getsize(os.path.join(wd, "figures", "sweep.png")) > 1000
+
+  cfg = _tiny(grid25.get_config("imbalance"), steps=20)
+  cfg.sweep.imbalance = (1.0, 10.0)
+  cfg.sweep.steps = 20
+  cfg.sweep.num_samples = 256
+  cfg.plots.predictor_times = (1, 10)
+  res = main.run(cfg, str(tmp_path / "imbalance"))
+  equal, heavy = res["sweep"]
+  assert "hallucinations_between" not in equal
+  between = heavy["hallucinations_between"]
+  with np.load(os.path.join(tmp_path, "imbalance", "sweep_imbalance_10.0_samples.npz")) as z:
+    x = z["samples"]
+  from mode_interp import hallucination
+  from mode_interp.data import gaussians
+  mix = gaussians.make_mixture("grid25", imbalance=10.0)
+  n_hal = int(hallucination.mixture_hallucinations(x, mix.means, mix.std, 4.0).sum())
+  assert sum(between.values()) == n_hal
+  assert heavy["weight_share_heavy"] == pytest.approx(130 / 142)
