@@ -26,7 +26,8 @@ def make_schedule(cfg) -> diffusion.Schedule:
 def make_model(cfg):
   m = cfg.model
   if m.name == "mlp":
-    return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks)
+    return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks,
+                  timesteps=cfg.diffusion.timesteps)
   if m.name == "unet":
     from mode_interp.networks.unet import UNet
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
