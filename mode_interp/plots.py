@@ -137,6 +137,20 @@ def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
   return _save(fig, path)
 
 
+def embedding_scatter(path, points, groups: dict, title=""):
+  """A 2D embedding (e.g. t-SNE) with one colour per group: ``groups[name] = indices``."""
+  fig, ax = plt.subplots(figsize=(6, 5.5))
+  colors = ["#1f77b4", "#2ca02c", HALLU_COLOR, "#ff7f0e", "#7f7f7f"]
+  for (name, idx), c in zip(groups.items(), colors):
+    idx = np.asarray(idx, int)
+    ax.scatter(points[idx, 0], points[idx, 1], s=8, c=c, alpha=0.75, label=f"{name} ({len(idx)})")
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(title, fontsize=9)
+  ax.legend(loc="best", fontsize=8)
+  return _save(fig, path)
+
+
 def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap="gray"):
   """A grid of ``[N, H, W]`` or ``[N, H, W, 1]`` images in [-1, 1] or [0, 255],
   with an optional coloured frame and caption per image."""

@@ -76,3 +76,16 @@ def test_every_reference_metric_is_in_a_real_results_json(run):
       assert det["num_in_support"] == 0 or det["num_hallucinations"] == 0, m
     else:
       assert isinstance(node[leaf], (int, float)), (m, node[leaf])
+
+
+def test_bottleneck_map_of_the_run(run):
+  from experiments import bottleneck
+  wd, _ = run
+  out = bottleneck.run(wd, column="square", per_group=40, log=lambda s: None)
+  assert os.path.getsize(os.path.join(wd, out["figure"])) > 1000
+  with open(os.path.join(wd, "bottleneck_square.json")) as f:
+    saved = json.load(f)
+  groups = saved["groups"]
+  assert groups["top (training)"]["n"] > 1 and groups["bottom (training)"]["n"] > 1
+  assert set(groups) == {"top (training)", "bottom (training)", "two squares (samples)"}
+  assert saved["timestep"] == shapes_config.get_config("tiny").diffusion.timesteps // 10
