@@ -39,6 +39,7 @@ RUNNERS = {
     "gaussian": "experiments.gaussian",
     "shapes": "experiments.shapes",
     "recursive": "experiments.recursive",
+    "timesteps": "experiments.timesteps",
 }
 
 

@@ -6,11 +6,12 @@ import numbers
 from mode_interp import diffusion, samplers, train
 from mode_interp.errors import ConfigError
 
-EXPERIMENTS = ("gaussian", "shapes", "recursive")
+EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps")
 DATA_NAMES = {
     "gaussian": ("gaussian1d", "grid25", "grid25_rotated"),
     "shapes": ("shapes",),
     "recursive": ("gaussian1d", "grid25", "grid25_rotated", "mnist", "shapes"),
+    "timesteps": ("grid25", "grid25_rotated"),
 }
 MODELS = ("mlp", "unet")
 FILTERS = ("none", "random", "variance")
@@ -77,6 +78,26 @@ def _check_unet_resolutions(cfg, exp) -> None:
     raise ConfigError("model.attn_resolutions",
                       f"{tuple(bad)} are not feature-map sides of this U-Net; allowed: "
                       f"{', '.join(map(str, sides))}")
+
+
+def _check_timesteps(cfg) -> None:
+  """The T-vs-T' experiment's fields: positive step counts, known VDM schedules."""
+  for field in ("tsteps.train_T", "tsteps.sample_T"):
+    values = _get(cfg, field)
+    if isinstance(values, (str, bytes)) or not values or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+      raise ConfigError(field, f"must be a non-empty tuple of positive ints, got {values!r}")
+  window = cfg.detect.window
+  if min(_get(cfg, "tsteps.sample_T")) < window:
+    raise ConfigError("tsteps.sample_T", f"every T' must be >= detect.window={window}, got "
+                      f"{tuple(cfg.tsteps.sample_T)!r}")
+  from mode_interp import vdm
+  scheds = _get(cfg, "tsteps.vdm_schedules")
+  if isinstance(scheds, str) or any(s not in vdm.SCHEDULES for s in scheds):
+    raise ConfigError("tsteps.vdm_schedules", f"{scheds!r}: entries must be from "
+                      f"{', '.join(vdm.SCHEDULES)} (or empty)")
+  lo = _float(cfg, "tsteps.gamma_min")
+  _float(cfg, "tsteps.gamma_max", lo=lo, lo_open=True)
 
 
 def validate(cfg) -> None:
@@ -151,7 +172,8 @@ def validate(cfg) -> None:
   _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
-  if exp == "gaussian" or (exp == "recursive" and cfg.data.name not in ("mnist", "shapes")):
+  if exp in ("gaussian", "timesteps") or (
+      exp == "recursive" and cfg.data.name not in ("mnist", "shapes")):
     _float(cfg, "data.std", lo=0.0, lo_open=True)
     _float(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
     if cfg.data.name == "gaussian1d":
@@ -197,6 +219,8 @@ def validate(cfg) -> None:
     if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
       raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
                         "sweep.timesteps, sweep.distance, sweep.imbalance")
+  if exp == "timesteps":
+    _check_timesteps(cfg)
   if exp == "recursive":
     _int(cfg, "recursive.generations", lo=1)
     _int(cfg, "recursive.oversample", lo=0)

@@ -151,6 +151,34 @@ def embedding_scatter(path, points, groups: dict, title=""):
   return _save(fig, path)
 
 
+def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
+  """One 2D scatter per ``(row, col)`` cell: ``panels[(row, col)] = (samples, is_hallucination)``
+  (hallucinations in red, the rate in the title); empty cells are left blank."""
+  fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols), 2.6 * len(rows)),
+                           squeeze=False, sharex=True, sharey=True)
+  for i, r in enumerate(rows):
+    for j, c in enumerate(cols):
+      ax = axes[i, j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j == 0:
+        ax.set_ylabel(r, fontsize=8)
+      if i == 0:
+        ax.set_title(f"T' = {c}", fontsize=9)
+      if (r, c) not in panels:
+        ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="gray")
+        continue
+      x, h = panels[(r, c)]
+      h = np.asarray(h, bool)
+      if train is not None:
+        ax.scatter(train[:, 0], train[:, 1], s=0.2, c="lightgray")
+      ax.scatter(x[~h, 0], x[~h, 1], s=0.3, c=OK_COLOR)
+      ax.scatter(x[h, 0], x[h, 1], s=0.8, c=HALLU_COLOR)
+      ax.text(0.02, 0.02, f"{h.mean():.1%}" if len(h) else "-", transform=ax.transAxes,
+              fontsize=8, color=HALLU_COLOR)
+  return _save(fig, path)
+
+
 def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap="gray"):
   """A grid of ``[N, H, W]`` or ``[N, H, W, 1]`` images in [-1, 1] or [0, 255],
   with an optional coloured frame and caption per image."""
