@@ -225,6 +225,23 @@ def recursive_rows(res) -> List[Row]:
   return rows
 
 
+def timesteps_rows(res) -> List[Row]:
+  """One hallucination-rate row (and AUROC) per (model, T') cell of the T-vs-T' experiment."""
+  rows = []
+  for c in res.get("cells") or []:
+    if not isinstance(c, dict) or "sample_T" not in c:
+      continue
+    sel = {"model": c.get("model"), "sample_T": c.get("sample_T")}
+    tag = f"{c.get('model')}, T' = {c.get('sample_T')}"
+    h = c.get("hallucination") or {}
+    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
+                               c.get("hallucination_rate"), h.get("n"), h.get("count"),
+                               h.get("ci95"), select=sel))
+    if _is_number(c.get("auroc")):
+      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", c["auroc"], "num", select=sel))
+  return rows
+
+
 @dataclasses.dataclass
 class Run:
   path: str
@@ -254,6 +271,8 @@ class Run:
       return shapes_rows(self.results, self.config)
     if self.experiment == "recursive":
       return recursive_rows(self.results)
+    if self.experiment == "timesteps":
+      return timesteps_rows(self.results)
     return []
 
 

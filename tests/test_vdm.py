@@ -81,3 +81,7 @@ def test_t_vs_t_prime_tiny_run(tmp_path):
     assert json.load(f)["experiment"] == "timesteps"
   for sub in ("ddpm_T20", "ddpm_T40", "vdm_fixed", "vdm_learned"):
     assert "20" in os.listdir(os.path.join(wd, "checkpoints", sub))
+  # The report reads the real results.json: one rate row per cell.
+  from experiments import report
+  rows = report.load_run(wd).rows()
+  assert len([r for r in rows if r.key == "hallucination_rate"]) == len(cells)
