@@ -135,13 +135,6 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state) -> tuple:
   return None, None
 
 
-def restore_or_init(manager: ocp.CheckpointManager, state: TrainState) -> tuple:
-  """:func:`restore_checkpoint` into ``state``'s structure, or ``state`` itself when there is
-  none. Returns ``(state, restored_step or None)``."""
-  restored, step = restore_checkpoint(manager, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
-  return (state, None) if restored is None else (restored, step)
-
-
 @jax.jit
 def _tree_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))

@@ -13,6 +13,7 @@ import urllib.error
 import numpy as np
 import pytest
 
+from _idx_writer import write_idx
 from mode_interp.data import mnist
 
 N_TINY = 7
@@ -46,8 +47,8 @@ def _make_split(directory: Path, split: str = "train", n: int = N_TINY,
                         dtype=np.uint8)
   img_base, lbl_base = mnist.SPLIT_FILES[split]
   suffix = ".gz" if gz else ""
-  mnist.write_idx(directory / (img_base + suffix), images)
-  mnist.write_idx(directory / (lbl_base + suffix), labels)
+  write_idx(directory / (img_base + suffix), images)
+  write_idx(directory / (lbl_base + suffix), labels)
   return images, labels
 
 
@@ -63,7 +64,7 @@ def _image_path(directory: Path, split: str = "train", gz: bool = True):
                                    np.float32, np.float64])
 def test_idx_roundtrip(tmp_path, gz, dtype):
   a = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
-  p = mnist.write_idx(tmp_path / ("a.idx" + (".gz" if gz else "")), a)
+  p = write_idx(tmp_path / ("a.idx" + (".gz" if gz else "")), a)
   raw = p.read_bytes()
   assert (raw[:2] == b"\x1f\x8b") == gz
   b = mnist.read_idx(p)
@@ -72,19 +73,19 @@ def test_idx_roundtrip(tmp_path, gz, dtype):
 
 
 def test_idx_header_layout(tmp_path):
-  p = mnist.write_idx(tmp_path / "img", np.zeros((3, 28, 28), np.uint8))
+  p = write_idx(tmp_path / "img", np.zeros((3, 28, 28), np.uint8))
   raw = p.read_bytes()
   assert int.from_bytes(raw[:4], "big") == mnist.IMAGE_MAGIC
   assert [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big")
           for i in range(3)] == [3, 28, 28]
   assert len(raw) == 16 + 3 * 28 * 28
-  p = mnist.write_idx(tmp_path / "lbl", np.zeros((3,), np.uint8))
+  p = write_idx(tmp_path / "lbl", np.zeros((3,), np.uint8))
   assert int.from_bytes(p.read_bytes()[:4], "big") == mnist.LABEL_MAGIC
 
 
 def test_gzip_detected_by_content(tmp_path):
   a = np.arange(10, dtype=np.uint8)
-  gz = mnist.write_idx(tmp_path / "x.gz", a)
+  gz = write_idx(tmp_path / "x.gz", a)
   plain_name = tmp_path / "x"
   plain_name.write_bytes(gz.read_bytes())  # gzipped content, no .gz suffix
   np.testing.assert_array_equal(mnist.read_idx(plain_name), a)
@@ -207,7 +208,7 @@ def test_wrong_magic(isolated):
   _make_split(d, gz=False)
   p = _image_path(d, gz=False)
   # Labels where images belong: valid IDX, wrong magic number.
-  mnist.write_idx(p, np.zeros((N_TINY,), np.uint8))
+  write_idx(p, np.zeros((N_TINY,), np.uint8))
   with pytest.raises(mnist.MnistFormatError, match="magic number 2049, "
                      "expected 2051"):
     mnist.load_mnist(data_dir=d, download=False)
@@ -219,7 +220,7 @@ def test_wrong_magic(isolated):
 def test_wrong_image_size(isolated):
   d = isolated / "data"
   _make_split(d, gz=False)
-  mnist.write_idx(_image_path(d, gz=False),
+  write_idx(_image_path(d, gz=False),
                   np.zeros((N_TINY, 27, 27), np.uint8))
   with pytest.raises(mnist.MnistFormatError, match=r"\(7, 27, 27\)"):
     mnist.load_mnist(data_dir=d, download=False)
@@ -306,7 +307,9 @@ def _fake_server(tmp_path, split="test", fail_after=None):
   return urlopen, md5, images, labels
 
 
-def test_download_writes_cache(isolated, monkeypatch, capsys):
+def test_download_writes_cache(isolated, monkeypatch):
+  logged = []
+  monkeypatch.setattr(mnist.logging, "info", lambda msg, *a: logged.append(msg % a))
   urlopen, md5, images, labels = _fake_server(isolated)
   monkeypatch.setattr(mnist, "_urlopen", urlopen)
   monkeypatch.setattr(mnist, "GZ_MD5", md5)
@@ -316,7 +319,7 @@ def test_download_writes_cache(isolated, monkeypatch, capsys):
   np.testing.assert_array_equal(out.images, images)
   np.testing.assert_array_equal(out.labels, labels)
   assert sorted(p.name for p in cache.iterdir()) == sorted(md5)
-  assert "Downloading" in capsys.readouterr().err
+  assert any(m.startswith("downloading ") for m in logged), logged
 
 
 @pytest.mark.parametrize("failure", ["midway", "md5"])

@@ -151,7 +151,8 @@ def test_divergence_after_a_checkpoint_keeps_it(tmp_path):
     train.train_loop(state, fake_step, None, None, 300, manager=manager, writer=writer,
                      log_every=20, ckpt_every=50)
   assert manager.all_steps() == [50, 100, 150]
-  restored, step = train.restore_or_init(manager, state)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored, step = train.restore_checkpoint(manager, abstract)
   assert step == 150 and float(restored.params["w"]) == 150.0
 
 

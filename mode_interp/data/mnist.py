@@ -31,7 +31,6 @@ import gzip
 import hashlib
 import os
 from pathlib import Path
-import sys
 import tempfile
 import time
 from typing import Sequence
@@ -203,33 +202,6 @@ def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
   return out.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
-def write_idx(path, array) -> Path:
-  """Writes ``array`` as an IDX file (gzipped if ``path`` ends with ``.gz``).
-
-  Args:
-    path: destination file.
-    array: numpy array of uint8, int8, int16, int32, float32 or float64.
-
-  Returns:
-    The path written.
-  """
-  path = Path(path)
-  array = np.asarray(array)
-  codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
-  native = array.dtype.newbyteorder("=")
-  if native not in codes:
-    raise ValueError(f"IDX cannot store dtype {array.dtype}")
-  code = codes[native]
-  header = bytes([0, 0, code, array.ndim]) + b"".join(
-      int(d).to_bytes(4, "big") for d in array.shape)
-  payload = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
-  opener = gzip.open if path.name.endswith(".gz") else open
-  with opener(path, "wb") as f:
-    f.write(header)
-    f.write(payload)
-  return path
-
-
 # --------------------------------------------------------------------------
 # Locating and downloading.
 # --------------------------------------------------------------------------
@@ -290,7 +262,7 @@ def _urlopen(url: str, timeout: float):
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> None:
-  """Downloads ``url`` to ``dest`` atomically; progress goes to stderr."""
+  """Downloads ``url`` to ``dest`` atomically; progress goes to the log."""
   fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
                                   suffix=".part")
   tmp = Path(tmp_name)
@@ -305,13 +277,11 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
         out.write(chunk)
         done += len(chunk)
         now = time.monotonic()
-        if now - last > 0.2:
+        if now - last > 2.0:
           last = now
           pct = f"{100 * done / total:5.1f}% " if total else ""
-          sys.stderr.write(f"\r  {dest.name}: {pct}{done / 1024:,.0f} KiB")
-          sys.stderr.flush()
-      sys.stderr.write(f"\r  {dest.name}: done, {done / 1024:,.0f} KiB\n")
-      sys.stderr.flush()
+          logging.info("%s: %s%s KiB", dest.name, pct, f"{done / 1024:,.0f}")
+      logging.info("%s: done, %s KiB", dest.name, f"{done / 1024:,.0f}")
     if total and done != total:
       raise OSError(f"got {done} of {total} bytes")
     expected = GZ_MD5.get(dest.name)
@@ -344,12 +314,12 @@ def _download_split(split: str, cache: Path, timeout: float) -> list[str]:
       if mirror in dead_mirrors:
         continue
       url = mirror + name
-      sys.stderr.write(f"Downloading {url}\n")
+      logging.info("downloading %s", url)
       try:
         _fetch(url, dest, timeout)
         break
       except (urllib.error.URLError, OSError, MnistFormatError) as e:
-        sys.stderr.write(f"  failed: {e}\n")
+        logging.warning("%s: failed: %s", url, e)
         problems.append(f"{url}: {e}")
         if (isinstance(e, urllib.error.URLError)
             and not isinstance(e, urllib.error.HTTPError)) or isinstance(
