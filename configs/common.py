@@ -99,9 +99,10 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   against unequal mode weights (even modes ``imbalance`` times heavier);
   ``sweep_paper`` the number of points, T and (1D) the distance at the paper's
   budget (10,000 epochs at batch 10,000, no EMA), for accelerators;
-  ``official`` the reference code's own defaults for a side-by-side run.
+  ``official`` the reference code's own defaults for a side-by-side run; ``tiny``
+  a seconds-long smoke run (tests).
   """
-  variants = ("", "paper", "sweep", "distance", "imbalance", "sweep_paper", "official")
+  variants = ("", "paper", "sweep", "distance", "imbalance", "sweep_paper", "official", "tiny")
   if arg not in variants:
     raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
   c = base_config()
@@ -165,6 +166,19 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
     if data_name != "gaussian1d":
       c.sweep.num_train = (2_000, 5_000, 20_000, 50_000)
       c.sweep.steps = 15_000
+  elif arg == "tiny":
+    c.data.num_train = 512
+    c.model.width = 32
+    c.diffusion.timesteps = 30
+    c.train.steps = 30
+    c.train.batch_size = 128
+    c.train.warmup_steps = 0
+    c.train.log_every = 10
+    c.train.ckpt_every = 10
+    c.sample.num_samples = 256
+    c.sample.chunk_size = 128
+    c.detect.window = 5
+    c.plots.predictor_times = (1, 10)
   elif arg == "distance":
     if data_name != "gaussian1d":
       raise ValueError("variant 'distance' is for configs/gaussian1d.py (the 1D modes' spacing)")

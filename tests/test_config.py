@@ -17,7 +17,7 @@ CONFIG_FILES = sorted(os.path.splitext(os.path.basename(p))[0]
                       if not os.path.basename(p).startswith("_") and
                       os.path.basename(p) != "common.py")
 GAUSSIAN_CONFIGS = ("gaussian1d", "grid25", "grid25_rotated")
-GAUSSIAN_VARIANTS = ("", "paper", "sweep", "imbalance", "sweep_paper", "official")
+GAUSSIAN_VARIANTS = ("", "paper", "sweep", "imbalance", "sweep_paper", "official", "tiny")
 
 
 def _get_config(name, arg=""):

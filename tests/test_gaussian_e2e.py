@@ -15,17 +15,14 @@ pytestmark = pytest.mark.e2e
 
 
 def _tiny(cfg, steps=30):
-  cfg.data.num_train = 512
-  cfg.train.batch_size = 128
+  """A config's sizes brought down to the ``:tiny`` variant's (train.steps = ``steps``)."""
+  tiny = gaussian1d.get_config("tiny")
+  for field in ("data.num_train", "train.batch_size", "train.warmup_steps", "train.log_every",
+                "train.ckpt_every", "diffusion.timesteps", "sample.num_samples",
+                "sample.chunk_size", "model.width", "detect.window"):
+    section, leaf = field.split(".")
+    cfg[section][leaf] = tiny[section][leaf]
   cfg.train.steps = steps
-  cfg.train.warmup_steps = 0
-  cfg.train.log_every = 10
-  cfg.train.ckpt_every = 10
-  cfg.diffusion.timesteps = 30
-  cfg.sample.num_samples = 256
-  cfg.sample.chunk_size = 128
-  cfg.model.width = 32
-  cfg.detect.window = 5
   return cfg
 
 
