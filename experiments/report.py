@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mode_interp import hallucination
 from mode_interp.hallucination import binomial_interval
 
 DEFAULT_REFERENCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "references.json")
@@ -49,17 +50,6 @@ def get(d: Any, path: str, default=None):
 
 def _is_number(x) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def auroc_interval(auroc: float, n_pos: int, n_neg: int, z: float = 1.959964):
-  """Hanley-McNeil (1982) normal 95% interval for an AUROC, clipped to [0, 1]."""
-  if not (_is_number(auroc) and n_pos and n_neg):
-    return None
-  a = float(auroc)
-  q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-  var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
-  half = z * math.sqrt(max(var, 0.0))
-  return (max(0.0, a - half), min(1.0, a + half))
 
 
 def fmt_value(x, kind: str = "pct") -> str:
@@ -129,7 +119,7 @@ def detection_rows(det, prefix: str, what: str) -> List[Row]:
     return []
   n_in, n_hal = det.get("num_in_support"), det.get("num_hallucinations")
   auroc = det.get("auroc")
-  ci = auroc_interval(auroc, n_hal, n_in) if _is_number(auroc) else None
+  ci = hallucination.auroc_interval(auroc, n_hal, n_in) if _is_number(auroc) else None
   keep = det.get("keep_in_support")
   at = f" at the {100 * keep:.0f}%-retention threshold" if _is_number(keep) else ""
   rows = [Row(f"{prefix}.auroc", f"Trajectory-variance AUROC ({what})", auroc if _is_number(auroc)

@@ -49,6 +49,19 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
   return (float(max(0.0, min(p, ci.low))), float(min(1.0, max(p, ci.high))))
 
 
+def auroc_interval(auroc, n_pos: int, n_neg: int, confidence: float = 0.95):
+  """Hanley-McNeil (1982) normal interval for an AUROC from ``n_pos`` positives and
+  ``n_neg`` negatives, clipped to [0, 1]; None when it cannot be formed."""
+  if auroc is None or not np.isfinite(auroc) or not n_pos or not n_neg:
+    return None
+  a = float(auroc)
+  z = stats.norm.ppf(0.5 + confidence / 2)
+  q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+  var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+  half = z * np.sqrt(max(var, 0.0))
+  return (max(0.0, a - half), min(1.0, a + half))
+
+
 def rate_with_interval(flags) -> dict:
   """Share of true ``flags`` with its count, total and Wilson 95% interval."""
   flags = np.asarray(flags, bool)

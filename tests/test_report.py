@@ -6,6 +6,7 @@ import os
 import pytest
 
 from experiments import report
+from mode_interp import hallucination
 from mode_interp.hallucination import binomial_interval
 
 
@@ -200,9 +201,9 @@ def test_missing_results_and_sweep(tmp_path, capsys):
 
 
 def test_interval_helpers():
-  lo, hi = report.auroc_interval(0.9, 100, 900)
+  lo, hi = hallucination.auroc_interval(0.9, 100, 900)
   assert lo < 0.9 < hi and hi - lo < 0.1
-  assert report.auroc_interval(None, 1, 1) is None
+  assert hallucination.auroc_interval(None, 1, 1) is None
   row = report.proportion_row("x", "x", 0.5, 100)
   assert row.count == 50 and row.ci == pytest.approx(binomial_interval(50, 100))
   bad, _ = report.judge(row, {"value": 0.7, "compare": "at_least"})
