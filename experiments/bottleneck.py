@@ -9,7 +9,8 @@ the column, training images with it in the bottom half, and the model's samples
 that hold *two* blobs in that column (the checker's ``multiple_in_column``, the
 hallucinations). Each image is noised to ``x_t`` at ``--timestep`` (the same noise
 per image index), passed through the EMA network, and the output of the U-Net's
-last middle block (``mid_res_1``), averaged over space, is its feature vector.
+last middle block (``mid_res_1``), flattened (position in the column is spatial, so
+it is not averaged away), is its feature vector.
 
 Outputs: ``WORKDIR/figures/bottleneck_tsne_<column>.png`` (a t-SNE of the
 features, coloured by group) and ``WORKDIR/bottleneck_<column>.json`` with the
@@ -88,7 +89,7 @@ def column_mass_row(images, geometry, column: int):
 
 
 def bottleneck_features(cfg, params, images, timestep: int, seed: int, batch: int = 64):
-  """Space-averaged output of the U-Net's ``mid_res_1`` block at ``x_t`` of each image."""
+  """The U-Net's ``mid_res_1`` feature map at ``x_t`` of each image, flattened."""
   import jax
   import jax.numpy as jnp
   from mode_interp import diffusion, pipeline
@@ -104,7 +105,8 @@ def bottleneck_features(cfg, params, images, timestep: int, seed: int, batch: in
     _, state = model.apply({"params": p}, xt, t, capture_intermediates=(
         lambda mdl, name: mdl.name == "mid_res_1"), mutable=["intermediates"])
     h = state["intermediates"]["mid_res_1"]["__call__"][0]
-    return jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+    # Flattened, not averaged over space: where a shape is in its column is a spatial fact.
+    return h.astype(jnp.float32).reshape(h.shape[0], -1)
 
   out = []
   for lo in range(0, len(images), batch):
@@ -178,7 +180,7 @@ def run(workdir: str, column: str = "square", timestep: int = -1, per_group: int
                           title=f"U-Net bottleneck (mid_res_1, t = {timestep}), {column} column; "
                                 f"t-SNE")
   out = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "column": column,
-         "timestep": timestep, "feature": "mean over space of mid_res_1", "groups": summary,
+         "timestep": timestep, "feature": "mid_res_1 feature map, flattened", "groups": summary,
          "figure": os.path.relpath(fig_path, workdir)}
   with open(os.path.join(workdir, f"bottleneck_{column}.json"), "w") as f:
     json.dump(out, f, indent=2)
@@ -190,6 +192,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  from mode_interp.workdir import quiet_library_logs
+  quiet_library_logs()
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (a SIMPLE SHAPES workdir)")
   try:

@@ -10,7 +10,6 @@ it resumes.
 """
 
 import importlib
-import logging as py_logging
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from mode_interp import config_check  # noqa: E402
 from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
-from mode_interp.workdir import Workdir  # noqa: E402
+from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:variant].",
@@ -77,18 +76,11 @@ def run(cfg, workdir: str, config_name: str = ""):
     wd.unlock()
 
 
-class _QuietLibraries(py_logging.Filter):
-  """Keeps the checkpoint library's per-save INFO chatter out of the progress log."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  quiet_library_logs()
   config_arg = config_flags.get_config_filename(FLAGS["config"])  # path[:variant], as typed
   workdir = FLAGS.workdir or default_workdir(config_arg)
   sharding.maybe_initialize_distributed(FLAGS.distributed)

@@ -14,6 +14,7 @@ is overwritten silently. Only process 0 writes files.
 
 import fcntl
 import json
+import logging as py_logging
 import os
 import time
 import zipfile
@@ -47,6 +48,19 @@ def _is_frozen(field: str, frozen) -> bool:
   return any(field.startswith(f) if f.endswith(".") else field == f for f in frozen)
 
 
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Keeps the checkpoint library's per-save INFO chatter out of the progress log."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Drops orbax's INFO records from absl's log handler (warnings and errors stay)."""
+  from absl import logging as absl_logging
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def _jsonable(x):
