@@ -29,10 +29,10 @@ def make_model(cfg):
     return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks,
                   timesteps=cfg.diffusion.timesteps)
   if m.name == "unet":
-    from mode_interp.networks.unet import UNet
+    from mode_interp.networks.unet import UNet, compute_dtype
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                num_groups=m.num_groups)
+                num_groups=m.num_groups, dtype=compute_dtype(m.get("dtype", "float32")))
   raise ValueError(f"unknown model.name {m.name!r}")
 
 
@@ -111,7 +111,8 @@ def sampler_spec(cfg, shape, clip_x0: Optional[float] = None, traj_stride: int =
   return samplers.SamplerSpec(shape=tuple(shape), window=cfg.detect.window, variance=s.variance,
                               num_steps=s.num_steps, eta=s.eta, clip_x0=clip_x0,
                               traj_stride=traj_stride,
-                              reduction=cfg.detect.reduction)
+                              reduction=cfg.detect.reduction,
+                              t_lo=cfg.detect.get("t_lo", -1), t_hi=cfg.detect.get("t_hi", -1))
 
 
 def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, schedule=None):
@@ -130,7 +131,8 @@ def sampling_fingerprint(cfg, traj_stride: int = 0) -> str:
   s, d = cfg.sample, cfg.detect
   return json.dumps({"sampler": s.sampler, "variance": s.variance, "num_steps": s.num_steps,
                      "eta": s.eta, "window": d.window, "reduction": d.reduction,
-                     "traj_stride": int(traj_stride)},
+                     "traj_stride": int(traj_stride), "t_lo": int(d.get("t_lo", -1)),
+                     "t_hi": int(d.get("t_hi", -1))},
                     sort_keys=True)
 
 
@@ -141,7 +143,7 @@ def _same_settings(cached: str, now: str) -> bool:
     old, new = json.loads(cached), json.loads(now)
   except ValueError:
     return False
-  return {"traj_stride": 0, **old} == new
+  return {"traj_stride": 0, "t_lo": -1, "t_hi": -1, **old} == new
 
 
 def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,

@@ -11,8 +11,16 @@ the chunk it is drawn in, nor on how a chunk is split over devices.
 
 Inside the scan the *trajectory variance* is accumulated in streaming form
 (Welford): the variance of the predicted ``x0`` over the last ``window`` reverse
-steps, reduced over dimensions by ``SamplerSpec.reduction`` (the mean, as in the
-paper, or the max). Memory is O(N * D), independent of ``T``.
+steps (the paper's score), or over the timesteps ``t_lo <= t <= t_hi`` anywhere in
+the trajectory when those are set, reduced over dimensions by
+``SamplerSpec.reduction`` (the mean, as in the paper, or the max). Memory is
+O(N * D), independent of ``T``.
+
+For detection studies, ``SamplerSpec.study_windows`` asks for per-pixel variances
+over several windows at once, of several *sources* (the predicted x0, x0 on the
+clipped, quantised 0..255 scale, and the predicted noise eps): W windows x S sources
+of Welford statistics live in the scan carry (O(S * W * N * D), still independent
+of ``T``), and the output's ``window_variance`` holds the per-pixel maps.
 """
 
 import dataclasses
@@ -35,6 +43,8 @@ class SampleOutput(NamedTuple):
   samples: jax.Array            # [B, *shape]
   traj_variance: jax.Array      # [B]: mean (or max) over dims of Var(x0_hat) over the window
   x0_trajectory: Optional[jax.Array] = None  # [B, K, *shape] every `traj_stride` steps, if asked
+  # [B, S, W, *shape]: per-pixel variance of source s over study window w, if asked
+  window_variance: Optional[jax.Array] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +58,50 @@ class SamplerSpec:
   clip_x0: Optional[float] = None  # clip predicted x0 to [-c, c] (images); None for toy data
   traj_stride: int = 0   # >0: also return x0_hat every `traj_stride` steps (for plots)
   reduction: str = "mean"  # how the per-dimension variances become one score per sample
+  # The main window by timesteps, inclusive: t_lo <= t <= t_hi (anywhere in the trajectory).
+  # -1 (both): the last `window` reverse steps, the paper's score.
+  t_lo: int = -1
+  t_hi: int = -1
+  # Detection studies: ((t_lo, t_hi), ...) windows (timesteps, inclusive) over which the
+  # per-pixel variance of every source in `study_sources` is accumulated.
+  study_windows: tuple = ()
+  study_sources: tuple = ("x0", "x0_u8", "eps")
 
 
 REDUCTIONS = ("mean", "max")
+# What a study window's variance is taken of: the predicted x0 as the sampler uses it
+# (clipped to [-clip_x0, clip_x0] for images), x0 mapped to 0..255 (clipped, rounded to
+# integers, as an 8-bit image), and the network's predicted noise.
+SOURCES = ("x0", "x0_u8", "eps")
+
+
+def window_mask(ts, window: int, t_lo: int = -1, t_hi: int = -1) -> np.ndarray:
+  """Which of the reverse steps ``ts`` (descending timesteps) a window holds, as a bool mask.
+
+  ``t_lo = t_hi = -1``: the last ``window`` steps (capped at all of them); otherwise the
+  steps with ``t_lo <= t <= t_hi``. Raises ``ValueError`` (naming ``t_lo`` / ``t_hi``
+  and the allowed range) for a window outside ``[0, T)`` where ``T = ts[0] + 1``, or one
+  that holds none of the steps.
+  """
+  ts = np.asarray(ts)
+  n = len(ts)
+  if t_lo == -1 and t_hi == -1:
+    return np.arange(n) >= n - min(window, n)
+  T = int(ts.max()) + 1
+  if not (0 <= t_lo < T):
+    raise ValueError(f"t_lo={t_lo} is outside the timesteps [0, {T - 1}] (or set both to -1)")
+  if not (t_lo <= t_hi < T):
+    raise ValueError(f"t_hi={t_hi} must lie in [t_lo={t_lo}, {T - 1}] (or set both to -1)")
+  mask = (ts >= t_lo) & (ts <= t_hi)
+  if not mask.any():
+    raise ValueError(f"the window t_lo={t_lo}..t_hi={t_hi} holds none of the sampler's "
+                     f"{n} reverse timesteps")
+  return mask
+
+
+def reverse_timesteps(name: str, T: int, num_steps: int = 0) -> np.ndarray:
+  """The descending timesteps sampler ``name`` visits."""
+  return np.arange(T - 1, -1, -1) if name == "ddpm" else ddim_timesteps(T, num_steps)
 
 
 _SAMPLERS = {}
@@ -73,6 +124,13 @@ def get_sampling_fn(name: str, schedule: diffusion.Schedule, eps_fn: EpsFn, spec
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(sampler_names())}")
   if spec.reduction not in REDUCTIONS:
     raise ValueError(f"unknown reduction {spec.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
+  bad = [s for s in spec.study_sources if s not in SOURCES]
+  if bad:
+    raise ValueError(f"unknown study source {bad[0]!r}; allowed: {', '.join(SOURCES)}")
+  ts = reverse_timesteps(name, schedule.timesteps, spec.num_steps)
+  window_mask(ts, spec.window, spec.t_lo, spec.t_hi)  # validates the main window
+  for lo, hi in spec.study_windows:
+    window_mask(ts, 0, int(lo), int(hi))
   return _SAMPLERS[name](schedule, eps_fn, spec)
 
 
@@ -101,6 +159,31 @@ def _welford_update(w: _Welford, x, include):
   return _Welford(count, mean, m2)
 
 
+def _welford_update_windows(w: _Welford, x, include):
+  """Like :func:`_welford_update` for stacked windows: ``w.count`` is ``[W]``, ``w.mean`` and
+  ``w.m2`` are ``[S, W, *x.shape[1:]]``, ``x`` is ``[S, *...]`` (one value per source) and
+  ``include`` a ``[W]`` bool (the step lies in window ``w``)."""
+  inc = include.astype(jnp.float32)
+  count = w.count + inc
+  bshape = (1, -1) + (1,) * (x.ndim - 1)
+  incb = inc.reshape(bshape)
+  xb = x[:, None]
+  delta = xb - w.mean
+  mean = w.mean + incb * delta / jnp.maximum(count, 1.0).reshape(bshape)
+  m2 = w.m2 + incb * delta * (xb - mean)
+  return _Welford(count, mean, m2)
+
+
+def to_uint8_scale(x0):
+  """x0 in [-1, 1] on the 0..255 scale of an 8-bit image: clipped, rounded to integers."""
+  return jnp.round(jnp.clip((x0 + 1.0) * 127.5, 0.0, 255.0))
+
+
+def _source_values(sources, x0_hat, eps):
+  vals = {"x0": lambda: x0_hat, "x0_u8": lambda: to_uint8_scale(x0_hat), "eps": lambda: eps}
+  return jnp.stack([vals[s]().astype(jnp.float32) for s in sources], axis=0)
+
+
 def _welford_variance(w: _Welford, reduction: str = "mean"):
   """Population variance (numpy's ``ddof=0``), reduced over every non-batch axis by
   ``reduction``: ``mean`` (the paper's score) or ``max`` (the most uncertain pixel)."""
@@ -111,14 +194,21 @@ def _welford_variance(w: _Welford, reduction: str = "mean"):
 def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
   """Runs ``step_fn`` over the reverse timesteps ``ts`` (descending) in one scan.
 
-  ``step_fn(params, x, t, t_prev, i, keys) -> (x_next, x0_hat)`` where ``i`` is the step
-  number (0 = first reverse step). The x0 estimates of the last ``window``
-  steps feed the streaming variance.
+  ``step_fn(params, x, t, t_prev, i, keys) -> (x_next, x0_hat, eps)`` where ``i`` is the
+  step number (0 = first reverse step). The x0 estimates of the main window (the last
+  ``window`` steps, or ``spec.t_lo <= t <= spec.t_hi``) feed the streaming variance;
+  those of every study window (and the eps predictions) feed the study's statistics.
   """
   n = len(ts)
   ts_arr = jnp.asarray(ts, jnp.int32)
   ts_prev = jnp.asarray(np.append(ts[1:], -1), jnp.int32)
-  first_in_window = n - window
+  in_main = jnp.asarray(window_mask(ts, window, spec.t_lo, spec.t_hi))
+  study = tuple((int(lo), int(hi)) for lo, hi in spec.study_windows)
+  sources = tuple(spec.study_sources)
+  if study:
+    in_study = jnp.asarray(np.stack([window_mask(ts, 0, lo, hi) for lo, hi in study], axis=1))
+  else:
+    in_study = jnp.zeros((n, 0), bool)
   stride = spec.traj_stride
   # With a stride, x0 of every `stride`-th step (and of the last) is written into a buffer
   # carried by the scan: memory O(K * N * D) for the K kept steps, never O(T * N * D).
@@ -127,21 +217,32 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
   slot_of[kept] = np.arange(len(kept), dtype=np.int32)
 
   def body(carry, inp):
-    x, w, buf = carry
-    i, t, t_prev, slot = inp
-    x_next, x0_hat = step_fn(params, x, t, t_prev, i, keys)
-    w = _welford_update(w, x0_hat, i >= first_in_window)
+    x, w, ws, buf = carry
+    i, t, t_prev, slot, inc_main, inc_study = inp
+    x_next, x0_hat, eps = step_fn(params, x, t, t_prev, i, keys)
+    w = _welford_update(w, x0_hat, inc_main)
+    if study:
+      ws = _welford_update_windows(ws, _source_values(sources, x0_hat, eps), inc_study)
     if stride:
       k = jnp.maximum(slot, 0)
       buf = jax.lax.dynamic_update_index_in_dim(
           buf, jnp.where(slot >= 0, x0_hat, buf[k]), k, 0)
-    return (x_next, w, buf), None
+    return (x_next, w, ws, buf), None
 
   buf0 = jnp.zeros((len(kept),) + x_init.shape, x_init.dtype) if stride else None
-  (x, w, traj), _ = jax.lax.scan(body, (x_init, _welford_init(x_init), buf0),
-                                 (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of)))
+  ws0 = None
+  if study:
+    zeros = jnp.zeros((len(sources), len(study)) + x_init.shape, jnp.float32)
+    ws0 = _Welford(jnp.zeros((len(study),), jnp.float32), zeros, zeros)
+  (x, w, ws, traj), _ = jax.lax.scan(
+      body, (x_init, _welford_init(x_init), ws0, buf0),
+      (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of), in_main, in_study))
   traj = jnp.swapaxes(traj, 0, 1) if stride else None  # [B, K, ...]
-  return SampleOutput(x, _welford_variance(w, spec.reduction), traj)
+  wvar = None
+  if study:
+    cnt = jnp.maximum(ws.count, 1.0).reshape((1, -1) + (1,) * x_init.ndim)
+    wvar = jnp.moveaxis(ws.m2 / cnt, 2, 0)  # [B, S, W, *shape]
+  return SampleOutput(x, _welford_variance(w, spec.reduction), traj, wvar)
 
 
 def _maybe_clip(x0, clip):
@@ -164,12 +265,12 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     logvar = diffusion.model_log_variance(schedule, t, x, spec.variance)
     noise = _per_sample_normal(keys, i + 1, spec.shape)
     x_next = mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
-    return x_next, x0_hat
+    return x_next, x0_hat, eps
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     x_init = _per_sample_normal(keys, 0, spec.shape)
-    return _scan_reverse(step_fn, params, np.arange(T - 1, -1, -1), window, spec, x_init, keys)
+    return _scan_reverse(step_fn, params, reverse_timesteps("ddpm", T), window, spec, x_init, keys)
 
   return sample_chunk
 
@@ -189,7 +290,7 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   window = min(spec.window, len(ts))
   def step_fn(params, x, t, t_prev, i, keys):
     tb = jnp.full((1,), t, jnp.int32)  # one t for the chunk: the embedding is computed once
-    eps = eps_fn(params, x, tb)
+    eps_pred = eps = eps_fn(params, x, tb)
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     if spec.clip_x0 is not None:
       eps = diffusion.eps_from_x0(schedule, x, t, x0_hat)
@@ -199,7 +300,7 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     noise = _per_sample_normal(keys, i + 1, spec.shape)
     x_next = (jnp.sqrt(a_prev) * x0_hat + jnp.sqrt(jnp.maximum(1 - a_prev - sigma ** 2, 0.0)) * eps
               + sigma * noise)
-    return x_next, x0_hat
+    return x_next, x0_hat, eps_pred
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)

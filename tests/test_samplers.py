@@ -1,5 +1,7 @@
 """Tests for the reverse-process samplers and the streaming trajectory variance."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -209,3 +211,102 @@ def test_single_step_chain(name):
   want = (np.asarray(x_init) - np.sqrt(1 - abar) * 0.3 * np.asarray(x_init)) / np.sqrt(abar)
   np.testing.assert_allclose(out.samples, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(out.traj_variance, 0.0)
+
+
+# -- issue 10: windows anywhere in the trajectory, study windows --------------------------
+
+def _pattern_eps(params, x_t, t):
+  """eps that depends on t and the pixel but not on x_t: its trajectory is known exactly."""
+  del params
+  d = int(np.prod(x_t.shape[1:]))
+  tt = t.astype(jnp.float32).reshape((-1,) + (1,) * (x_t.ndim - 1))
+  pix = jnp.arange(d, dtype=jnp.float32).reshape((1,) + x_t.shape[1:])
+  return jnp.sin(0.37 * tt * (1.0 + pix)) + 0.1 * x_t * 0.0
+
+
+@pytest.mark.parametrize("name,num_steps", [("ddpm", 0), ("ddim", 15)])
+def test_main_window_by_timesteps_matches_numpy(name, num_steps):
+  ts = samplers.reverse_timesteps(name, T, num_steps)
+  idx = jnp.arange(8)
+  for lo, hi in ((0, 4), (10, 20), (T - 5, T - 1), (7, 7)):
+    mask = (ts >= lo) & (ts <= hi)
+    if not mask.any():
+      continue
+    fn = jax.jit(_sampler(name, eps_fn=_linear_eps, shape=(3, 2), num_steps=num_steps,
+                          traj_stride=1, t_lo=lo, t_hi=hi))
+    out = fn(None, jax.random.key(1), idx)
+    traj = np.asarray(out.x0_trajectory, np.float64)[:, mask]
+    want = np.var(traj, axis=1).reshape(8, -1).mean(axis=1)
+    np.testing.assert_allclose(out.traj_variance, want, rtol=2e-4, atol=1e-7)
+  # -1 / -1 is the paper's last-`window` score, unchanged.
+  a = jax.jit(_sampler(name, eps_fn=_linear_eps, shape=(3, 2), num_steps=num_steps, window=4))
+  b = jax.jit(_sampler(name, eps_fn=_linear_eps, shape=(3, 2), num_steps=num_steps, window=4,
+                       t_lo=-1, t_hi=-1))
+  np.testing.assert_array_equal(a(None, jax.random.key(1), idx).traj_variance,
+                                b(None, jax.random.key(1), idx).traj_variance)
+
+
+@pytest.mark.parametrize("name,num_steps", [("ddpm", 0), ("ddim", 15)])
+def test_study_windows_match_numpy_on_the_stored_trajectory(name, num_steps):
+  ts = samplers.reverse_timesteps(name, T, num_steps)
+  windows = ((0, 1), (0, 9), (5, 15), (20, 35), (T - 3, T - 1))
+  windows = tuple(w for w in windows if ((ts >= w[0]) & (ts <= w[1])).any())
+  fn = jax.jit(_sampler(name, eps_fn=_pattern_eps, shape=(4, 3, 1), num_steps=num_steps,
+                        traj_stride=1, clip_x0=1.0, study_windows=windows))
+  out = fn(None, jax.random.key(3), jnp.arange(6))
+  assert out.window_variance.shape == (6, 3, len(windows), 4, 3, 1)
+  traj = np.asarray(out.x0_trajectory, np.float64)            # [B, n, 4, 3, 1]
+  u8 = np.round(np.clip((traj + 1.0) * 127.5, 0, 255))
+  pix = np.arange(12, dtype=np.float64).reshape(4, 3, 1)
+  eps = np.sin(0.37 * ts.astype(np.float64)[:, None, None, None] * (1 + pix))[None]
+  for w, (lo, hi) in enumerate(windows):
+    m = (ts >= lo) & (ts <= hi)
+    for s, src in enumerate((traj, u8, np.broadcast_to(eps, traj.shape))):
+      want = np.var(src[:, m], axis=1)
+      np.testing.assert_allclose(out.window_variance[:, s, w], want, rtol=1e-3, atol=2e-6 * (
+          1 if s != 1 else 255 ** 2))
+  # The study's statistics do not change the samples or the main score.
+  plain = jax.jit(_sampler(name, eps_fn=_pattern_eps, shape=(4, 3, 1), num_steps=num_steps,
+                           clip_x0=1.0))(None, jax.random.key(3), jnp.arange(6))
+  np.testing.assert_array_equal(plain.samples, out.samples)
+  np.testing.assert_array_equal(plain.traj_variance, out.traj_variance)
+  assert plain.window_variance is None
+
+
+def test_windows_are_validated():
+  ts = samplers.reverse_timesteps("ddpm", 100)
+  assert samplers.window_mask(ts, 10).sum() == 10
+  assert samplers.window_mask(ts, 10, 20, 35).sum() == 16
+  for lo, hi, msg in ((100, 120, r"t_lo=100.*\[0, 99\]"), (30, 20, r"t_hi=20.*\[t_lo=30, 99\]"),
+                      (-3, 5, r"t_lo=-3"), (5, 100, r"t_hi=100")):
+    with pytest.raises(ValueError, match=msg):
+      samplers.window_mask(ts, 10, lo, hi)
+  ddim = samplers.reverse_timesteps("ddim", 100, 5)   # 99, 74, 50, 25, 0
+  with pytest.raises(ValueError, match="holds none"):
+    samplers.window_mask(ddim, 10, 30, 40)
+  with pytest.raises(ValueError, match=r"t_lo=100"):
+    _sampler("ddpm", t_lo=100, t_hi=120)
+  with pytest.raises(ValueError, match="study source 'x1'.*x0, x0_u8, eps"):
+    _sampler("ddpm", study_windows=((0, 3),), study_sources=("x1",))
+
+
+def test_config_check_names_the_window_fields():
+  from configs import shapes as shapes_config
+  from mode_interp import config_check
+  from mode_interp.errors import ConfigError
+  cfg = shapes_config.get_config("")
+  config_check.validate(cfg)
+  for lo, hi, field, allowed in ((100, 120, "detect.t_lo", "99"), (30, 20, "detect.t_hi", "99"),
+                                 (5, -1, "detect.t_hi", "[0, 99]"),
+                                 (-1, 5, "detect.t_lo", "[0, 99]")):
+    cfg.detect.t_lo, cfg.detect.t_hi = lo, hi
+    with pytest.raises(ConfigError, match=rf"^{field}: .*{re.escape(allowed)}") as e:
+      config_check.validate(cfg)
+    assert "\n" not in str(e.value)
+  cfg.detect.t_lo, cfg.detect.t_hi = 20, 35
+  config_check.validate(cfg)
+  cfg.sample.sampler, cfg.sample.num_steps = "ddim", 5
+  cfg.detect.window = 5
+  cfg.detect.t_lo, cfg.detect.t_hi = 30, 40
+  with pytest.raises(ConfigError, match=r"^detect.t_lo: .*none of the 5 timesteps"):
+    config_check.validate(cfg)

@@ -6,6 +6,12 @@ follows the original DDPM model: a sinusoidal time embedding fed through a
 two-layer MLP, ResNet blocks conditioned on that embedding, optional
 single-head self-attention at chosen spatial resolutions, strided-conv
 downsampling, nearest-neighbour upsampling and concatenated skip connections.
+
+Mixed precision: ``dtype`` is the computation dtype of the convolutions, dense layers and
+attention (``bfloat16`` on accelerators); parameters stay float32 (``param_dtype``), and
+every GroupNorm, the time embedding's sinusoids, the output head (last GroupNorm and
+``conv_out``) and the attention softmax compute in float32, so the returned ``eps`` is a
+float32 prediction whatever ``dtype``.
 """
 
 import math
@@ -20,6 +26,21 @@ from mode_interp.networks.embedding import timestep_embedding
 Dtype = Any
 
 _zeros = nn.initializers.zeros
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """``model.dtype`` (a name) -> the jnp dtype the U-Net computes in."""
+  if name not in DTYPES:
+    raise ValueError(f"unknown model dtype {name!r}; allowed: {', '.join(DTYPES)}")
+  return DTYPES[name]
+
+
+def _norm(num_groups, name):
+  """GroupNorm, always computed (and returned) in float32."""
+  return nn.GroupNorm(num_groups=num_groups, dtype=jnp.float32, param_dtype=jnp.float32,
+                      name=name)
 
 
 def _check_group_norm(channels: tuple[int, ...], num_groups: int) -> None:
@@ -52,21 +73,21 @@ class ResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, temb, train: bool = False):
-    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype,
-                     name='norm1')(x)
+    h = _norm(self.num_groups, 'norm1')(x)
     h = nn.swish(h)
-    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, name='conv1')(h)
-    h = h + nn.Dense(self.out_ch, dtype=self.dtype,
+    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
+                name='conv1')(h)
+    h = h + nn.Dense(self.out_ch, dtype=self.dtype, param_dtype=jnp.float32,
                      name='temb_proj')(nn.swish(temb))[:, None, None, :]
-    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype,
-                     name='norm2')(h)
+    h = _norm(self.num_groups, 'norm2')(h)
     h = nn.swish(h)
     h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
     h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zeros, dtype=self.dtype,
-                name='conv2')(h)
+                param_dtype=jnp.float32, name='conv2')(h)
     if x.shape[-1] != self.out_ch:
-      x = nn.Conv(self.out_ch, (1, 1), dtype=self.dtype, name='skip')(x)
-    return x + h
+      x = nn.Conv(self.out_ch, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                  name='skip')(x)
+    return (x + h).astype(self.dtype)
 
 
 class AttnBlock(nn.Module):
@@ -77,20 +98,18 @@ class AttnBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     b, height, width, c = x.shape
-    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype,
-                     name='norm')(x)
-    q = nn.Dense(c, dtype=self.dtype, name='q')(h)
-    k = nn.Dense(c, dtype=self.dtype, name='k')(h)
-    v = nn.Dense(c, dtype=self.dtype, name='v')(h)
-    q = q.reshape(b, height * width, c)
-    k = k.reshape(b, height * width, c)
-    v = v.reshape(b, height * width, c)
-    logits = jnp.einsum('bqc,bkc->bqk', q, k) / math.sqrt(c)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    h = jnp.einsum('bqk,bkc->bqc', weights.astype(v.dtype), v)
+    h = _norm(self.num_groups, 'norm')(x)
+    dense = lambda name, **kw: nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32,
+                                        name=name, **kw)
+    # [B, L, heads=1, C]; scale 1/sqrt(C), softmax in float32 (jax's XLA path; cuDNN's
+    # fused kernel where it applies).
+    q = dense('q')(h).reshape(b, height * width, 1, c)
+    k = dense('k')(h).reshape(b, height * width, 1, c)
+    v = dense('v')(h).reshape(b, height * width, 1, c)
+    h = jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c))
     h = h.reshape(b, height, width, c)
-    h = nn.Dense(c, kernel_init=_zeros, dtype=self.dtype, name='proj_out')(h)
-    return x + h
+    h = dense('proj_out', kernel_init=_zeros)(h)
+    return (x + h).astype(self.dtype)
 
 
 class Downsample(nn.Module):
@@ -101,7 +120,7 @@ class Downsample(nn.Module):
   def __call__(self, x):
     # 'SAME' padding on even sizes pads (0, 1), as in the DDPM reference.
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding='SAME',
-                   dtype=self.dtype, name='conv')(x)
+                   dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
 
 
 class Upsample(nn.Module):
@@ -111,7 +130,8 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, name='conv')(x)
+    return nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
+                   name='conv')(x)
 
 
 class UNet(nn.Module):
@@ -129,7 +149,8 @@ class UNet(nn.Module):
       ``train=True``; needs a ``'dropout'`` rng then).
     num_groups: GroupNorm groups; must divide every channel count.
     out_ch: output channels; ``None`` means the input's channel count.
-    dtype: computation dtype (parameters are kept in float32).
+    dtype: computation dtype (parameters are kept in float32; GroupNorm, the
+      output head and the attention softmax compute in float32).
   """
   ch: int = 32
   ch_mult: tuple[int, ...] = (1, 2, 2)
@@ -178,12 +199,13 @@ class UNet(nn.Module):
 
     # Time embedding.
     temb = timestep_embedding(t, self.ch)
-    temb = nn.Dense(4 * self.ch, dtype=self.dtype, name='temb_dense0')(temb)
-    temb = nn.Dense(4 * self.ch, dtype=self.dtype,
+    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32,
+                    name='temb_dense0')(temb)
+    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32,
                     name='temb_dense1')(nn.swish(temb))
 
     # Downsampling path.
-    h = nn.Conv(self.ch, (3, 3), dtype=self.dtype,
+    h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
                 name='conv_in')(x.astype(self.dtype))
     hs = [h]
     for level, mult in enumerate(self.ch_mult):
@@ -217,11 +239,11 @@ class UNet(nn.Module):
     assert not hs, 'every skip connection must be consumed'
 
     # Output head.
-    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype,
-                     name='norm_out')(h)
+    # Output head in float32.
+    h = _norm(self.num_groups, 'norm_out')(h)
     h = nn.swish(h)
-    h = nn.Conv(out_ch, (3, 3), kernel_init=_zeros, dtype=self.dtype,
-                name='conv_out')(h)
+    h = nn.Conv(out_ch, (3, 3), kernel_init=_zeros, dtype=jnp.float32,
+                param_dtype=jnp.float32, name='conv_out')(h)
     return h.astype(x.dtype)
 
 
