@@ -19,7 +19,6 @@ official package imports but the toy path never calls (``wandb``, ``torchvision`
 import argparse
 import importlib.machinery
 import json
-import os
 import platform
 import sys
 import time

@@ -10,6 +10,9 @@ from absl import logging
 
 from mode_interp import diffusion, exact_score, hallucination, pipeline, plots, samplers
 from mode_interp.data import gaussians
+from typing import List
+
+from experiments.rows import Row, detection_rows, get, is_number, proportion_row, rate_block
 
 
 def make_mixture(cfg) -> gaussians.Mixture:
@@ -254,3 +257,45 @@ def run(cfg, wd, mesh, info=None):
                  res["true_score_hallucination_rate"], d["auroc"], d["hallucinations_removed"],
                  d["in_support_retained"], res["non_finite"]["count"])
   return res
+
+
+# -- the report's rows ------------------------------------------------------------
+def _single_rows(res, cfg) -> List[Row]:
+  n = res.get("num_samples", get(cfg, "sample.num_samples"))
+  rows = [rate_block(res, "hallucination_rate", "Hallucination rate (learned score)", n),
+          rate_block(res, "true_score_hallucination_rate", "Hallucination rate (exact score)", n),
+          proportion_row("rule.false_positive_rate_training_data",
+                         "Rule's false-positive rate on the training data",
+                         get(res, "rule.false_positive_rate_training_data"),
+                         get(cfg, "data.num_train"))]
+  rows += detection_rows(res.get("detection"), "detection", "hallucination vs in support")
+  if is_number(res.get("modes_covered")):
+    rows.append(Row("modes_covered", f"Modes covered (of {res.get('num_modes', '?')})",
+                    res["modes_covered"], "int"))
+  return rows
+
+
+def _sweep_rows(res) -> List[Row]:
+  rows = []
+  for e in res.get("sweep") or []:
+    if not isinstance(e, dict):
+      continue
+    field, value = e.get("field"), e.get("value")
+    sel = {"field": field, "value": value}
+    tag = f"{field} = {value:,}" if is_number(value) else f"{field} = {value}"
+    n = e.get("num_samples")
+    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
+                               e.get("hallucination_rate"), n, ci=e.get("ci95"), select=sel))
+    rows.append(proportion_row("true_score_hallucination_rate",
+                               f"Hallucination rate (exact score), {tag}",
+                               e.get("true_score_hallucination_rate"), n, select=sel))
+    if is_number(e.get("auroc")):
+      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", e["auroc"], "num", select=sel))
+  return rows
+
+
+def report_rows(res, cfg) -> List[Row]:
+  """``results.json`` of a Gaussian run (single or sweep) as report rows."""
+  if isinstance(res.get("sweep"), list):
+    return _sweep_rows(res)
+  return _single_rows(res, cfg)

@@ -20,6 +20,9 @@ from absl import logging
 from mode_interp import hallucination, pipeline, plots
 from mode_interp.errors import DataError, TrainingDivergedError
 from experiments import gaussian
+from typing import List
+
+from experiments.rows import Row, is_number, proportion_row
 
 
 # -- data and measurements per kind of data -------------------------------------
@@ -246,3 +249,29 @@ def _write(cfg, wd, records, kind, info, t0):
   plots.generation_curves(wd.figure("recursive_curves.png"), gens, cfg.recursive.filters,
                           _measure_keys(kind))
   return res
+
+
+# -- the report's rows ------------------------------------------------------------
+RECURSIVE_SKIP = ("filter", "generation", "num_train", "num_drawn")
+
+
+def report_rows(res, cfg=None) -> List[Row]:
+  """``results.json`` of a recursive run: every numeric field of every (filter, generation)."""
+  rows = []
+  for r in res.get("generations") or []:
+    if not isinstance(r, dict):
+      continue
+    sel = {"filter": r.get("filter"), "generation": r.get("generation")}
+    tag = f"filter {sel['filter']}, generation {sel['generation']}"
+    for k, v in r.items():
+      if k in RECURSIVE_SKIP or not is_number(v):
+        continue
+      if "rate" in k or k in ("mode_coverage",):
+        n = r.get("num_train") if k.endswith("_kept") else r.get("num_drawn")
+        if k == "mode_coverage":  # a share of modes, not of samples: no binomial interval
+          rows.append(Row(k, f"{k} ({tag})", v, "pct", select=sel))
+        else:
+          rows.append(proportion_row(k, f"{k} ({tag})", v, n, select=sel))
+      else:
+        rows.append(Row(k, f"{k} ({tag})", v, "num", select=sel))
+  return rows

@@ -22,14 +22,13 @@ import argparse
 import dataclasses
 import datetime
 import glob
+import importlib
 import json
-import math
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from mode_interp import hallucination
-from mode_interp.hallucination import binomial_interval
+from experiments.rows import Row, get, is_number as _is_number, proportion_row  # noqa: F401
 
 DEFAULT_REFERENCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "references.json")
 DEFAULT_OUT = os.path.join("reports", "report.md")
@@ -39,19 +38,6 @@ SOURCES = (("paper", NOT_STATED), ("official_code", NOT_MEASURED))
 
 
 # -- small helpers ---------------------------------------------------------------
-def get(d: Any, path: str, default=None):
-  """``d["a"]["b"]`` for ``path="a.b"``; ``default`` where any step is missing."""
-  for part in path.split("."):
-    if not isinstance(d, dict) or part not in d:
-      return default
-    d = d[part]
-  return default if d is None else d
-
-
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def fmt_value(x, kind: str = "pct") -> str:
   """A proportion as a percentage, anything else as a short number; '—' if missing."""
   if not _is_number(x):
@@ -77,159 +63,9 @@ def _md(text) -> str:
 
 
 # -- what a run measured ---------------------------------------------------------
-@dataclasses.dataclass
-class Row:
-  """One measured figure of one run."""
-  key: str                      # metric path in results.json, e.g. "detection.auroc"
-  label: str
-  value: Optional[float]
-  kind: str = "pct"             # "pct" (a proportion), "num" or "int"
-  ci: Optional[Tuple[float, float]] = None
-  count: Optional[int] = None
-  n: Optional[int] = None
-  interval: str = ""            # how the interval was made ("Wilson", "Hanley-McNeil")
-  select: Dict[str, Any] = dataclasses.field(default_factory=dict)  # sweep / generation selectors
-
-
-def proportion_row(key, label, rate, n, count=None, ci=None, select=None) -> Row:
-  """A proportion with its Wilson interval (``count`` derived from ``rate * n`` if absent)."""
-  n = int(n) if _is_number(n) and n > 0 else None
-  if count is None and _is_number(rate) and n:
-    count = int(round(rate * n))
-  if not _is_number(rate) and count is not None and n:
-    rate = count / n
-  if ci is None and count is not None and n:
-    ci = binomial_interval(int(count), n)
-  ok = ci is not None and all(_is_number(c) for c in ci)
-  return Row(key, label, rate if _is_number(rate) else None, "pct", tuple(ci) if ok else None,
-             count, n, "Wilson" if ok else "", dict(select or {}))
-
-
-def _rate_block(results, key, label, n_default, select=None) -> Row:
-  """``results[key]`` with ``results[<key without _rate>]`` = {count, n, ci95} if present."""
-  block = get(results, key[:-len("_rate")]) if key.endswith("_rate") else None
-  block = block if isinstance(block, dict) else {}
-  return proportion_row(key, label, get(results, key, block.get("rate")),
-                        block.get("n", n_default), block.get("count"), block.get("ci95"), select)
-
-
-def detection_rows(det, prefix: str, what: str) -> List[Row]:
-  """AUROC, retained and removed fractions of a ``detection_metrics`` dict."""
-  if not isinstance(det, dict):
-    return []
-  n_in, n_hal = det.get("num_in_support"), det.get("num_hallucinations")
-  auroc = det.get("auroc")
-  ci = hallucination.auroc_interval(auroc, n_hal, n_in) if _is_number(auroc) else None
-  keep = det.get("keep_in_support")
-  at = f" at the {100 * keep:.0f}%-retention threshold" if _is_number(keep) else ""
-  rows = [Row(f"{prefix}.auroc", f"Trajectory-variance AUROC ({what})", auroc if _is_number(auroc)
-              else None, "num", ci, None, None, "Hanley-McNeil" if ci else ""),
-          proportion_row(f"{prefix}.in_support_retained", f"In-support samples retained{at}",
-                         det.get("in_support_retained"), n_in),
-          proportion_row(f"{prefix}.hallucinations_removed", f"Hallucinations removed{at}",
-                         det.get("hallucinations_removed"), n_hal)]
-  rem = det.get("at_removal")
-  if isinstance(rem, dict):
-    frac = rem.get("remove_hallucinations")
-    tag = f"{100 * frac:.0f}%" if _is_number(frac) else "the set share of"
-    rows += [proportion_row(f"{prefix}.at_removal.hallucinations_removed",
-                            f"Hallucinations removed (threshold removing {tag})",
-                            rem.get("hallucinations_removed"), n_hal),
-             proportion_row(f"{prefix}.at_removal.in_support_retained",
-                            f"In-support retained when removing {tag} of hallucinations",
-                            rem.get("in_support_retained"), n_in)]
-  return rows
-
-
-def gaussian_rows(res, cfg) -> List[Row]:
-  n = res.get("num_samples", get(cfg, "sample.num_samples"))
-  rows = [_rate_block(res, "hallucination_rate", "Hallucination rate (learned score)", n),
-          _rate_block(res, "true_score_hallucination_rate", "Hallucination rate (exact score)", n),
-          proportion_row("rule.false_positive_rate_training_data",
-                         "Rule's false-positive rate on the training data",
-                         get(res, "rule.false_positive_rate_training_data"),
-                         get(cfg, "data.num_train"))]
-  rows += detection_rows(res.get("detection"), "detection", "hallucination vs in support")
-  if _is_number(res.get("modes_covered")):
-    rows.append(Row("modes_covered", f"Modes covered (of {res.get('num_modes', '?')})",
-                    res["modes_covered"], "int"))
-  return rows
-
-
-def sweep_rows(res) -> List[Row]:
-  rows = []
-  for e in res.get("sweep") or []:
-    if not isinstance(e, dict):
-      continue
-    field, value = e.get("field"), e.get("value")
-    sel = {"field": field, "value": value}
-    tag = f"{field} = {value:,}" if _is_number(value) else f"{field} = {value}"
-    n = e.get("num_samples")
-    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
-                               e.get("hallucination_rate"), n, ci=e.get("ci95"), select=sel))
-    rows.append(proportion_row("true_score_hallucination_rate",
-                               f"Hallucination rate (exact score), {tag}",
-                               e.get("true_score_hallucination_rate"), n, select=sel))
-    if _is_number(e.get("auroc")):
-      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", e["auroc"], "num", select=sel))
-  return rows
-
-
-def shapes_rows(res, cfg) -> List[Row]:
-  n = res.get("num_samples", get(cfg, "sample.num_samples"))
-  rows = [_rate_block(res, "hallucination_rate",
-                      "Hallucination rate (any verdict but in support)", n),
-          proportion_row("mode_interpolation_rate",
-                         "Mode-interpolation rate (several shapes in one column)",
-                         res.get("mode_interpolation_rate"), n,
-                         get(res, "counts.multiple_in_column")),
-          proportion_row("training_in_support_rate", "Checker's in-support rate on training images",
-                         res.get("training_in_support_rate"), get(cfg, "data.num_train"))]
-  rows += detection_rows(res.get("detection"), "detection", "all hallucinations vs in support")
-  rows += detection_rows(res.get("detection_multiple_in_column"), "detection_multiple_in_column",
-                         "several-in-a-column vs in support")
-  return rows
-
-
-RECURSIVE_SKIP = ("filter", "generation", "num_train", "num_drawn")
-
-
-def recursive_rows(res) -> List[Row]:
-  rows = []
-  for r in res.get("generations") or []:
-    if not isinstance(r, dict):
-      continue
-    sel = {"filter": r.get("filter"), "generation": r.get("generation")}
-    tag = f"filter {sel['filter']}, generation {sel['generation']}"
-    for k, v in r.items():
-      if k in RECURSIVE_SKIP or not _is_number(v):
-        continue
-      if "rate" in k or k in ("mode_coverage",):
-        n = r.get("num_train") if k.endswith("_kept") else r.get("num_drawn")
-        if k == "mode_coverage":  # a share of modes, not of samples: no binomial interval
-          rows.append(Row(k, f"{k} ({tag})", v, "pct", select=sel))
-        else:
-          rows.append(proportion_row(k, f"{k} ({tag})", v, n, select=sel))
-      else:
-        rows.append(Row(k, f"{k} ({tag})", v, "num", select=sel))
-  return rows
-
-
-def timesteps_rows(res) -> List[Row]:
-  """One hallucination-rate row (and AUROC) per (model, T') cell of the T-vs-T' experiment."""
-  rows = []
-  for c in res.get("cells") or []:
-    if not isinstance(c, dict) or "sample_T" not in c:
-      continue
-    sel = {"model": c.get("model"), "sample_T": c.get("sample_T")}
-    tag = f"{c.get('model')}, T' = {c.get('sample_T')}"
-    h = c.get("hallucination") or {}
-    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
-                               c.get("hallucination_rate"), h.get("n"), h.get("count"),
-                               h.get("ci95"), select=sel))
-    if _is_number(c.get("auroc")):
-      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", c["auroc"], "num", select=sel))
-  return rows
+# The runner module of each experiment, which owns the rows of its results.
+RUNNER_MODULES = {"gaussian": "experiments.gaussian", "shapes": "experiments.shapes",
+                  "recursive": "experiments.recursive", "timesteps": "experiments.timesteps"}
 
 
 @dataclasses.dataclass
@@ -253,17 +89,11 @@ class Run:
     return self.experiment == "gaussian" and isinstance(self.results.get("sweep"), list)
 
   def rows(self) -> List[Row]:
-    if self.is_sweep:
-      return sweep_rows(self.results)
-    if self.experiment == "gaussian":
-      return gaussian_rows(self.results, self.config)
-    if self.experiment == "shapes":
-      return shapes_rows(self.results, self.config)
-    if self.experiment == "recursive":
-      return recursive_rows(self.results)
-    if self.experiment == "timesteps":
-      return timesteps_rows(self.results)
-    return []
+    """The runner of this experiment turns its results into rows (``report_rows``)."""
+    module = RUNNER_MODULES.get(self.experiment)
+    if module is None:
+      return []
+    return importlib.import_module(module).report_rows(self.results, self.config)
 
 
 def _read_json(path, problems):

@@ -10,6 +10,9 @@ from absl import logging
 
 from mode_interp import hallucination, pipeline, plots
 from mode_interp.data import shapes
+from typing import List
+
+from experiments.rows import Row, detection_rows, get, proportion_row, rate_block
 
 VERDICT_COLORS = {"in_support": "#2ca02c", "multiple_in_column": "#d62728",
                   "malformed": "#ff7f0e", "blank": "#7f7f7f"}
@@ -119,3 +122,21 @@ def run(cfg, wd, mesh, info=None):
                res["counts"], res["hallucination_rate"], d["auroc"], d["hallucinations_removed"],
                d["in_support_retained"])
   return res
+
+
+# -- the report's rows ------------------------------------------------------------
+def report_rows(res, cfg) -> List[Row]:
+  """``results.json`` of a SIMPLE SHAPES run as report rows."""
+  n = res.get("num_samples", get(cfg, "sample.num_samples"))
+  rows = [rate_block(res, "hallucination_rate",
+                      "Hallucination rate (any verdict but in support)", n),
+          proportion_row("mode_interpolation_rate",
+                         "Mode-interpolation rate (several shapes in one column)",
+                         res.get("mode_interpolation_rate"), n,
+                         get(res, "counts.multiple_in_column")),
+          proportion_row("training_in_support_rate", "Checker's in-support rate on training images",
+                         res.get("training_in_support_rate"), get(cfg, "data.num_train"))]
+  rows += detection_rows(res.get("detection"), "detection", "all hallucinations vs in support")
+  rows += detection_rows(res.get("detection_multiple_in_column"), "detection_multiple_in_column",
+                         "several-in-a-column vs in support")
+  return rows

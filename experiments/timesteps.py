@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from mode_interp import exact_score, hallucination, pipeline, plots, train, vdm
 from experiments import gaussian
+from typing import List
+
+from experiments.rows import Row, is_number, proportion_row
 
 
 def _cell_cfg(cfg, sampler: str, num_steps: int, eta: float):
@@ -141,3 +143,21 @@ def run(cfg, wd, mesh, info=None):
          "seconds_this_run": time.time() - t0}
   wd.write_results(res)
   return res
+
+
+# -- the report's rows ------------------------------------------------------------
+def report_rows(res, cfg=None) -> List[Row]:
+  """One hallucination-rate row (and AUROC) per (model, T') cell of the T-vs-T' experiment."""
+  rows = []
+  for c in res.get("cells") or []:
+    if not isinstance(c, dict) or "sample_T" not in c:
+      continue
+    sel = {"model": c.get("model"), "sample_T": c.get("sample_T")}
+    tag = f"{c.get('model')}, T' = {c.get('sample_T')}"
+    h = c.get("hallucination") or {}
+    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
+                               c.get("hallucination_rate"), h.get("n"), h.get("count"),
+                               h.get("ci95"), select=sel))
+    if is_number(c.get("auroc")):
+      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", c["auroc"], "num", select=sel))
+  return rows

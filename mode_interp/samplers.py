@@ -24,7 +24,6 @@ of ``T``), and the output's ``window_variance`` holds the per-pixel maps.
 """
 
 import dataclasses
-import functools
 import math
 from typing import Callable, NamedTuple, Optional
 

@@ -20,7 +20,6 @@ import time
 import zipfile
 from typing import Any, Iterable, Optional
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
