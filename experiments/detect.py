@@ -47,7 +47,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from mode_interp import config_check, hallucination, pipeline, samplers, train  # noqa: E402
+from experiments import config_check  # noqa: E402
+from mode_interp import hallucination, pipeline, samplers, train  # noqa: E402
 from mode_interp import trajectory_scores as ts_lib  # noqa: E402
 from mode_interp.errors import ConfigError, WorkdirError  # noqa: E402
 from mode_interp.workdir import Workdir  # noqa: E402

@@ -23,7 +23,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mode_interp import config_check  # noqa: E402
+from experiments import config_check  # noqa: E402
 from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
 from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
 

@@ -141,6 +141,9 @@ def non_finite_report(ok) -> dict:
   return {"count": bad, "rate": float(bad / len(ok)) if len(ok) else 0.0}
 
 
+FILTERS = ("none", "random", "variance")
+
+
 def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=None,
                    num_total: Optional[int] = None):
   """Which of the generated samples to keep for the next generation.
@@ -161,4 +164,4 @@ def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=Non
     # NaN sorts last in numpy, so non-finite variances are the last to be kept.
     tv = np.where(np.isfinite(traj_variance), traj_variance, np.inf)
     return np.sort(np.argsort(tv, kind="stable")[:num_keep])
-  raise ValueError(f"unknown filter {how!r}; allowed: none, random, variance")
+  raise ValueError(f"unknown filter {how!r}; allowed: {', '.join(FILTERS)}")

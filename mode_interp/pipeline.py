@@ -23,6 +23,9 @@ def make_schedule(cfg) -> diffusion.Schedule:
   return diffusion.make_schedule(d.schedule, d.timesteps, d.beta_start, d.beta_end)
 
 
+MODELS = ("mlp", "unet")
+
+
 def make_model(cfg):
   m = cfg.model
   if m.name == "mlp":
@@ -33,7 +36,7 @@ def make_model(cfg):
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                 num_groups=m.num_groups, dtype=compute_dtype(m.get("dtype", "float32")))
-  raise ValueError(f"unknown model.name {m.name!r}")
+  raise ValueError(f"unknown model.name {m.name!r}; allowed: {', '.join(MODELS)}")
 
 
 def eps_fn_for(model):

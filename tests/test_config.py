@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mode_interp import config_check
+from experiments import config_check
 from mode_interp.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

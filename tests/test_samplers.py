@@ -292,7 +292,7 @@ def test_windows_are_validated():
 
 def test_config_check_names_the_window_fields():
   from configs import shapes as shapes_config
-  from mode_interp import config_check
+  from experiments import config_check
   from mode_interp.errors import ConfigError
   cfg = shapes_config.get_config("")
   config_check.validate(cfg)

@@ -151,7 +151,7 @@ def test_bf16_sampling_close_to_float32():
 def test_model_dtype_config_field():
   from configs import shapes as shapes_config
   from experiments import detect
-  from mode_interp import config_check
+  from experiments import config_check
   from mode_interp.errors import ConfigError
   cfg = shapes_config.get_config("gpu")
   config_check.validate(cfg)

@@ -1,20 +1,27 @@
 """Config validation: every bad value is refused before any work, in one line
-naming the field and what is allowed."""
+naming the field and what is allowed.
+
+The experiments and the data each accepts are named here; every other rule comes
+from the module that knows it (data names, scales, schedules, samplers, reductions,
+models, filters, learning-rate schedules).
+"""
 
 import numbers
 
-from mode_interp import diffusion, samplers, train
+from mode_interp import diffusion, hallucination, pipeline, samplers, train
+from mode_interp.data import gaussians
+from mode_interp.data.shapes import SUPPORTED_SCALES
 from mode_interp.errors import ConfigError
 
 EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps")
 DATA_NAMES = {
-    "gaussian": ("gaussian1d", "grid25", "grid25_rotated"),
+    "gaussian": gaussians.NAMES,
     "shapes": ("shapes",),
-    "recursive": ("gaussian1d", "grid25", "grid25_rotated", "mnist", "shapes"),
+    "recursive": gaussians.NAMES + ("mnist", "shapes"),
     "timesteps": ("grid25", "grid25_rotated"),
 }
-MODELS = ("mlp", "unet")
-FILTERS = ("none", "random", "variance")
+MODELS = pipeline.MODELS
+FILTERS = hallucination.FILTERS
 
 
 def _get(cfg, field):
@@ -181,7 +188,7 @@ def validate(cfg) -> None:
       if len(means) < 2 or any(not isinstance(m, numbers.Real) for m in means):
         raise ConfigError("data.means", f"must hold at least two numbers, got {means!r}")
   if cfg.data.name == "shapes":
-    _choice(cfg, "data.scale", (0.5, 1.0))
+    _choice(cfg, "data.scale", tuple(sorted(SUPPORTED_SCALES)))
   if model == "unet":
     _check_unet_resolutions(cfg, exp)
   if "plots" in cfg and "predictor_times" in cfg.plots:
