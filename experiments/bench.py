@@ -2,6 +2,8 @@ r"""Speed and memory of the sampler and the training step.
 
   python -m experiments.bench                      # every case (a few minutes on 2 CPU cores)
   python -m experiments.bench --quick              # seconds: the smallest row of each case
+  python -m experiments.bench --cases=unet         # the shapes U-Net, float32 vs bfloat16
+  python -m experiments.bench --cases=unet_paper   # the paper's U-Net (accelerators)
   python -m experiments.bench --full               # N = 100,000 at T = 1000 (accelerators)
   python -m experiments.bench --cases=sampler --json=runs/bench.json --devices=4
   python -m experiments.bench --reference=PATH --reference_python=PY   # + the official code, same run
@@ -27,8 +29,19 @@ Cases:
   32x32x1 images. ``ms_per_step`` averages the steps after a warm-up. The U-Net
   trains on random images: speed does not depend on their content.
 
+``unet``
+  The CPU default U-Net of ``configs/shapes.py`` in float32 and bfloat16 compute
+  (``model.dtype``): its training step at the config's batch and its reverse step over
+  a chunk of 256 images (timed on a 10-step DDIM scan; a reverse step costs the same
+  in any scan), with GFLOP per step from XLA's cost analysis and TFLOP/s.
+``unet_paper``
+  The same for the ``:paper`` U-Net (64x64): training at batch 128, reverse steps over
+  1,000 images; for accelerators, where ``%peak`` is the share of the device's dense
+  peak for that dtype (``PEAK_FLOPS``).
+
 ``--quick`` (which overrides ``--full``) keeps only 1D N = 1,000, T = 100
-(sampler) and the MLP at batch 2,000 with fewer steps (train).
+(sampler), the MLP at batch 2,000 with fewer steps (train), and tiny batches for
+the U-Net cases.
 
 Memory (``peak_mem_mb``, with ``mem_source`` saying what it is):
 
@@ -85,8 +98,10 @@ from mode_interp import pipeline, sharding
 from mode_interp.data import gaussians
 
 FLAGS = flags.FLAGS
-CASES = ("sampler", "train")
-flags.DEFINE_list("cases", list(CASES), f"Which cases to run, of: {', '.join(CASES)}.")
+CASES = ("sampler", "train", "unet", "unet_paper")
+DEFAULT_CASES = ("sampler", "train")
+flags.DEFINE_list("cases", list(DEFAULT_CASES), f"Which cases to run, of: {', '.join(CASES)} "
+                  f"(default: {', '.join(DEFAULT_CASES)}).")
 flags.DEFINE_bool("quick", False, "Smallest sizes only (seconds; for tests and smoke runs).")
 flags.DEFINE_string("json", None, "Write the records to this path (one JSON list).")
 flags.DEFINE_bool("full", False, "Sampler rows at N = 100,000 with T = 1000 (about half an "
@@ -104,7 +119,16 @@ RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "ti
                "devices", "steps_timed", "ms_per_step", "samples_steps_per_s", "compile_s",
                "wall_s", "peak_mem_mb", "rss_start_mb", "mem_source", "xla_temp_mb",
                "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
-               "device_kind", "jax_version", "quick", "machine")
+               "device_kind", "jax_version", "quick", "machine", "dtype", "gflop_per_step",
+               "tflops", "peak_share")
+
+# Dense peak FLOP/s of accelerators, by device kind and compute dtype (vendor figures),
+# for the share of peak. CPUs are left out: their peak depends on clocks and kernels.
+PEAK_FLOPS = {
+    "NVIDIA H200": {"bfloat16": 989e12, "float32": 67e12},
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989e12, "float32": 67e12},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312e12, "float32": 19.5e12},
+}
 
 _MB = 1024.0 * 1024.0
 
@@ -305,9 +329,34 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
                  mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
 
 
-def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: int):
+def _flops(compiled):
+  """FLOPs of one call of a compiled function from XLA's cost analysis (None if absent)."""
+  try:
+    ca = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend reports it
+    return None
+  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
+  flops = (ca or {}).get("flops")
+  return float(flops) if flops else None
+
+
+def _throughput(rec, flops_per_call, calls_per_step=1.0):
+  """Adds GFLOP per step, achieved TFLOP/s and the share of the device's peak."""
+  if not flops_per_call:
+    return rec
+  per_step = flops_per_call / calls_per_step
+  rec["gflop_per_step"] = per_step / 1e9
+  rec["tflops"] = per_step / (rec["ms_per_step"] / 1000.0) / 1e12
+  peak = PEAK_FLOPS.get(rec["device_kind"], {}).get(rec["dtype"] or "float32")
+  if peak:
+    rec["peak_share"] = rec["tflops"] * 1e12 / (peak * rec["devices"])
+  return rec
+
+
+def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: int,
+                      with_flops: bool = False):
   """Times ``steps`` jitted train steps after ``warmup`` ones; returns
-  ``(ms_per_step, compile_s, wall_s, xla_temp_mb)``."""
+  ``(ms_per_step, compile_s, wall_s, xla_temp_mb)`` (+ FLOPs per step with ``with_flops``)."""
   repl = sharding.replicated(mesh)
   init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
   # The same compiled init and step as pipeline.train_model, so the benchmark times what runs.
@@ -330,7 +379,8 @@ def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: in
   wall = time.perf_counter() - t0
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError("the benchmark's training loss is not finite")
-  return 1000.0 * wall / steps, compile_s, wall, _xla_temp_mb(compiled)
+  out = (1000.0 * wall / steps, compile_s, wall, _xla_temp_mb(compiled))
+  return out + (_flops(compiled),) if with_flops else out
 
 
 def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup: int = 3,
@@ -349,22 +399,72 @@ def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup:
                  rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
 
 
-def bench_train_unet(mesh, probe: _MemProbe, steps: int, warmup: int = 2,
-                     num_train: int = 512) -> dict:
-  """One record: the ``configs/shapes.py`` U-Net's train step on random 32x32x1 images."""
-  cfg = shapes.get_config()
+def _unet_config(variant: str, dtype: str, batch_size=None):
+  cfg = shapes.get_config(variant)
+  cfg.model.dtype = dtype
+  if batch_size:
+    cfg.train.batch_size = batch_size
+  return cfg
+
+
+def bench_train_unet(mesh, probe: _MemProbe, steps: int, warmup: int = 2, num_train: int = 256,
+                     variant: str = "", dtype: str = "float32", batch_size=None) -> dict:
+  """One record: a ``configs/shapes.py`` U-Net's train step on random images of its size."""
+  cfg = _unet_config(variant, dtype, batch_size)
   cfg.train.batch_size = _round_up(cfg.train.batch_size, mesh)
   probe.start()
-  shape = (32, 32, 1)
-  data = np.random.default_rng(0).uniform(-1, 1, (num_train,) + shape).astype(np.float32)
-  ms, compile_s, wall, temp = _bench_train_step(cfg, pipeline.make_model(cfg), data, mesh,
-                                                warmup, steps)
+  side = int(round(64 * cfg.data.scale))
+  shape = (side, side, 1)
+  data = np.random.default_rng(0).uniform(-1, 1, (max(num_train, cfg.train.batch_size),)
+                                          + shape).astype(np.float32)
+  ms, compile_s, wall, temp, flops = _bench_train_step(cfg, pipeline.make_model(cfg), data, mesh,
+                                                       warmup, steps, with_flops=True)
   peak, source = probe.peak()
-  return _record(mesh, case="train", model="unet", dim=int(np.prod(shape)), shape=list(shape),
-                 batch_size=cfg.train.batch_size, timesteps=cfg.diffusion.timesteps,
-                 steps_timed=steps, ms_per_step=ms, compile_s=compile_s, wall_s=wall,
-                 peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb, mem_source=source,
-                 xla_temp_mb=temp)
+  rec = _record(mesh, case="train", model=f"unet{':' + variant if variant else ''}",
+                dim=int(np.prod(shape)), shape=list(shape), batch_size=cfg.train.batch_size,
+                timesteps=cfg.diffusion.timesteps, steps_timed=steps, ms_per_step=ms,
+                compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
+                rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp,
+                dtype=dtype)
+  return _throughput(rec, flops)
+
+
+def bench_sample_unet(mesh, probe: _MemProbe, chunk: int, variant: str = "",
+                      dtype: str = "float32", steps: int = 10) -> dict:
+  """One record: a ``configs/shapes.py`` U-Net's reverse step over a chunk of ``chunk``
+  images, timed on a DDIM scan of ``steps`` steps (a reverse step costs the same whatever
+  the scan's length); ``samples_steps_per_s / T`` is the images per second of a full
+  T-step DDPM run."""
+  cfg = _unet_config(variant, dtype)
+  cfg.sample.sampler, cfg.sample.num_steps, cfg.detect.window = "ddim", steps, min(
+      cfg.detect.window, steps)
+  n = _round_up(chunk, mesh)
+  probe.start()
+  side = int(round(64 * cfg.data.scale))
+  shape = (side, side, 1)
+  model = pipeline.make_model(cfg)
+  repl, ds = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1,) + shape), jnp.zeros((1,), jnp.int32)),
+                   out_shardings=repl)(jax.random.key(0))["params"]
+  sample_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh,
+                                     clip_x0=1.0)
+  key = jax.device_put(jax.random.key(1), repl)
+  idx = jax.device_put(np.arange(n, dtype=np.int32), ds)
+  t0 = time.perf_counter()
+  compiled = sample_jit.lower(params, key, idx).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(params, key, idx))  # warm-up
+  t0 = time.perf_counter()
+  jax.block_until_ready(compiled(params, key, idx))
+  wall = time.perf_counter() - t0
+  peak, source = probe.peak()
+  rec = _record(mesh, case="sampler", model=f"unet{':' + variant if variant else ''}",
+                dim=int(np.prod(shape)), shape=list(shape), num_samples=n,
+                timesteps=cfg.diffusion.timesteps, steps_timed=steps,
+                ms_per_step=1000.0 * wall / steps, compile_s=compile_s, wall_s=wall,
+                peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb, mem_source=source,
+                xla_temp_mb=_xla_temp_mb(compiled), dtype=dtype)
+  return _throughput(rec, _flops(compiled), calls_per_step=steps)
 
 
 def plan(cases, quick: bool, full: bool = False):
@@ -390,8 +490,23 @@ def plan(cases, quick: bool, full: bool = False):
       for bs in (2_000, 10_000):
         rows.append((f"train mlp batch={bs}",
                      lambda mesh, probe, bs=bs: bench_train_mlp(mesh, bs, probe, steps=30)))
-      rows.append(("train unet (configs/shapes.py)",
-                   lambda mesh, probe: bench_train_unet(mesh, probe, steps=20)))
+  if "unet" in cases:  # the CPU default U-Net, float32 and bfloat16
+    for dt in ("float32", "bfloat16"):
+      rows.append((f"train unet (configs/shapes.py) {dt}",
+                   lambda mesh, probe, dt=dt: bench_train_unet(
+                       mesh, probe, steps=2 if quick else 10, dtype=dt,
+                       batch_size=8 if quick else None)))
+      rows.append((f"sampler unet (configs/shapes.py) {dt}",
+                   lambda mesh, probe, dt=dt: bench_sample_unet(
+                       mesh, probe, 8 if quick else 256, dtype=dt, steps=2 if quick else 10)))
+  if "unet_paper" in cases:  # the paper's U-Net (64x64): for accelerators
+    for dt in ("float32", "bfloat16"):
+      rows.append((f"train unet:paper batch=128 {dt}",
+                   lambda mesh, probe, dt=dt: bench_train_unet(
+                       mesh, probe, steps=10, variant="paper", dtype=dt, batch_size=128)))
+      rows.append((f"sampler unet:paper N=1000 {dt}",
+                   lambda mesh, probe, dt=dt: bench_sample_unet(
+                       mesh, probe, 1_000, variant="paper", dtype=dt, steps=10)))
   return rows
 
 
@@ -405,17 +520,20 @@ def _fmt(v, spec):
 
 def format_table(records) -> str:
   """The records as a fixed-width table (what ``main`` prints)."""
-  head = (f"{'case':<8} {'model':<5} {'dim':>4} {'N/batch':>8} {'T':>5} {'dev':>3} "
-          f"{'ms/step':>9} {'samples*steps/s':>15} {'peak_mb':>8} {'+rss_mb':>8} "
-          f"{'xla_tmp_mb':>10} {'compile_s':>9}")
+  head = (f"{'case':<8} {'model':<10} {'dtype':<5} {'dim':>5} {'N/batch':>8} {'T':>5} {'dev':>3} "
+          f"{'ms/step':>9} {'samples*steps/s':>15} {'GFLOP/step':>10} {'TFLOP/s':>8} "
+          f"{'%peak':>6} {'peak_mb':>8} {'+rss_mb':>8} {'xla_tmp_mb':>10} {'compile_s':>9}")
   lines = [head, "-" * len(head)]
   for r in records:
     size = r["num_samples"] if r["case"] == "sampler" else r["batch_size"]
     added = None if r["rss_start_mb"] is None else r["peak_mem_mb"] - r["rss_start_mb"]
+    dt = {"float32": "f32", "bfloat16": "bf16"}.get(r.get("dtype") or "float32", r.get("dtype"))
+    share = None if r.get("peak_share") is None else 100.0 * r["peak_share"]
     lines.append(
-        f"{r['case']:<8} {r['model']:<5} {r['dim']:>4} {size:>8} {r['timesteps']:>5} "
+        f"{r['case']:<8} {r['model']:<10} {dt:<5} {r['dim']:>5} {size:>8} {r['timesteps']:>5} "
         f"{r['devices']:>3} {r['ms_per_step']:>9.3f} {r['samples_steps_per_s']:>15.4g} "
-        f"{_fmt(r['peak_mem_mb'], '8.0f'):>8} {_fmt(added, '8.0f'):>8} "
+        f"{_fmt(r.get('gflop_per_step'), '10.3f'):>10} {_fmt(r.get('tflops'), '8.4f'):>8} "
+        f"{_fmt(share, '6.1f'):>6} {_fmt(r['peak_mem_mb'], '8.0f'):>8} {_fmt(added, '8.0f'):>8} "
         f"{_fmt(r['xla_temp_mb'], '10.2f'):>10} {r['compile_s']:>9.1f}")
   r0 = records[0] if records else None
   if r0 is not None:

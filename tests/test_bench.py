@@ -129,3 +129,15 @@ def test_a_failing_reference_run_is_one_line(monkeypatch, tmp_path):
   monkeypatch.delenv("MODE_INTERP_REFERENCE_PYTHON", raising=False)
   with pytest.raises(bench.ReferenceError_, match="MODE_INTERP_REFERENCE_PYTHON"):
     bench.reference_python(None)
+
+
+def test_unet_rows_report_flops_and_dtype():
+  """The U-Net cases (tiny sizes): a float32 and a bfloat16 row per case, with XLA's FLOPs."""
+  records = bench.run(["unet"], quick=True, log=lambda s: None)
+  assert [(r["case"], r["dtype"]) for r in records] == [
+      ("train", "float32"), ("sampler", "float32"), ("train", "bfloat16"), ("sampler", "bfloat16")]
+  for r in records:
+    assert r["model"] == "unet" and r["shape"] == [32, 32, 1]
+    assert r["gflop_per_step"] > 0 and r["tflops"] > 0
+    assert r["peak_share"] is None  # no peak figure for a CPU
+  assert "bf16" in bench.format_table(records)
