@@ -25,7 +25,7 @@ def hallucinations_between(samples, mixture) -> dict:
   """Where the hallucinations of an unequal mixture lie: counted by the weight class of
   their two nearest modes (``heavy-heavy``, ``heavy-light``, ``light-light``)."""
   heavy = gaussians.heavy_modes(mixture)
-  x = np.asarray(samples, np.float64).reshape(len(samples), -1)
+  x = np.asarray(samples, np.float64).reshape(len(samples), mixture.dim)  # N may be 0
   out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0}
   if len(x):
     d = ((x[:, None, :] - mixture.means[None]) ** 2).sum(-1)

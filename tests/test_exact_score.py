@@ -161,3 +161,17 @@ def test_imbalanced_counts_follow_the_weights():
   got = np.bincount(hallucination.nearest_mode(x, mix.means), minlength=25)
   np.testing.assert_array_equal(got, counts)
   assert gaussians.make_mixture("gaussian1d", imbalance=1.0).weights is None
+
+
+def test_hallucinations_between_counts_pairs_and_handles_none():
+  from experiments.gaussian import hallucinations_between
+  mix = gaussians.make_mixture("grid25", imbalance=3.0)
+  m = mix.means
+  heavy = gaussians.heavy_modes(mix)
+  assert heavy[0] and not heavy[1] and heavy[2]  # a checkerboard: neighbours alternate
+  # Between neighbouring modes 0-1 and 1-2: both heavy-light.
+  pts = np.stack([0.6 * m[0] + 0.4 * m[1], 0.4 * m[1] + 0.6 * m[2]])
+  got = hallucinations_between(pts, mix)
+  assert got == {"heavy-heavy": 0, "heavy-light": 2, "light-light": 0}
+  assert hallucinations_between(np.zeros((0, 2)), mix) == {
+      "heavy-heavy": 0, "heavy-light": 0, "light-light": 0}
