@@ -23,16 +23,29 @@ def make_mixture(cfg) -> gaussians.Mixture:
 
 def hallucinations_between(samples, mixture) -> dict:
   """Where the hallucinations of an unequal mixture lie: counted by the weight class of
-  their two nearest modes (``heavy-heavy``, ``heavy-light``, ``light-light``)."""
+  their two nearest modes (``heavy-heavy``, ``heavy-light``, ``light-light``), and, for
+  the heavy-light ones, ``position_heavy_to_light``: the median of their position along
+  the segment from the heavy mode (0) to the light one (1), and the share nearer the
+  heavy mode (``share_nearer_heavy``)."""
   heavy = gaussians.heavy_modes(mixture)
   x = np.asarray(samples, np.float64).reshape(len(samples), mixture.dim)  # N may be 0
-  out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0}
+  out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0,
+         "position_heavy_to_light": None, "share_nearer_heavy": None}
   if len(x):
     d = ((x[:, None, :] - mixture.means[None]) ** 2).sum(-1)
     two = np.argsort(d, axis=1)[:, :2]
     n_heavy = heavy[two].sum(axis=1)
     for name, k in (("heavy-heavy", 2), ("heavy-light", 1), ("light-light", 0)):
       out[name] = int((n_heavy == k).sum())
+    mixed = n_heavy == 1
+    if mixed.any():
+      pair = two[mixed]
+      h = np.where(heavy[pair[:, 0]], pair[:, 0], pair[:, 1])
+      l = np.where(heavy[pair[:, 0]], pair[:, 1], pair[:, 0])
+      a, b = mixture.means[h], mixture.means[l]
+      pos = ((x[mixed] - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1)
+      out["position_heavy_to_light"] = float(np.median(pos))
+      out["share_nearer_heavy"] = float(np.mean(pos < 0.5))
   return out
 
 

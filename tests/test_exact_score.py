@@ -172,6 +172,10 @@ def test_hallucinations_between_counts_pairs_and_handles_none():
   # Between neighbouring modes 0-1 and 1-2: both heavy-light.
   pts = np.stack([0.6 * m[0] + 0.4 * m[1], 0.4 * m[1] + 0.6 * m[2]])
   got = hallucinations_between(pts, mix)
-  assert got == {"heavy-heavy": 0, "heavy-light": 2, "light-light": 0}
+  assert (got["heavy-heavy"], got["heavy-light"], got["light-light"]) == (0, 2, 0)
+  # 0.4 of the way from the heavy mode 0 to 1, and from the heavy mode 2 to 1.
+  assert got["position_heavy_to_light"] == pytest.approx(0.4)
+  assert got["share_nearer_heavy"] == 1.0
   assert hallucinations_between(np.zeros((0, 2)), mix) == {
-      "heavy-heavy": 0, "heavy-light": 0, "light-light": 0}
+      "heavy-heavy": 0, "heavy-light": 0, "light-light": 0, "position_heavy_to_light": None,
+      "share_nearer_heavy": None}
