@@ -1,14 +1,15 @@
 r"""SIMPLE SHAPES: mode interpolation in images, and its detection.
 
-Run (the main job; 20-30 minutes on a 2-core CPU: 32 min measured with the cores shared)::
+Run (the main job; about half an hour on a 2-core CPU)::
 
   python -m experiments.main --config=configs/shapes.py
 
 Training images hold at most one triangle, square and pentagon, each in its own
 column. The trained U-Net also draws images that never occur in training --
 two squares in the square column and the like (``multiple_in_column``) -- and
-the variance of its predicted x0 over the last ``detect.window`` reverse steps
-is high for them: thresholding it at 96% in-support retention removes most.
+the paper reports that the variance of its predicted x0 over the last
+``detect.window`` reverse steps is high for them (``experiments.detect`` studies
+that score and its variants on a trained workdir; measured numbers: README).
 
 Writes results.json (hallucination_rate, counts per verdict,
 training_in_support_rate, detection), figures/ (samples framed by verdict,

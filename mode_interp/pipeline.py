@@ -127,6 +127,10 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
   return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
 
 
+# Settings that a fingerprint written before they existed holds at these values.
+SAMPLING_DEFAULTS = {"traj_stride": 0, "t_lo": -1, "t_hi": -1}
+
+
 def sampling_fingerprint(cfg, traj_stride: int = 0) -> str:
   """The sampling settings a sample cache is only valid for (besides the checkpoint);
   ``traj_stride`` is that of the sampler that fills it (a cache without trajectories
@@ -137,16 +141,6 @@ def sampling_fingerprint(cfg, traj_stride: int = 0) -> str:
                      "traj_stride": int(traj_stride), "t_lo": int(d.get("t_lo", -1)),
                      "t_hi": int(d.get("t_hi", -1))},
                     sort_keys=True)
-
-
-def _same_settings(cached: str, now: str) -> bool:
-  """Fingerprints compared as settings; one written before a setting existed holds its
-  default (``traj_stride`` 0)."""
-  try:
-    old, new = json.loads(cached), json.loads(now)
-  except ValueError:
-    return False
-  return {"traj_stride": 0, "t_lo": -1, "t_hi": -1, **old} == new
 
 
 def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
@@ -169,18 +163,8 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
   key = jax.random.key(cfg.seed + 1) if key is None else key
   done = None
   if workdir is not None and cache:
-    done = workdir.load_arrays(cache)
     fingerprint = sampling_fingerprint(cfg, traj_stride)
-    if done is not None:
-      cached_step = int(done.pop("step"))
-      cached_fp = str(done.pop("fingerprint", ""))
-      if cached_step != step:
-        logging.info("%s: cached samples are from another checkpoint; sampling again", cache)
-        done = None
-      elif not _same_settings(cached_fp, fingerprint):
-        logging.info("%s: cached samples were drawn with other sampling settings (%s, now %s); "
-                     "sampling again", cache, cached_fp or "not recorded", fingerprint)
-        done = None
+    done = workdir.load_sample_cache(cache, step, fingerprint, SAMPLING_DEFAULTS)
     if done is not None:
       done = {k: v[:num_samples] for k, v in done.items()}
       logging.info("%s: %d of %d samples already drawn", cache, len(done["samples"]), num_samples)
@@ -197,7 +181,7 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
     progress(have)
     if workdir is not None and cache:
       merged = samplers.concat(parts)
-      workdir.save_arrays(cache, step=step, fingerprint=np.asarray(fingerprint),
-                          **{k: v for k, v in merged._asdict().items() if v is not None})
+      workdir.save_sample_cache(cache, step, fingerprint,
+                                {k: v for k, v in merged._asdict().items() if v is not None})
       faults.maybe_kill("sample", len(parts))
   return samplers.concat(parts)

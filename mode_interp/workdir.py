@@ -225,6 +225,35 @@ class Workdir:
     with np.load(path) as z:
       return {k: z[k] for k in z.files}
 
+  # -- sample caches ---------------------------------------------------------
+  def load_sample_cache(self, name: str, step: int, fingerprint: str,
+                        defaults: Optional[dict] = None) -> Optional[dict]:
+    """The arrays of sample cache ``name`` if it was drawn from checkpoint ``step`` with the
+    sampling settings ``fingerprint`` (a JSON object; settings missing from an older cache
+    read as their ``defaults``), else None (with a log line saying why)."""
+    from absl import logging
+    done = self.load_arrays(name)
+    if done is None:
+      return None
+    cached_step = int(done.pop("step", -2))
+    cached_fp = str(done.pop("fingerprint", ""))
+    if cached_step != step:
+      logging.info("%s: cached samples are from another checkpoint; sampling again", name)
+      return None
+    try:
+      same = {**(defaults or {}), **json.loads(cached_fp)} == json.loads(fingerprint)
+    except ValueError:
+      same = False
+    if not same:
+      logging.info("%s: cached samples were drawn with other sampling settings (%s, now %s); "
+                   "sampling again", name, cached_fp or "not recorded", fingerprint)
+      return None
+    return done
+
+  def save_sample_cache(self, name: str, step: int, fingerprint: str, arrays: dict) -> None:
+    """Writes sample cache ``name`` (atomically), tagged with its checkpoint step and settings."""
+    self.save_arrays(name, step=step, fingerprint=np.asarray(fingerprint), **arrays)
+
   def metric_writer(self, resume_step: int = 0, model: str = "") -> "MetricWriter":
     return MetricWriter(self.file("metrics.jsonl"), resume_step=resume_step, model=model,
                         enabled=self.main)

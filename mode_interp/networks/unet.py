@@ -250,39 +250,3 @@ class UNet(nn.Module):
 def count_params(params) -> int:
   """Total number of scalar entries in a parameter pytree."""
   return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))
-
-
-def flops_per_image(model: nn.Module,
-                    image_shape: tuple[int, int, int]) -> float | None:
-  """XLA's FLOP estimate for one forward pass on a single ``H x W x C`` image.
-
-  Nothing is executed: parameters are only shape-inferred and the forward
-  pass is lowered (and, if needed, compiled) for batch 1.
-
-  Args:
-    model: a ``UNet`` (or any module called as ``model(x, t)``).
-    image_shape: ``(H, W, C)``.
-
-  Returns:
-    The estimated floating-point operation count, or ``None`` when the
-    backend does not report a cost analysis.
-  """
-  x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  t = jax.ShapeDtypeStruct((1,), jnp.int32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), x, t)
-  params = variables['params']
-  fwd = jax.jit(lambda p, x, t: model.apply({'params': p}, x, t))
-  lowered = fwd.lower(params, x, t)
-  # The HLO-level estimate needs no backend compile; fall back to the
-  # compiled executable's analysis where the lowered one is unavailable.
-  for analyse in (lowered.cost_analysis,
-                  lambda: lowered.compile().cost_analysis()):
-    try:
-      cost = analyse()
-    except Exception:  # pylint: disable=broad-except
-      continue
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else None
-    if cost and float(cost.get('flops', 0.0)) > 0:
-      return float(cost['flops'])
-  return None
