@@ -281,24 +281,43 @@ def ddim_timesteps(T: int, num_steps: int) -> np.ndarray:
   return ts[::-1]
 
 
+def ddim_coefficients(schedule: diffusion.Schedule, ts, eta: float):
+  """Per-step ``(sqrt(a_prev), sqrt(1 - a_prev - sigma^2), sigma)`` of DDIM over the
+  descending timesteps ``ts``, computed in float64 from log alpha-bar.
+
+  In float32, alpha-bar of a steep schedule underflows (the toy schedule's betas rise to
+  0.2: alpha-bar at t = 999 is about e^-113), and ``a_t / a_prev`` becomes 0/0; in log
+  space the ratio, and so ``sigma``, stay exact.
+  """
+  log_ab = np.cumsum(np.log1p(-np.asarray(schedule.betas, np.float64)))
+  ts = np.asarray(ts)
+  ts_prev = np.append(ts[1:], -1)
+  log_a_t = log_ab[ts]
+  log_a_prev = np.where(ts_prev >= 0, log_ab[np.maximum(ts_prev, 0)], 0.0)
+  a_t, a_prev = np.exp(log_a_t), np.exp(log_a_prev)
+  ratio = np.exp(log_a_t - log_a_prev)                       # a_t / a_prev
+  sigma = eta * np.sqrt(np.maximum((1 - a_prev) / (1 - a_t) * (1 - ratio), 0.0))
+  return np.sqrt(a_prev), np.sqrt(np.maximum(1 - a_prev - sigma ** 2, 0.0)), sigma
+
+
 @register_sampler("ddim")
 def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   """DDIM (Song et al., 2021) over a subset of timesteps; ``eta=0`` is deterministic."""
   T = schedule.timesteps
   ts = ddim_timesteps(T, spec.num_steps)
   window = min(spec.window, len(ts))
+  c_x0, c_eps, c_noise = (jnp.asarray(c, jnp.float32)
+                          for c in ddim_coefficients(schedule, ts, spec.eta))
+
   def step_fn(params, x, t, t_prev, i, keys):
+    del t_prev
     tb = jnp.full((1,), t, jnp.int32)  # one t for the chunk: the embedding is computed once
     eps_pred = eps = eps_fn(params, x, tb)
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     if spec.clip_x0 is not None:
       eps = diffusion.eps_from_x0(schedule, x, t, x0_hat)
-    a_t = schedule.alphas_bar[t]
-    a_prev = jnp.where(t_prev >= 0, schedule.alphas_bar[jnp.maximum(t_prev, 0)], 1.0)
-    sigma = spec.eta * jnp.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
     noise = _per_sample_normal(keys, i + 1, spec.shape)
-    x_next = (jnp.sqrt(a_prev) * x0_hat + jnp.sqrt(jnp.maximum(1 - a_prev - sigma ** 2, 0.0)) * eps
-              + sigma * noise)
+    x_next = c_x0[i] * x0_hat + c_eps[i] * eps + c_noise[i] * noise
     return x_next, x0_hat, eps_pred
 
   def sample_chunk(params, key, indices):
