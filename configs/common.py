@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.ckpt_every = 1000
 
+  # Rows per device and pass of the gradient (summed over micro-batches): -1 (auto) 2,048
+  # on CPUs, everything at once on accelerators; 0: everything at once.
+  c.train.micro_batch = -1
+
   c.sample = ml_collections.ConfigDict()
   c.sample.num_samples = 10_000
   c.sample.sampler = "ddpm"
@@ -47,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_steps = 0       # DDIM only: reverse steps (0 = all)
   c.sample.eta = 0.0           # DDIM only
   c.sample.chunk_size = 10_000
+  # Samples per device and pass through the network: -1 (auto) 2,048 on CPUs, where larger
+  # blocks fall out of the cache, everything at once on accelerators; 0: everything at once.
+  c.sample.tile_rows = -1
 
   c.detect = ml_collections.ConfigDict()
   c.detect.window = 10         # trajectory variance over the last `window` reverse steps

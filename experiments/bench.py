@@ -120,10 +120,11 @@ RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "ti
                "wall_s", "peak_mem_mb", "rss_start_mb", "mem_source", "xla_temp_mb",
                "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
                "device_kind", "jax_version", "quick", "machine", "dtype", "gflop_per_step",
-               "tflops", "peak_share")
+               "tflops", "peak_share", "peak_flops_measured")
 
 # Dense peak FLOP/s of accelerators, by device kind and compute dtype (vendor figures),
-# for the share of peak. CPUs are left out: their peak depends on clocks and kernels.
+# for the share of peak. On CPUs, whose peak depends on clocks and kernels, the share is of
+# the rate of a large matrix product measured in the same run (measured_matmul_peak).
 PEAK_FLOPS = {
     "NVIDIA H200": {"bfloat16": 989e12, "float32": 67e12},
     "NVIDIA H100 80GB HBM3": {"bfloat16": 989e12, "float32": 67e12},
@@ -131,6 +132,32 @@ PEAK_FLOPS = {
 }
 
 _MB = 1024.0 * 1024.0
+
+
+def measured_matmul_peak(dtype: str = "float32", repeats: int = 5) -> float:
+  """FLOP/s of the fastest of two matrix products on the default device, best of
+  ``repeats`` each: ``1024 x 1024 x 1024`` and ``2048 x 128 x 128`` (the toy MLP's shape),
+  bfloat16 inputs accumulating in float32. The CPU's practical dense peak for ``dtype``,
+  against which ``%peak`` is given on CPUs (vendor peaks there depend on clocks and
+  kernels). Measured once per run and dtype."""
+  cache = measured_matmul_peak.__dict__.setdefault("cache", {})
+  if dtype not in cache:
+    dt = jnp.dtype(dtype)
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    rates = []
+    for m, k, n, calls in ((1024, 1024, 1024, 4), (2048, 128, 128, 64)):
+      a, b = jnp.ones((m, k), dt), jnp.ones((k, n), dt)
+      f(a, b).block_until_ready()
+      best = float("inf")
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+          r = f(a, b)
+        r.block_until_ready()
+        best = min(best, (time.perf_counter() - t0) / calls)
+      rates.append(2.0 * m * k * n / best)
+    cache[dtype] = max(rates)
+  return cache[dtype]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -322,11 +349,16 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
     jax.block_until_ready(compiled(params, key, idx))
     times.append(time.perf_counter() - t0)
   peak, source = probe.peak()
-  return _record(mesh, case="sampler", model="mlp", dim=dim, shape=[dim], num_samples=n,
-                 timesteps=timesteps, steps_timed=timesteps * len(times),
-                 ms_per_step=1000.0 * min(times) / timesteps, compile_s=compile_s,
-                 wall_s=sum(times), peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb,
-                 mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
+  # FLOPs of a reverse step: the network over the N samples at one t (the update, noise and
+  # variance are elementwise, a few FLOPs per sample).
+  net = jax.jit(pipeline.eps_fn_for(model)).lower(
+      params, jnp.zeros((n, dim)), jnp.zeros((1,), jnp.int32))
+  rec = _record(mesh, case="sampler", model="mlp", dim=dim, shape=[dim], num_samples=n,
+                timesteps=timesteps, steps_timed=timesteps * len(times),
+                ms_per_step=1000.0 * min(times) / timesteps, compile_s=compile_s,
+                wall_s=sum(times), peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb,
+                mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
+  return _throughput(rec, _flops(net))
 
 
 def _flops(compiled):
@@ -347,9 +379,14 @@ def _throughput(rec, flops_per_call, calls_per_step=1.0):
   per_step = flops_per_call / calls_per_step
   rec["gflop_per_step"] = per_step / 1e9
   rec["tflops"] = per_step / (rec["ms_per_step"] / 1000.0) / 1e12
-  peak = PEAK_FLOPS.get(rec["device_kind"], {}).get(rec["dtype"] or "float32")
+  dtype = rec["dtype"] or "float32"
+  peak = PEAK_FLOPS.get(rec["device_kind"], {}).get(dtype)
   if peak:
     rec["peak_share"] = rec["tflops"] * 1e12 / (peak * rec["devices"])
+  elif rec["platform"] == "cpu":
+    # Simulated CPU devices share the cores: the whole machine's measured matmul rate.
+    rec["peak_flops_measured"] = measured_matmul_peak(dtype)
+    rec["peak_share"] = rec["tflops"] * 1e12 / rec["peak_flops_measured"]
   return rec
 
 
@@ -393,10 +430,25 @@ def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup:
   ms, compile_s, wall, temp = _bench_train_step(cfg, pipeline.make_model(cfg), data, mesh,
                                                 warmup, steps)
   peak, source = probe.peak()
-  return _record(mesh, case="train", model="mlp", dim=1, shape=[1], batch_size=bs,
-                 timesteps=cfg.diffusion.timesteps, steps_timed=steps, ms_per_step=ms,
-                 compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
-                 rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
+  rec = _record(mesh, case="train", model="mlp", dim=1, shape=[1], batch_size=bs,
+                timesteps=cfg.diffusion.timesteps, steps_timed=steps, ms_per_step=ms,
+                compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
+                rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
+  return _throughput(rec, _step_flops(cfg, data, mesh))
+
+
+def _step_flops(cfg, data, mesh):
+  """FLOPs of one whole training step, from XLA's cost analysis of the step lowered without
+  micro-batches (a micro-batched step's loop body is counted once)."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.train.micro_batch = 0
+  trainer = pipeline.make_trainer(cfg, mesh)
+  state = jax.eval_shape(trainer.init, jnp.asarray(data[:1]), jax.random.key(0))
+  lowered = trainer.step.lower(state, jnp.asarray(data), jax.random.key(0))
+  ca = lowered.cost_analysis()
+  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
+  flops = (ca or {}).get("flops")
+  return float(flops) if flops else None
 
 
 def _unet_config(variant: str, dtype: str, batch_size=None):

@@ -160,6 +160,8 @@ def validate(cfg) -> None:
   _float(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
   _int(cfg, "train.log_every", lo=1)
   _int(cfg, "train.ckpt_every", lo=1)
+  if "micro_batch" in cfg.train:
+    _int(cfg, "train.micro_batch", lo=-1)   # -1 auto, 0 whole batch, else rows per pass
   num_train = _get(cfg, "data.num_train")
   if bs > num_train and exp != "shapes":
     raise ConfigError("train.batch_size", f"{bs} exceeds data.num_train={num_train}")
@@ -168,6 +170,8 @@ def validate(cfg) -> None:
   sampler = _choice(cfg, "sample.sampler", samplers.sampler_names())
   _choice(cfg, "sample.variance", diffusion.VARIANCES)
   _int(cfg, "sample.chunk_size", lo=1)
+  if "tile_rows" in cfg.sample:
+    _int(cfg, "sample.tile_rows", lo=-1)    # -1 auto, 0 whole chunk, else rows per pass
   steps = _int(cfg, "sample.num_steps", lo=0, hi=T, hi_desc=f"diffusion.timesteps={T}")
   _float(cfg, "sample.eta", lo=0.0)
   reverse_steps = T if sampler == "ddpm" or steps == 0 else \

@@ -133,10 +133,20 @@ def loss_fn(eps_fn, params, s: Schedule, x0, key):
   Returns:
     ``(loss, metrics)``.
   """
+  t, noise = loss_inputs(s, x0, key)
+  loss = jnp.mean(eps_errors(eps_fn, params, s, x0, t, noise))
+  return loss, {"loss": loss}
+
+
+def loss_inputs(s: Schedule, x0, key):
+  """The timesteps (uniform on ``0 .. T-1``) and noise of a training batch ``x0``."""
   kt, kn = jax.random.split(key)
   t = jax.random.randint(kt, (x0.shape[0],), 0, s.timesteps)
   noise = jax.random.normal(kn, x0.shape, x0.dtype)
+  return t, noise
+
+
+def eps_errors(eps_fn, params, s: Schedule, x0, t, noise):
+  """Squared errors of the predicted noise, ``[B, ...]`` (the loss is their mean)."""
   x_t = q_sample(s, x0, t, noise)
-  err = (eps_fn(params, x_t, t) - noise) ** 2
-  loss = jnp.mean(err)
-  return loss, {"loss": loss}
+  return (eps_fn(params, x_t, t) - noise) ** 2

@@ -7,12 +7,14 @@ sections it needs and returns plain objects (no hidden state).
 import dataclasses
 import functools
 import json
+import os
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.sharding import PartitionSpec as P
 
 from mode_interp import diffusion, faults, samplers, sharding, train
 from mode_interp.networks.mlp import ToyMLP
@@ -72,7 +74,8 @@ def make_trainer(cfg, mesh) -> Trainer:
   repl = sharding.replicated(mesh)
   init_jit = jax.jit(functools.partial(train.init_state, model, optimizer), out_shardings=repl)
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
-                                  tc.batch_size, tc.ema_decay, mesh=mesh)
+                                  tc.batch_size, tc.ema_decay, mesh=mesh,
+                                  micro_batch=tile_rows(tc.get("micro_batch", -1), mesh, "train"))
   step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
   return Trainer(init_jit, step_jit, mesh)
 
@@ -123,8 +126,34 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
   schedule = make_schedule(cfg) if schedule is None else schedule
   fn = samplers.get_sampling_fn(cfg.sample.sampler, schedule, eps_fn,
                                 sampler_spec(cfg, shape, clip_x0, traj_stride))
+  rows = tile_rows(cfg.sample.get("tile_rows", -1), mesh)
+  if rows:
+    # Each device draws its own samples tile by tile (samples never interact).
+    spec = P(sharding.AXIS)
+    fn = jax.shard_map(samplers.row_tiled(fn, rows), mesh=mesh, in_specs=(P(), P(), spec),
+                       out_specs=spec, check_vma=False)  # no collectives inside
   ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
   return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
+
+
+# Rows per CPU core and pass (sampling, training): beyond ~1,000-2,000 rows of 128 floats a
+# core's share of the toy network's activations no longer fits its cache (see
+# samplers.row_tiled). Training passes keep at least 2,048 rows so that a micro-batch still
+# holds more rows than T = 1000 timesteps (the MLP's per-timestep table pays off).
+CPU_TILE_ROWS_PER_CORE = {"sample": 1024, "train": 2048}
+
+
+def tile_rows(value: int, mesh, kind: str = "sample") -> int:
+  """``sample.tile_rows`` / ``train.micro_batch`` (``kind`` ``"train"``) resolved for
+  ``mesh``: ``-1`` (auto) is :data:`CPU_TILE_ROWS_PER_CORE` times the cores each device's
+  work is spread over on CPUs and 0 (everything at once) on accelerators."""
+  value = int(value)
+  if value >= 0:
+    return value
+  if mesh.devices.flat[0].platform != "cpu":
+    return 0
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return CPU_TILE_ROWS_PER_CORE[kind] * max(1, (cores or 1) // sharding.num_shards(mesh))
 
 
 # Settings that a fingerprint written before they existed holds at these values.

@@ -274,6 +274,33 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   return sample_chunk
 
 
+def row_tiled(sample_chunk, rows: int):
+  """``sample_chunk`` run over tiles of at most ``rows`` samples, one tile after another.
+
+  Every sample depends only on its own index, so the result is the same function; what
+  changes is the working set. On a CPU the toy network's activations for 2,000 rows
+  (128 floats each, 1 MB) stay in a core's cache; at 10,000 rows they do not, and a
+  reverse step costs 2.6x more per sample (measured on a 2-core AMD EPYC: 2.2 us per row
+  up to 2,000 rows, 5.7 us from 8,000 on). The chunk is padded to a whole number of
+  equal tiles with copies of its last index; the copies are dropped.
+  """
+  if rows <= 0:
+    return sample_chunk
+
+  def tiled(params, key, indices):
+    n = indices.shape[0]
+    if n <= rows:
+      return sample_chunk(params, key, indices)
+    k = -(-n // rows)
+    r = -(-n // k)
+    pad = k * r - n
+    idx = jnp.concatenate([indices, jnp.broadcast_to(indices[-1:], (pad,))]) if pad else indices
+    out = jax.lax.map(lambda i: sample_chunk(params, key, i), idx.reshape(k, r))
+    return jax.tree.map(lambda a: a.reshape((k * r,) + a.shape[2:])[:n], out)
+
+  return tiled
+
+
 def ddim_timesteps(T: int, num_steps: int) -> np.ndarray:
   """Evenly spaced DDIM timesteps, descending, always ending at 0."""
   num_steps = T if num_steps in (0, None) else num_steps

@@ -59,12 +59,14 @@ def part_sampler():
   params = model.init(jax.random.key(0), jnp.zeros((1, 1)), jnp.zeros((1,), jnp.int32))["params"]
   idx = np.arange(100, 164, dtype=np.int32)  # not starting at 0: indices are global
   res = {}
-  for n in (1, NUM_DEVICES):
+  # "<n>_tiled": each device draws its 16 samples in 3 padded tiles of 6 (samples.row_tiled).
+  for n, tile in ((1, 0), (NUM_DEVICES, 0), (NUM_DEVICES, 6)):
+    cfg.sample.tile_rows = tile
     mesh = sharding.make_mesh(n)
     fn = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), (1,), mesh=mesh)
     p = jax.device_put(params, sharding.replicated(mesh))
     out = fn(p, jax.random.key(7), jax.device_put(idx, sharding.data_sharding(mesh)))
-    res[str(n)] = {
+    res[f"{n}_tiled" if tile else str(n)] = {
         "samples": np.asarray(out.samples).ravel().tolist(),
         "traj_variance": np.asarray(out.traj_variance).tolist(),
         "num_output_devices": len(out.samples.sharding.device_set),
@@ -84,7 +86,9 @@ def part_train(tmp):
   data = gaussians.make_mixture("gaussian1d").sample(cfg.data.num_train, seed=0)
   init_key, run_key = jax.random.split(jax.random.key(cfg.seed))
   res = {}
-  for n in (1, NUM_DEVICES):
+  # "<n>_micro": each device's 32 rows of a batch of 128 in 4 micro-batches of 8.
+  for n, micro in ((1, 0), (NUM_DEVICES, 0), (NUM_DEVICES, 8)):
+    tc.micro_batch = micro
     mesh = sharding.make_mesh(n)
     repl = sharding.replicated(mesh)
     trainer = pipeline.make_trainer(cfg, mesh)
@@ -95,7 +99,8 @@ def part_train(tmp):
     for _ in range(tc.steps):
       state, metrics = step_jit(state, data_dev, run_key)
       losses.append(float(metrics["loss"]))
-    res[str(n)] = {"step": int(jax.device_get(state.step)), "params": _leaves(state.params),
+    res[f"{n}_micro" if micro else str(n)] = {
+        "step": int(jax.device_get(state.step)), "params": _leaves(state.params),
                    "ema_params": _leaves(state.ema_params), "losses": losses,
                    "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set)}
   return res

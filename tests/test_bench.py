@@ -139,5 +139,20 @@ def test_unet_rows_report_flops_and_dtype():
   for r in records:
     assert r["model"] == "unet" and r["shape"] == [32, 32, 1]
     assert r["gflop_per_step"] > 0 and r["tflops"] > 0
-    assert r["peak_share"] is None  # no peak figure for a CPU
+    # On a CPU the share is of the dense matmul rate measured in the same run.
+    assert r["peak_flops_measured"] > 0
+    assert r["peak_share"] == pytest.approx(r["tflops"] * 1e12 / r["peak_flops_measured"])
   assert "bf16" in bench.format_table(records)
+
+
+def test_toy_rows_report_flops_against_the_measured_peak():
+  """The toy MLP's rows carry the FLOPs of a whole step (a micro-batched training step is
+  counted once per micro-batch, not once) and the share of the measured matmul rate."""
+  records = bench.run(["sampler", "train"], quick=True, log=lambda s: None)
+  by_case = {r["case"]: r for r in records}
+  # Network over 1,000 samples: 6 hidden 128x128 products per sample, 2 FLOPs per MAC.
+  assert by_case["sampler"]["gflop_per_step"] >= 1000 * 6 * 2 * 128 * 128 / 1e9
+  # Training: forward and backward (about 3x the forward) over 2,000 rows.
+  assert by_case["train"]["gflop_per_step"] >= 3 * 2000 * 6 * 2 * 128 * 128 / 1e9
+  for r in records:
+    assert r["peak_flops_measured"] > 0 and 0 < r["peak_share"] < 5

@@ -186,3 +186,30 @@ def test_model_log_variance():
   assert np.all(small[1:, 0] <= large[1:, 0] + 1e-6)  # posterior variance <= beta
   with pytest.raises(ValueError, match="fixed_large"):
     diffusion.model_log_variance(s, t, x, "learned")
+
+
+@pytest.mark.parametrize("micro_batch, want_k", [(0, 1), (500, 4), (300, 8), (4000, 1)])
+def test_micro_batched_train_step_equals_the_whole_batch(micro_batch, want_k):
+  """The gradient summed over micro-batches is the whole batch's: same loss, same update."""
+  from mode_interp import train
+  from mode_interp.networks import mlp
+  assert train.num_micro_batches(2000, micro_batch) == want_k
+  model = mlp.ToyMLP(width=32, num_blocks=2, timesteps=100)
+  sched = diffusion.make_schedule("linear", 100, 1e-3, 0.2)
+  eps_fn = lambda p, x, t: model.apply({"params": p}, x, t)
+  opt = train.make_optimizer(1e-2)
+  data = jax.random.normal(jax.random.key(0), (4000, 1))
+  state = train.init_state(model, opt, data[:1], jax.random.key(1))
+  out = {}
+  for mb in (0, micro_batch):
+    step = jax.jit(train.make_train_step(eps_fn, sched, opt, 2000, micro_batch=mb))
+    s, m = state, None
+    for _ in range(2):
+      s, m = step(s, data, jax.random.key(2))
+    out[mb] = (s, m)
+  (s0, m0), (s1, m1) = out[0], out[micro_batch]
+  np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-5)
+  np.testing.assert_allclose(m1["grad_norm"], m0["grad_norm"], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+  assert not np.allclose(jax.tree.leaves(s0.params)[0], jax.tree.leaves(state.params)[0])

@@ -59,6 +59,11 @@ def test_sampler_on_four_devices_matches_one_device(worker):
   assert four["num_output_devices"] == NUM_DEVICES
   assert four["shard_rows"] == [n // NUM_DEVICES] * NUM_DEVICES
   assert four["variance_shard_rows"] == [n // NUM_DEVICES] * NUM_DEVICES
+  # Drawn tile by tile on each device (padded tiles): the same samples, split the same way.
+  tiled = res[f"{NUM_DEVICES}_tiled"]
+  np.testing.assert_allclose(tiled["samples"], one["samples"], rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(tiled["traj_variance"], one["traj_variance"], rtol=RTOL, atol=ATOL)
+  assert tiled["shard_rows"] == [n // NUM_DEVICES] * NUM_DEVICES
 
 
 def test_training_steps_on_four_devices_match_one_device(worker):
@@ -71,6 +76,11 @@ def test_training_steps_on_four_devices_match_one_device(worker):
   for key in ("params", "ema_params"):
     for a, b in zip(one[key], four[key]):
       np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+  # Each device's rows in micro-batches (gradients summed over them): the same steps.
+  micro = res[f"{NUM_DEVICES}_micro"]
+  np.testing.assert_allclose(micro["losses"], one["losses"], rtol=RTOL, atol=ATOL)
+  for a, b in zip(one["params"], micro["params"]):
+    np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
   # Training moved the weights (the comparison is not of two initialisations).
   assert not np.allclose(np.concatenate(one["params"]), np.concatenate(one["ema_params"]))
 
