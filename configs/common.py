@@ -81,6 +81,9 @@ def toy_mlp(c: ml_collections.ConfigDict) -> None:
   c.model.width = 128
   c.model.num_blocks = 3
   c.model.share_blocks = True
+  # "bfloat16": the hidden layers' products from bfloat16 operands, accumulated in float32
+  # (sampling ~1.5x faster on a CPU with AVX512-BF16; per-sample results change slightly).
+  c.model.dtype = "float32"
   # The toy experiments' schedule: linear betas 0.001 -> 0.2 (10x the usual end).
   c.diffusion.schedule = "linear"
   c.diffusion.beta_start = 0.001

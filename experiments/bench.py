@@ -229,11 +229,13 @@ def _round_up(n: int, mesh) -> int:
   return -(-n // d) * d
 
 
-def _toy_config(timesteps: int, batch_size: int = 2_000):
-  """The Gaussian experiments' config: toy MLP and schedule, with ``T`` and batch set."""
+def _toy_config(timesteps: int, batch_size: int = 2_000, dtype: str = "float32"):
+  """The Gaussian experiments' config: toy MLP and schedule, with ``T``, batch and the
+  hidden layers' product dtype set."""
   cfg = common.gaussian_config("gaussian1d", "")
   cfg.diffusion.timesteps = timesteps
   cfg.train.batch_size = batch_size
+  cfg.model.dtype = dtype
   return cfg
 
 
@@ -326,11 +328,11 @@ def time_reference(path: str, python: str, records, threads: int = 0, quick: boo
 
 
 def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemProbe,
-                  max_repeats: int = 3, min_total_s: float = 2.0) -> dict:
+                  max_repeats: int = 3, min_total_s: float = 2.0, dtype: str = "float32") -> dict:
   """One record: the DDPM scan sampler over one chunk of ``num_samples``."""
   n = _round_up(num_samples, mesh)
   probe.start()
-  cfg = _toy_config(timesteps)
+  cfg = _toy_config(timesteps, dtype=dtype)
   model = pipeline.make_model(cfg)
   repl, ds = sharding.replicated(mesh), sharding.data_sharding(mesh)
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, dim)), jnp.zeros((1,), jnp.int32)),
@@ -353,7 +355,8 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
   # variance are elementwise, a few FLOPs per sample).
   net = jax.jit(pipeline.eps_fn_for(model)).lower(
       params, jnp.zeros((n, dim)), jnp.zeros((1,), jnp.int32))
-  rec = _record(mesh, case="sampler", model="mlp", dim=dim, shape=[dim], num_samples=n,
+  rec = _record(mesh, case="sampler", model="mlp", dtype=dtype, dim=dim, shape=[dim],
+                num_samples=n,
                 timesteps=timesteps, steps_timed=timesteps * len(times),
                 ms_per_step=1000.0 * min(times) / timesteps, compile_s=compile_s,
                 wall_s=sum(times), peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb,
@@ -421,16 +424,16 @@ def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: in
 
 
 def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup: int = 3,
-                    num_train: int = 20_000) -> dict:
+                    num_train: int = 20_000, dtype: str = "float32") -> dict:
   """One record: the toy MLP's train step on ``num_train`` 1D mixture points."""
   bs = _round_up(batch_size, mesh)
   probe.start()
-  cfg = _toy_config(1000, bs)
+  cfg = _toy_config(1000, bs, dtype)
   data = gaussians.make_mixture("gaussian1d").sample(num_train, seed=0)
   ms, compile_s, wall, temp = _bench_train_step(cfg, pipeline.make_model(cfg), data, mesh,
                                                 warmup, steps)
   peak, source = probe.peak()
-  rec = _record(mesh, case="train", model="mlp", dim=1, shape=[1], batch_size=bs,
+  rec = _record(mesh, case="train", model="mlp", dtype=dtype, dim=1, shape=[1], batch_size=bs,
                 timesteps=cfg.diffusion.timesteps, steps_timed=steps, ms_per_step=ms,
                 compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
                 rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
@@ -531,17 +534,22 @@ def plan(cases, quick: bool, full: bool = False):
     else:  # N = 100,000 at T = 100: the same work per step, 10x shorter on a CPU
       sizes = [(1, 10_000, 250), (1, 10_000, 1000), (1, 100_000, 100),
                (2, 10_000, 1000), (2, 100_000, 100)]
-    for dim, n, t in sizes:
-      rows.append((f"sampler mlp {dim}D N={n} T={t}",
-                   lambda mesh, probe, dim=dim, n=n, t=t: bench_sampler(mesh, dim, n, t, probe)))
+    # bfloat16 products (model.dtype) beside the first row with an official counterpart.
+    sizes = [s + ("float32",) for s in sizes]
+    sizes.insert(1 if quick else 2, sizes[0 if quick else 1][:3] + ("bfloat16",))
+    for dim, n, t, dt in sizes:
+      rows.append((f"sampler mlp {dim}D N={n} T={t} {dt}",
+                   lambda mesh, probe, dim=dim, n=n, t=t, dt=dt: bench_sampler(
+                       mesh, dim, n, t, probe, dtype=dt)))
   if "train" in cases:
     if quick:
       rows.append(("train mlp batch=2000",
                    lambda mesh, probe: bench_train_mlp(mesh, 2_000, probe, steps=5, warmup=1)))
     else:
-      for bs in (2_000, 10_000):
-        rows.append((f"train mlp batch={bs}",
-                     lambda mesh, probe, bs=bs: bench_train_mlp(mesh, bs, probe, steps=30)))
+      for bs, dt in ((2_000, "float32"), (2_000, "bfloat16"), (10_000, "float32")):
+        rows.append((f"train mlp batch={bs} {dt}",
+                     lambda mesh, probe, bs=bs, dt=dt: bench_train_mlp(
+                         mesh, bs, probe, steps=30, dtype=dt)))
   if "unet" in cases:  # the CPU default U-Net, float32 and bfloat16
     for dt in ("float32", "bfloat16"):
       rows.append((f"train unet (configs/shapes.py) {dt}",
@@ -609,7 +617,8 @@ def format_reference(records, ref=None) -> str:
     if r["speedup_vs_reference"] is not None:
       size = r["num_samples"] if r["case"] == "sampler" else r["batch_size"]
       what = "reverse step" if r["case"] == "sampler" else "training step"
-      lines.append(f"  {what} mlp {r['dim']}D {size}: {r['ms_per_step']:.2f} ms here vs "
+      dt = {"float32": "f32", "bfloat16": "bf16"}.get(r.get("dtype") or "float32")
+      lines.append(f"  {what} mlp {r['dim']}D {size} {dt}: {r['ms_per_step']:.2f} ms here vs "
                    f"{r['reference_ms_per_step']:.2f} ms official: {r['speedup_vs_reference']:.2f}x "
                    f"({r['platform']}, {r['devices']} device(s))")
   if len(lines) == 2:

@@ -8,7 +8,7 @@ models, filters, learning-rate schedules).
 
 import numbers
 
-from mode_interp import diffusion, hallucination, pipeline, samplers, train
+from mode_interp import diffusion, hallucination, pipeline, samplers, sharding, train
 from mode_interp.data import gaussians
 from mode_interp.data.shapes import SUPPORTED_SCALES
 from mode_interp.errors import ConfigError
@@ -121,6 +121,12 @@ def validate(cfg) -> None:
   _float(cfg, "diffusion.beta_end", lo=b0, hi=1.0, hi_open=True)
 
   model = _choice(cfg, "model.name", MODELS)
+  if "dtype" in cfg.model and _choice(cfg, "model.dtype", ("float32", "bfloat16")) == "bfloat16":
+    ok, what = sharding.bfloat16_support()
+    if not ok:
+      raise ConfigError("model.dtype", f"'bfloat16' needs bfloat16 arithmetic (a GPU of compute "
+                        f"capability >= 8.0, a TPU, or a CPU with AVX512-BF16 or AMX-BF16); "
+                        f"this backend is {what}; allowed here: 'float32'")
   if model == "mlp":
     _int(cfg, "model.width", lo=2)
     _int(cfg, "model.num_blocks", lo=1)
@@ -138,8 +144,6 @@ def validate(cfg) -> None:
       raise ConfigError("model.num_groups",
                         f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
     _float(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
-    if "dtype" in cfg.model:  # issue 10: U-Net compute dtype
-      _choice(cfg, "model.dtype", ("float32", "bfloat16"))
     attn = _get(cfg, "model.attn_resolutions")
     if isinstance(attn, (str, bytes)) or any(
         isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn):

@@ -31,8 +31,10 @@ MODELS = ("mlp", "unet")
 def make_model(cfg):
   m = cfg.model
   if m.name == "mlp":
+    from mode_interp.networks.unet import compute_dtype
     return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks,
-                  timesteps=cfg.diffusion.timesteps)
+                  timesteps=cfg.diffusion.timesteps,
+                  dtype=compute_dtype(m.get("dtype", "float32")))
   if m.name == "unet":
     from mode_interp.networks.unet import UNet, compute_dtype
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,

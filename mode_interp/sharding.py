@@ -106,3 +106,40 @@ def to_host(x):
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
+
+
+def cpu_flags() -> set:
+  """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, val = line.partition(":")
+        if key.strip() == "flags":
+          return set(val.split())
+  except OSError:
+    pass
+  return set()
+
+
+def bfloat16_support() -> tuple:
+  """``(supported, what)``: whether the default backend computes in bfloat16 natively.
+
+  GPUs from compute capability 8.0 (A100, H100/H200) and TPUs do; a CPU does with the
+  AVX512-BF16 or AMX-BF16 instructions (elsewhere XLA emulates bfloat16 in float32,
+  slower than float32 itself). Where the CPU's flags cannot be read it is assumed to.
+  """
+  dev = jax.devices()[0]
+  if dev.platform == "tpu":
+    return True, dev.device_kind
+  if dev.platform == "gpu":
+    cc = getattr(dev, "compute_capability", None)
+    try:
+      ok = cc is None or float(cc) >= 8.0
+    except (TypeError, ValueError):
+      ok = True
+    return ok, f"{dev.device_kind} (compute capability {cc})"
+  flags = cpu_flags()
+  if not flags:
+    return True, "a CPU whose features cannot be read"
+  have = sorted(flags & {"avx512_bf16", "amx_bf16"})
+  return bool(have), "a CPU with " + ("/".join(have) if have else "neither AVX512-BF16 nor AMX-BF16")

@@ -35,7 +35,8 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
   records, stdout = quick_run
   print("\n" + stdout)  # the table, for whoever reads the test log
   assert isinstance(records, list)
-  assert sorted(r["case"] for r in records) == ["sampler", "train"]
+  assert [(r["case"], r["dtype"]) for r in records] == [
+      ("sampler", "float32"), ("sampler", "bfloat16"), ("train", "float32")]
   for r in records:
     assert set(r) == set(bench.RECORD_KEYS), set(r) ^ set(bench.RECORD_KEYS)
     for k in POSITIVE:

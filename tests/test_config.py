@@ -244,3 +244,22 @@ def test_cli_refuses_unloadable_configs_in_one_line(tmp_path, args, words):
   for w in words:
     assert w in lines[0], (w, lines[0])
   assert not (tmp_path / "wd").exists()
+
+
+def test_bfloat16_on_a_backend_without_it_is_refused(monkeypatch):
+  """A CPU without AVX512-BF16 / AMX-BF16 emulates bfloat16 (slower than float32): refused
+  in one line naming the field and what is allowed; with the instructions it is accepted."""
+  from configs import gaussian1d
+  from mode_interp import sharding
+  cfg = gaussian1d.get_config()
+  cfg.model.dtype = "bfloat16"
+  monkeypatch.setattr(sharding, "cpu_flags", lambda: {"avx2", "fma"})
+  with pytest.raises(ConfigError) as e:
+    config_check.validate(cfg)
+  msg = str(e.value)
+  assert "model.dtype" in msg and "AVX512-BF16" in msg and "'float32'" in msg
+  monkeypatch.setattr(sharding, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+  config_check.validate(cfg)
+  cfg.model.dtype = "float16"
+  with pytest.raises(ConfigError, match="model.dtype"):
+    config_check.validate(cfg)
