@@ -97,6 +97,10 @@ from configs import common, shapes
 from mode_interp import pipeline, sharding
 from mode_interp.data import gaussians
 
+# Simulated CPU devices (--devices with XLA_FLAGS) need enough host threads for the gradient
+# all-reduce; set before jax starts its backend.
+sharding.configure_host_threads()
+
 FLAGS = flags.FLAGS
 CASES = ("sampler", "train", "unet", "unet_paper")
 DEFAULT_CASES = ("sampler", "train")
