@@ -14,7 +14,8 @@ Cases:
   The toy MLP (width 128, 3 shared blocks) under the DDPM scan sampler with the
   toy schedule (linear betas 0.001 -> 0.2, trajectory variance over the last 10
   steps), built by :func:`mode_interp.pipeline.make_sampler` and drawing all N
-  samples in one chunk. ``ms_per_step`` is the wall time of one whole chunk call
+  samples in one chunk (on CPUs in row tiles, ``sample.tile_rows``), in float32 and,
+  for 1D N = 10,000 at T = 1000, also with bfloat16 products (``model.dtype``). ``ms_per_step`` is the wall time of one whole chunk call
   (compiled ahead of time, so no compilation is timed) divided by T. Rows: 1D
   and 2D at N = 10,000 (T = 1000) and N = 100,000 (T = 100: the work per reverse
   step does not depend on T, and T = 1000 would take ~10 minutes per row on 2
@@ -24,7 +25,8 @@ Cases:
   memory pair at N = 100,000 (for accelerators).
 ``train``
   The jitted, state-donating train step of :func:`mode_interp.train.make_train_step`:
-  the toy MLP on 20,000 1D points at batch 2,000 and 10,000, and the U-Net of
+  the toy MLP on 20,000 1D points at batch 2,000 (float32 and bfloat16 products) and
+  10,000 (on CPUs in micro-batches, ``train.micro_batch``), and the U-Net of
   ``configs/shapes.py`` (its model, diffusion and ``train.batch_size`` fields) on
   32x32x1 images. ``ms_per_step`` averages the steps after a warm-up. The U-Net
   trains on random images: speed does not depend on their content.
@@ -38,6 +40,13 @@ Cases:
   The same for the ``:paper`` U-Net (64x64): training at batch 128, reverse steps over
   1,000 images; for accelerators, where ``%peak`` is the share of the device's dense
   peak for that dtype (``PEAK_FLOPS``).
+
+FLOPs (``gflop_per_step``) come from XLA's cost analysis: for the toy sampler, of the
+network over the N samples at one t; for a training step, of the whole step lowered
+without micro-batches. ``%peak`` (``peak_share``) is the achieved rate over the device's
+dense peak for that dtype: vendor figures for accelerators (``PEAK_FLOPS``); on CPUs the
+fastest of two matrix products measured in the same run (``peak_flops_measured``, see
+:func:`measured_matmul_peak`), since a CPU's peak depends on clocks and kernels.
 
 ``--quick`` (which overrides ``--full``) keeps only 1D N = 1,000, T = 100
 (sampler), the MLP at batch 2,000 with fewer steps (train), and tiny batches for
@@ -357,15 +366,13 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
   peak, source = probe.peak()
   # FLOPs of a reverse step: the network over the N samples at one t (the update, noise and
   # variance are elementwise, a few FLOPs per sample).
-  net = jax.jit(pipeline.eps_fn_for(model)).lower(
-      params, jnp.zeros((n, dim)), jnp.zeros((1,), jnp.int32))
   rec = _record(mesh, case="sampler", model="mlp", dtype=dtype, dim=dim, shape=[dim],
                 num_samples=n,
                 timesteps=timesteps, steps_timed=timesteps * len(times),
                 ms_per_step=1000.0 * min(times) / timesteps, compile_s=compile_s,
                 wall_s=sum(times), peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb,
                 mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
-  return _throughput(rec, _flops(net))
+  return _throughput(rec, _net_flops(model, params, (n, dim)))
 
 
 def _flops(compiled):
@@ -523,7 +530,18 @@ def bench_sample_unet(mesh, probe: _MemProbe, chunk: int, variant: str = "",
                 ms_per_step=1000.0 * wall / steps, compile_s=compile_s, wall_s=wall,
                 peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb, mem_source=source,
                 xla_temp_mb=_xla_temp_mb(compiled), dtype=dtype)
-  return _throughput(rec, _flops(compiled), calls_per_step=steps)
+  return _throughput(rec, _net_flops(model, params, (n,) + shape))
+
+
+def _net_flops(model, params, x_shape):
+  """FLOPs of one network call over ``x_shape`` at one t: a reverse step's work. (XLA's cost
+  analysis of a whole sampler counts its scan body once, whatever the number of steps.)"""
+  lowered = jax.jit(pipeline.eps_fn_for(model)).lower(
+      params, jnp.zeros(x_shape, jnp.float32), jnp.zeros((1,), jnp.int32))
+  ca = lowered.cost_analysis()
+  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
+  flops = (ca or {}).get("flops")
+  return float(flops) if flops else None
 
 
 def plan(cases, quick: bool, full: bool = False):

@@ -9,8 +9,7 @@
 #   bench               the benchmark table
 # Resumable: rerun with the same OUTDIR and a killed or timed-out stage continues (training
 # from its last checkpoint, sampling and the study from their last saved chunk).
-# bfloat16: configs/shapes.py:gpu sets model.dtype=bfloat16; experiments.detect honours it,
-# training does once pipeline.make_model passes it to the U-Net (float32 otherwise).
+# bfloat16: configs/shapes.py:gpu sets model.dtype=bfloat16 (training, sampling and the study).
 set -uo pipefail
 out=${1:-runs/device_check}
 shift || true
@@ -54,7 +53,7 @@ for stage in $stages; do
         --config.train.log_every=50 --config.sample.num_samples=256 --config.sample.chunk_size=256
       grep "train 300/300\|sample 256/256" "$out/shapes_paper_short.log" | tee -a "$out/device.txt" ;;
     bench)
-      timeout 120 python -m experiments.bench --json="$out/bench.json" 2>&1 | tee "$out/bench.txt" | tail -20 ;;
+      timeout 240 python -m experiments.bench --cases=sampler,train,unet_paper --json="$out/bench.json" 2>&1 | tee "$out/bench.txt" | tail -24 ;;
     *) echo "error: unknown stage '$stage'; allowed: shapes_gpu gaussian1d_paper grid25_paper shapes_paper_short bench" >&2; exit 1 ;;
   esac
 done
