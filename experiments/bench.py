@@ -133,7 +133,7 @@ RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "ti
                "wall_s", "peak_mem_mb", "rss_start_mb", "mem_source", "xla_temp_mb",
                "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
                "device_kind", "jax_version", "quick", "machine", "dtype", "gflop_per_step",
-               "tflops", "peak_share", "peak_flops_measured")
+               "tflops", "peak_share", "peak_flops_measured", "reference_torch")
 
 # Dense peak FLOP/s of accelerators, by device kind and compute dtype (vendor figures),
 # for the share of peak. On CPUs, whose peak depends on clocks and kernels, the share is of
@@ -336,7 +336,7 @@ def time_reference(path: str, python: str, records, threads: int = 0, quick: boo
       ms = by_n.get(r["num_samples"])
     if ms is not None:
       r.update(reference_ms_per_step=ms, speedup_vs_reference=ms / r["ms_per_step"],
-               reference_threads=ref["threads"])
+               reference_threads=ref["threads"], reference_torch=ref.get("torch"))
   return ref
 
 

@@ -326,12 +326,73 @@ def render_references(refs) -> List[str]:
   return lines + [""]
 
 
-def render(runs: Sequence[Run], refs, out_dir: str) -> str:
+def is_parity(run: Run) -> bool:
+  """A workdir of ``experiments.parity`` (both implementations, per seed)."""
+  return "per_seed" in run.results and "comparison" in run.results
+
+
+def render_parity(run: Run, out_dir) -> List[str]:
+  """Both sides per seed, then mean [min, max], and whether each side's mean lies in the
+  other side's seed range."""
+  from experiments import parity  # its metric list and number formats
+  r = run.results
+  seeds = [str(s) for s in r.get("seeds", [])]
+  lines = [f"## parity — {r.get('config_name') or 'gaussian'}", "",
+           f"Workdir `{_rel(run.path, out_dir)}`; recipe: {_md(r.get('recipe', '—'))}; "
+           f"official side: {_md((r.get('reference') or {}).get('status', '—'))}.", ""]
+  shown = parity.METRICS
+  lines += ["| side | seed | " + " | ".join(label for _, label, _ in shown) + " |",
+            "|---|---|" + "---|" * len(shown)]
+  for side in parity.SIDES:
+    for seed in seeds:
+      rec = (r["per_seed"].get(side) or {}).get(seed)
+      cells = [parity._fmt(rec.get(k) if rec else None, kind) for k, _, kind in shown]
+      lines.append(f"| {side} | {seed} | " + " | ".join(cells) + " |")
+  for side in parity.SIDES:
+    cells = []
+    for k, _, kind in shown:
+      m = (r.get("summary", {}).get(side) or {}).get(k) or {}
+      cells.append(f"{parity._fmt(m['mean'], kind)} [{parity._fmt(m['min'], kind)}, "
+                   f"{parity._fmt(m['max'], kind)}]" if m.get("n") else "—")
+    lines.append(f"| **{side}** | mean [min, max] | " + " | ".join(cells) + " |")
+  lines.append("")
+  for k, label, _ in shown:
+    c = r["comparison"].get(k)
+    if c:
+      lines.append(f"- {label}: this side's mean is {'inside' if c.get('this_mean_within_official_range') else '**outside**'} "
+                   f"the official seed range; the official mean is "
+                   f"{'inside' if c.get('official_mean_within_this_range') else 'outside'} this side's.")
+  if r.get("errors"):
+    lines.append(f"- errors: {_md(json.dumps(r['errors']))}")
+  return lines + [""]
+
+
+def render_bench(path: str, out_dir) -> List[str]:
+  """A benchmark record file (``experiments.bench --json``) as its table and ratios."""
+  from experiments import bench
+  with open(path) as f:
+    records = json.load(f)
+  if not isinstance(records, list) or not records:
+    return [f"## speed — `{_rel(path, out_dir)}`", "", "No records.", ""]
+  has_ref = any(r.get("speedup_vs_reference") is not None for r in records)
+  ref = None
+  if has_ref:
+    r0 = next(r for r in records if r.get("speedup_vs_reference") is not None)
+    ref = {"torch": r0.get("reference_torch") or "?", "threads": r0.get("reference_threads"),
+           "stubbed": []}
+  return [f"## speed — `{_rel(path, out_dir)}`", "", "```",
+          bench.format_table(records), "", bench.format_reference(records, ref), "```", ""]
+
+
+def render(runs: Sequence[Run], refs, out_dir: str, bench_files: Sequence[str] = ()) -> str:
   out_dir = os.path.abspath(out_dir)
   disagreements: List[str] = []
   body: List[str] = []
   for run in runs:
-    body += render_run(run, refs, out_dir, disagreements)
+    body += render_parity(run, out_dir) if is_parity(run) else \
+        render_run(run, refs, out_dir, disagreements)
+  for path in bench_files:
+    body += render_bench(path, out_dir)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   head = ["# Mode interpolation: results against the paper and the official code", "",
           f"Generated {now} from {len(runs)} run(s). Intervals are 95%: Wilson score intervals "
@@ -364,7 +425,10 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m experiments.report",
                               description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs of finished runs")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs of finished runs "
+                 "(experiments.main or experiments.parity)")
+  p.add_argument("--bench", action="append", default=[], metavar="JSON",
+                 help="an experiments.bench --json record file (repeatable): its table")
   p.add_argument("--out", default=DEFAULT_OUT,
                  help=f"Markdown file to write (default {DEFAULT_OUT})")
   p.add_argument("--references", default=DEFAULT_REFERENCES,
@@ -373,10 +437,13 @@ def main(argv=None) -> int:
   missing = [d for d in args.run_dirs if not os.path.isdir(d)]
   if missing:
     p.error(f"not a directory: {', '.join(missing)}")
+  missing = [b for b in args.bench if not os.path.isfile(b)]
+  if missing:
+    p.error(f"--bench: no such file: {', '.join(missing)}")
   runs = [load_run(d) for d in args.run_dirs]
   out_dir = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(out_dir, exist_ok=True)
-  text = render(runs, load_references(args.references), out_dir)
+  text = render(runs, load_references(args.references), out_dir, args.bench)
   with open(args.out, "w") as f:
     f.write(text)
   sys.stdout.write(text)

@@ -228,3 +228,42 @@ def test_shipped_references_are_well_formed():
       assert x.get("command") and x.get("machine") and x.get("date"), x
   for t in refs.get("official_code_timings", []):
     assert t["ms"] > 0 and t.get("command") and t.get("machine") and t.get("date"), t
+
+
+def test_parity_workdirs_and_bench_records_get_their_own_sections(tmp_path):
+  """An experiments.parity workdir renders as both sides per seed with the range verdicts; an
+  experiments.bench record file as its table with the same-run ratios."""
+  from experiments import parity
+  per = {"this": {}, "official": {}}
+  for side, rates in (("this", (0.010, 0.012, 0.014)), ("official", (0.008, 0.038, 0.021))):
+    for s, rate in enumerate(rates):
+      per[side][str(s)] = {"hallucination_rate": rate, "auroc": 0.95 + s / 100}
+  results = {"config_name": "configs/gaussian1d.py:official", "recipe": "a recipe",
+             "seeds": [0, 1, 2], "reference": {"status": "ran"}, "per_seed": per, "errors": {}}
+  results["summary"] = {side: {k: parity.summarize([r.get(k) for r in per[side].values()])
+                               for k, _, _ in parity.METRICS} for side in per}
+  results["comparison"] = parity.compare(results["summary"])
+  wd = tmp_path / "parity"
+  (wd / "figures").mkdir(parents=True)
+  (wd / "results.json").write_text(json.dumps(results))
+  (wd / "config.json").write_text("{}")
+  from experiments import bench
+  rec = dict.fromkeys(bench.RECORD_KEYS)
+  rec.update(case="train", model="mlp", dim=1, shape=[1], batch_size=2000, timesteps=1000,
+             devices=1, ms_per_step=15.0, samples_steps_per_s=1.3e5, compile_s=2.0,
+             peak_mem_mb=500.0, rss_start_mb=300.0, xla_temp_mb=28.0, platform="cpu",
+             device_kind="cpu", jax_version="x", mem_source="m", dtype="float32",
+             reference_ms_per_step=21.0, speedup_vs_reference=1.4, reference_threads=2,
+             reference_torch="2.x", machine={"cpu_model": "AMD EPYC", "cpu_count": 2,
+                                             "isa": ["avx2"], "jax": "x"})
+  bj = tmp_path / "bench.json"
+  bj.write_text(json.dumps([rec]))
+  out = tmp_path / "r.md"
+  assert report.main([str(wd), "--bench", str(bj), "--out", str(out)]) == 0
+  text = out.read_text()
+  assert "## parity — configs/gaussian1d.py:official" in text
+  assert "| official | 1 | 3.80% |" in text and "| this | 2 | 1.40% |" in text
+  assert "this side's mean is inside the official seed range" in text
+  assert "## speed" in text and "1.40x" in text and "torch 2.x, 2 intra-op" in text
+  with pytest.raises(SystemExit):
+    report.main([str(wd), "--bench", str(tmp_path / "missing.json")])
