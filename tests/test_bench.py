@@ -146,10 +146,10 @@ def test_unet_rows_report_flops_and_dtype():
   assert "bf16" in bench.format_table(records)
 
 
-def test_toy_rows_report_flops_against_the_measured_peak():
+def test_toy_rows_report_flops_against_the_measured_peak(quick_run):
   """The toy MLP's rows carry the FLOPs of a whole step (a micro-batched training step is
   counted once per micro-batch, not once) and the share of the measured matmul rate."""
-  records = bench.run(["sampler", "train"], quick=True, log=lambda s: None)
+  records, _ = quick_run
   by_case = {r["case"]: r for r in records}
   # Network over 1,000 samples: 6 hidden 128x128 products per sample, 2 FLOPs per MAC.
   assert by_case["sampler"]["gflop_per_step"] >= 1000 * 6 * 2 * 128 * 128 / 1e9
