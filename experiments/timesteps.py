@@ -85,9 +85,8 @@ def run(cfg, wd, mesh, info=None):
                  m["hallucination_rate"], m["auroc"])
 
   def draw(c, fn, params, cache, step, key):
-    jit = jax.jit(fn)
-    return pipeline.draw_samples(c, jit, params, n, mesh=mesh, key=key, label=cache,
-                                 workdir=wd, cache=cache, step=step)
+    return pipeline.draw_samples(c, pipeline.jit_sampler(fn, c, mesh), params, n, mesh=mesh,
+                                 key=key, label=cache, workdir=wd, cache=cache, step=step)
 
   key = jax.random.key(cfg.seed + 1)
   for T in ts.train_T:

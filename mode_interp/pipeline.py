@@ -128,6 +128,14 @@ def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, sched
   schedule = make_schedule(cfg) if schedule is None else schedule
   fn = samplers.get_sampling_fn(cfg.sample.sampler, schedule, eps_fn,
                                 sampler_spec(cfg, shape, clip_x0, traj_stride))
+  return jit_sampler(fn, cfg, mesh)
+
+
+def jit_sampler(sample_chunk, cfg, mesh):
+  """Any ``sample_chunk(params, key, indices) -> SampleOutput`` jitted over ``mesh``: the
+  indices (and every output) split along the devices, the parameters and key replicated; on
+  CPUs each device draws its share in row tiles of ``sample.tile_rows``."""
+  fn = sample_chunk
   rows = tile_rows(cfg.sample.get("tile_rows", -1), mesh)
   if rows:
     # Each device draws its own samples tile by tile (samples never interact).

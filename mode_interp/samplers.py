@@ -133,33 +133,33 @@ def get_sampling_fn(name: str, schedule: diffusion.Schedule, eps_fn: EpsFn, spec
   return _SAMPLERS[name](schedule, eps_fn, spec)
 
 
-def _per_sample_normal(keys, step, shape):
+def per_sample_normal(keys, step, shape):
   """One standard normal of ``shape`` per sample key, for reverse step ``step``."""
   return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape))(keys)
 
 
-class _Welford(NamedTuple):
+class Welford(NamedTuple):
   count: jax.Array  # scalar
   mean: jax.Array   # [B, *shape]
   m2: jax.Array     # [B, *shape]
 
 
-def _welford_init(x):
-  return _Welford(jnp.zeros((), jnp.float32), jnp.zeros_like(x), jnp.zeros_like(x))
+def welford_init(x):
+  return Welford(jnp.zeros((), jnp.float32), jnp.zeros_like(x), jnp.zeros_like(x))
 
 
-def _welford_update(w: _Welford, x, include):
+def welford_update(w: Welford, x, include):
   """Adds ``x`` to the running statistics when ``include`` (a traced bool) holds."""
   inc = include.astype(jnp.float32)
   count = w.count + inc
   delta = x - w.mean
   mean = w.mean + inc * delta / jnp.maximum(count, 1.0)
   m2 = w.m2 + inc * delta * (x - mean)
-  return _Welford(count, mean, m2)
+  return Welford(count, mean, m2)
 
 
-def _welford_update_windows(w: _Welford, x, include):
-  """Like :func:`_welford_update` for stacked windows: ``w.count`` is ``[W]``, ``w.mean`` and
+def welford_update_windows(w: Welford, x, include):
+  """Like :func:`welford_update` for stacked windows: ``w.count`` is ``[W]``, ``w.mean`` and
   ``w.m2`` are ``[S, W, *x.shape[1:]]``, ``x`` is ``[S, *...]`` (one value per source) and
   ``include`` a ``[W]`` bool (the step lies in window ``w``)."""
   inc = include.astype(jnp.float32)
@@ -170,7 +170,7 @@ def _welford_update_windows(w: _Welford, x, include):
   delta = xb - w.mean
   mean = w.mean + incb * delta / jnp.maximum(count, 1.0).reshape(bshape)
   m2 = w.m2 + incb * delta * (xb - mean)
-  return _Welford(count, mean, m2)
+  return Welford(count, mean, m2)
 
 
 def to_uint8_scale(x0):
@@ -183,7 +183,7 @@ def _source_values(sources, x0_hat, eps):
   return jnp.stack([vals[s]().astype(jnp.float32) for s in sources], axis=0)
 
 
-def _welford_variance(w: _Welford, reduction: str = "mean"):
+def welford_variance(w: Welford, reduction: str = "mean"):
   """Population variance (numpy's ``ddof=0``), reduced over every non-batch axis by
   ``reduction``: ``mean`` (the paper's score) or ``max`` (the most uncertain pixel)."""
   var = (w.m2 / jnp.maximum(w.count, 1.0)).reshape(w.m2.shape[0], -1)
@@ -219,9 +219,9 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
     x, w, ws, buf = carry
     i, t, t_prev, slot, inc_main, inc_study = inp
     x_next, x0_hat, eps = step_fn(params, x, t, t_prev, i, keys)
-    w = _welford_update(w, x0_hat, inc_main)
+    w = welford_update(w, x0_hat, inc_main)
     if study:
-      ws = _welford_update_windows(ws, _source_values(sources, x0_hat, eps), inc_study)
+      ws = welford_update_windows(ws, _source_values(sources, x0_hat, eps), inc_study)
     if stride:
       k = jnp.maximum(slot, 0)
       buf = jax.lax.dynamic_update_index_in_dim(
@@ -232,16 +232,16 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
   ws0 = None
   if study:
     zeros = jnp.zeros((len(sources), len(study)) + x_init.shape, jnp.float32)
-    ws0 = _Welford(jnp.zeros((len(study),), jnp.float32), zeros, zeros)
+    ws0 = Welford(jnp.zeros((len(study),), jnp.float32), zeros, zeros)
   (x, w, ws, traj), _ = jax.lax.scan(
-      body, (x_init, _welford_init(x_init), ws0, buf0),
+      body, (x_init, welford_init(x_init), ws0, buf0),
       (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of), in_main, in_study))
   traj = jnp.swapaxes(traj, 0, 1) if stride else None  # [B, K, ...]
   wvar = None
   if study:
     cnt = jnp.maximum(ws.count, 1.0).reshape((1, -1) + (1,) * x_init.ndim)
     wvar = jnp.moveaxis(ws.m2 / cnt, 2, 0)  # [B, S, W, *shape]
-  return SampleOutput(x, _welford_variance(w, spec.reduction), traj, wvar)
+  return SampleOutput(x, welford_variance(w, spec.reduction), traj, wvar)
 
 
 def _maybe_clip(x0, clip):
@@ -262,13 +262,13 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     mean, _, _ = diffusion.posterior_mean_variance(schedule, x0_hat, x, t)
     logvar = diffusion.model_log_variance(schedule, t, x, spec.variance)
-    noise = _per_sample_normal(keys, i + 1, spec.shape)
+    noise = per_sample_normal(keys, i + 1, spec.shape)
     x_next = mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
     return x_next, x0_hat, eps
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    x_init = _per_sample_normal(keys, 0, spec.shape)
+    x_init = per_sample_normal(keys, 0, spec.shape)
     return _scan_reverse(step_fn, params, reverse_timesteps("ddpm", T), window, spec, x_init, keys)
 
   return sample_chunk
@@ -343,13 +343,13 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     if spec.clip_x0 is not None:
       eps = diffusion.eps_from_x0(schedule, x, t, x0_hat)
-    noise = _per_sample_normal(keys, i + 1, spec.shape)
+    noise = per_sample_normal(keys, i + 1, spec.shape)
     x_next = c_x0[i] * x0_hat + c_eps[i] * eps + c_noise[i] * noise
     return x_next, x0_hat, eps_pred
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    x_init = _per_sample_normal(keys, 0, spec.shape)
+    x_init = per_sample_normal(keys, 0, spec.shape)
     return _scan_reverse(step_fn, params, ts, window, spec, x_init, keys)
 
   return sample_chunk

@@ -147,11 +147,9 @@ def get_sampling_fn(net_apply, gamma_apply, shape, num_steps: int, window: int,
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    z = samplers._per_sample_normal(keys, 0, shape)
+    z = samplers.per_sample_normal(keys, 0, shape)
     g_t_all = gamma_apply(params["gamma"], jnp.asarray(ts))
     g_s_all = gamma_apply(params["gamma"], jnp.asarray(ss))
-    b = z.shape[0]
-    bshape = (b,) + (1,) * len(shape)
 
     def body(carry, inp):
       z, w = carry
@@ -162,16 +160,15 @@ def get_sampling_fn(net_apply, gamma_apply, shape, num_steps: int, window: int,
       x0_hat = (z - s_t * eps_hat) / a_t
       c = -jnp.expm1(g_s - g_t)
       mean = a_s / a_t * (z - c * s_t * eps_hat)
-      noise = samplers._per_sample_normal(keys, i + 1, shape)
+      noise = samplers.per_sample_normal(keys, i + 1, shape)
       z_next = mean + jnp.sqrt(jnp.maximum(s_s ** 2 * c, 0.0)) * noise
-      w = samplers._welford_update(w, x0_hat, i >= num_steps - window)
+      w = samplers.welford_update(w, x0_hat, i >= num_steps - window)
       return (z_next, w), None
 
-    (z, w), _ = jax.lax.scan(body, (z, samplers._welford_init(z)),
+    (z, w), _ = jax.lax.scan(body, (z, samplers.welford_init(z)),
                              (jnp.arange(num_steps), jnp.asarray(ts), g_t_all, g_s_all))
     a0, _ = _alpha_sigma(gamma_apply(params["gamma"], jnp.zeros((1,)))[0])
     x = z / a0
-    del bshape
-    return samplers.SampleOutput(x, samplers._welford_variance(w, reduction), None)
+    return samplers.SampleOutput(x, samplers.welford_variance(w, reduction), None)
 
   return sample_chunk

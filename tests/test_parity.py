@@ -153,10 +153,10 @@ def test_streaming_variance_matches_numpy_var_of_the_window_in_float32():
   # stay within 0.2% of the float64 variance; a one-pass E[x^2] - E[x]^2 would not.
   rng = np.random.default_rng(0)
   x = (5.0 + 3e-3 * rng.standard_normal((10, 4096, 1))).astype(np.float32)
-  w = samplers._welford_init(jnp.asarray(x[0]))
+  w = samplers.welford_init(jnp.asarray(x[0]))
   for k in range(10):
-    w = samplers._welford_update(w, jnp.asarray(x[k]), jnp.asarray(True))
-  ours = np.asarray(samplers._welford_variance(w))
+    w = samplers.welford_update(w, jnp.asarray(x[k]), jnp.asarray(True))
+  ours = np.asarray(samplers.welford_variance(w))
   ref = np.var(x.astype(np.float64), axis=0).mean(-1)
   np.testing.assert_allclose(ours, ref, rtol=2e-3)
   np.testing.assert_allclose(np.var(x, axis=0).mean(-1), ref, rtol=2e-3)
