@@ -32,8 +32,7 @@ def hallucinations_between(samples, mixture) -> dict:
   out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0,
          "position_heavy_to_light": None, "share_nearer_heavy": None}
   if len(x):
-    d = ((x[:, None, :] - mixture.means[None]) ** 2).sum(-1)
-    two = np.argsort(d, axis=1)[:, :2]
+    two = hallucination.nearest_modes(x, mixture.means, 2)
     n_heavy = heavy[two].sum(axis=1)
     for name, k in (("heavy-heavy", 2), ("heavy-light", 1), ("light-light", 0)):
       out[name] = int((n_heavy == k).sum())

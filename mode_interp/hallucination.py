@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
+from sklearn import neighbors as skn
 
 
 def _nearest(samples, means):
@@ -32,6 +33,16 @@ def mixture_hallucinations(samples, means, std, k: float = 4.0):
 def nearest_mode(samples, means):
   """Index of the nearest mode of each sample."""
   return _nearest(samples, means)[0]
+
+
+def nearest_modes(samples, means, k: int = 2):
+  """Indices ``[N, k]`` of the ``k`` nearest modes of each sample, nearest first."""
+  means = np.asarray(means, np.float64).reshape(len(means), -1)
+  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])
+  if not len(samples):
+    return np.zeros((0, k), np.int64)
+  return skn.NearestNeighbors(n_neighbors=k).fit(means).kneighbors(
+      samples, return_distance=False)
 
 
 def rule_false_positive_rate(dim: int, k: float) -> float:
