@@ -76,14 +76,22 @@ class TemporalBlock(nn.Module):
   features: int
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, t_emb, t_index=None):
-    """``t_emb``: ``[B, w]``, or with ``t_index [B]`` a table ``[T, w]`` to gather from."""
+  def setup(self):
     dense = functools.partial(_dense, self.features, self.dtype)
-    h = dense(use_bias=False, name="fc1")(_act(_norm(name="norm1")(x)))
-    e = dense(name="enc")(t_emb)
-    h = h + (e if t_index is None else jnp.take(e, t_index, axis=0))
-    h = dense(use_bias=False, name="fc2")(_act(_norm(name="norm2")(h)))
+    self.norm1, self.norm2 = _norm(), _norm()
+    self.fc1, self.fc2 = dense(use_bias=False), dense(use_bias=False)
+    self.enc = dense()
+
+  def encode(self, t_emb, t_index=None):
+    """The block's timestep term ``[B, w]``: ``enc(t_emb)``, or with ``t_index [B]`` rows of
+    ``enc`` applied to a table ``[T, w]``."""
+    e = self.enc(t_emb)
+    return e if t_index is None else jnp.take(e, t_index, axis=0)
+
+  def __call__(self, x, e):
+    """``e``: the block's timestep term (:meth:`encode`)."""
+    h = self.fc1(_act(self.norm1(x))) + e
+    h = self.fc2(_act(self.norm2(h)))
     return h + x
 
 
@@ -118,6 +126,9 @@ class ToyMLP(nn.Module):
     else:
       t_emb, t_index = _act(self.t_proj(timestep_embedding(t, self.width))), None
     h = self.in_fc(x)
+    # Shared blocks share their timestep term: computed (and, when training, differentiated
+    # and scattered back through the table) once instead of once per block.
+    shared = self.blocks[0].encode(t_emb, t_index) if self.share_blocks else None
     for block in self.blocks:
-      h = block(h, t_emb, t_index)
+      h = block(h, shared if self.share_blocks else block.encode(t_emb, t_index))
     return _dense(x.shape[-1], name="out_fc")(self.out_norm(h))
