@@ -209,25 +209,20 @@ def make_study_fn(cfg, plan, model, mesh):
     scores = ts_lib.reduce_maps(out.window_variance, plan.reductions)  # [B, S, W, R]
     return out.samples, out.traj_variance, scores.reshape(scores.shape[0], -1)
 
-  ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
-  return jax.jit(study_chunk, in_shardings=(repl, repl, ds), out_shardings=ds)
+  return pipeline.jit_sampler(study_chunk, cfg, mesh)
 
 
 def draw(cfg, plan, wd, study_jit, params, step, mesh):
   """Samples and scores, chunk by chunk, with the resumable cache."""
   fp = plan.fingerprint(cfg, step)
-  cache = wd.load_arrays(CACHE)
+  cache = wd.load_sample_cache(CACHE, step, fp)  # None (and a log line) if stale
   parts = {"samples": [], "traj_variance": [], "scores": []}
   have = 0
   if cache is not None:
-    if str(cache.get("fingerprint", "")) != fp:
-      logging.info("%s: cached scores are from another checkpoint or settings; sampling again",
-                   CACHE)
-    else:
-      have = min(len(cache["scores"]), plan.num_samples)
-      for k in parts:
-        parts[k].append(cache[k][:have])
-      logging.info("%s: %d of %d samples already scored", CACHE, have, plan.num_samples)
+    have = min(len(cache["scores"]), plan.num_samples)
+    for k in parts:
+      parts[k].append(cache[k][:have])
+    logging.info("%s: %d of %d samples already scored", CACHE, have, plan.num_samples)
   key = jax.random.key(cfg.seed + 1)  # the main run's sampling key: the same samples
   progress = train.Progress("study", plan.num_samples, start=have, unit="samples", every_s=0.0)
   t0 = time.time()
@@ -242,7 +237,7 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
     have += n
     merged = {k: np.concatenate(v) for k, v in parts.items()}
     parts = {k: [v] for k, v in merged.items()}
-    wd.save_arrays(CACHE, fingerprint=np.asarray(fp), step=step, **merged)
+    wd.save_sample_cache(CACHE, step, fp, merged)
     progress(have, extra=f"({time.time() - tc:.1f} s this chunk of {plan.chunk})")
   merged = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
   return merged, time.time() - t0
