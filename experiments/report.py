@@ -337,7 +337,7 @@ def render_parity(run: Run, out_dir) -> List[str]:
   from experiments import parity  # its metric list and number formats
   r = run.results
   seeds = [str(s) for s in r.get("seeds", [])]
-  lines = [f"## parity — {r.get('config_name') or 'gaussian'}", "",
+  lines = [f"## parity — {r.get('config_name') or 'gaussian'} (`{os.path.basename(run.path)}`)", "",
            f"Workdir `{_rel(run.path, out_dir)}`; recipe: {_md(r.get('recipe', '—'))}; "
            f"official side: {_md((r.get('reference') or {}).get('status', '—'))}.", ""]
   shown = parity.METRICS

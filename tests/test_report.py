@@ -261,7 +261,7 @@ def test_parity_workdirs_and_bench_records_get_their_own_sections(tmp_path):
   out = tmp_path / "r.md"
   assert report.main([str(wd), "--bench", str(bj), "--out", str(out)]) == 0
   text = out.read_text()
-  assert "## parity — configs/gaussian1d.py:official" in text
+  assert "## parity — configs/gaussian1d.py:official (`parity`)" in text
   assert "| official | 1 | 3.80% |" in text and "| this | 2 | 1.40% |" in text
   assert "this side's mean is inside the official seed range" in text
   assert "## speed" in text and "1.40x" in text and "torch 2.x, 2 intra-op" in text
