@@ -255,17 +255,8 @@ def _toy_config(timesteps: int, batch_size: int = 2_000, dtype: str = "float32")
 def machine_info() -> dict:
   """The machine a record was measured on: CPU model, cores, the ISA flags that decide
   which kernels run (AVX2, AVX-512, AMX), host, jax version."""
-  model, flags_ = platform.processor() or "", set()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        key, _, val = line.partition(":")
-        if key.strip() == "model name" and not model.strip("x86_64"):
-          model = val.strip()
-        elif key.strip() == "flags" and not flags_:
-          flags_ = set(val.split())
-  except OSError:
-    pass
+  model, flags_ = sharding.cpu_info()
+  model = model or platform.processor() or ""
   wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
   return {"cpu_model": model, "cpu_count": os.cpu_count(), "host": platform.node(),
           "isa": [f for f in wanted if f in flags_], "jax": jax.__version__}
@@ -376,7 +367,8 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
 
 
 def _flops(compiled):
-  """FLOPs of one call of a compiled function from XLA's cost analysis (None if absent)."""
+  """FLOPs of one call of a compiled (or lowered) function from XLA's cost analysis (None if
+  absent)."""
   try:
     ca = compiled.cost_analysis()
   except Exception:  # pylint: disable=broad-except  # not every backend reports it
@@ -458,11 +450,7 @@ def _step_flops(cfg, data, mesh):
   cfg.train.micro_batch = 0
   trainer = pipeline.make_trainer(cfg, mesh)
   state = jax.eval_shape(trainer.init, jnp.asarray(data[:1]), jax.random.key(0))
-  lowered = trainer.step.lower(state, jnp.asarray(data), jax.random.key(0))
-  ca = lowered.cost_analysis()
-  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
-  flops = (ca or {}).get("flops")
-  return float(flops) if flops else None
+  return _flops(trainer.step.lower(state, jnp.asarray(data), jax.random.key(0)))
 
 
 def _unet_config(variant: str, dtype: str, batch_size=None):
@@ -536,12 +524,8 @@ def bench_sample_unet(mesh, probe: _MemProbe, chunk: int, variant: str = "",
 def _net_flops(model, params, x_shape):
   """FLOPs of one network call over ``x_shape`` at one t: a reverse step's work. (XLA's cost
   analysis of a whole sampler counts its scan body once, whatever the number of steps.)"""
-  lowered = jax.jit(pipeline.eps_fn_for(model)).lower(
-      params, jnp.zeros(x_shape, jnp.float32), jnp.zeros((1,), jnp.int32))
-  ca = lowered.cost_analysis()
-  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
-  flops = (ca or {}).get("flops")
-  return float(flops) if flops else None
+  return _flops(jax.jit(pipeline.eps_fn_for(model)).lower(
+      params, jnp.zeros(x_shape, jnp.float32), jnp.zeros((1,), jnp.int32)))
 
 
 def plan(cases, quick: bool, full: bool = False):

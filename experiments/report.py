@@ -374,12 +374,9 @@ def render_bench(path: str, out_dir) -> List[str]:
     records = json.load(f)
   if not isinstance(records, list) or not records:
     return [f"## speed — `{_rel(path, out_dir)}`", "", "No records.", ""]
-  has_ref = any(r.get("speedup_vs_reference") is not None for r in records)
-  ref = None
-  if has_ref:
-    r0 = next(r for r in records if r.get("speedup_vs_reference") is not None)
-    ref = {"torch": r0.get("reference_torch") or "?", "threads": r0.get("reference_threads"),
-           "stubbed": []}
+  r0 = next((r for r in records if r.get("speedup_vs_reference") is not None), None)
+  ref = None if r0 is None else {"torch": r0.get("reference_torch") or "?",
+                                 "threads": r0.get("reference_threads"), "stubbed": []}
   return [f"## speed — `{_rel(path, out_dir)}`", "", "```",
           bench.format_table(records), "", bench.format_reference(records, ref), "```", ""]
 

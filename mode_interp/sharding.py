@@ -108,17 +108,27 @@ def to_host(x):
   return np.asarray(jax.device_get(x))
 
 
-def cpu_flags() -> set:
-  """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+def cpu_info() -> tuple:
+  """``(model name, feature flags)`` of the first CPU in ``/proc/cpuinfo`` (``("", set())``
+  where it cannot be read)."""
+  model, flags = "", set()
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
         key, _, val = line.partition(":")
-        if key.strip() == "flags":
-          return set(val.split())
+        if key.strip() == "model name" and not model:
+          model = val.strip()
+        elif key.strip() == "flags":
+          flags = set(val.split())
+          break
   except OSError:
     pass
-  return set()
+  return model, flags
+
+
+def cpu_flags() -> set:
+  """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+  return cpu_info()[1]
 
 
 def bfloat16_support() -> tuple:

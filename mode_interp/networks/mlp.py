@@ -48,7 +48,7 @@ def _bf16_matmul_bwd(res, g):
 _bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
-def _f32_accumulate(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
   """A float32 Dense layer's ``dot_general`` (the last input axis with the kernel's first)
   through :func:`_bf16_matmul`."""
   del precision, preferred_element_type
@@ -61,7 +61,7 @@ def _f32_accumulate(lhs, rhs, dimension_numbers, precision=None, preferred_eleme
 def _dense(features, dtype=jnp.float32, **kw):
   """Xavier-uniform, zero-bias Dense; ``dtype`` bfloat16: float32 in and out, the products
   (forward and backward) from bfloat16 operands accumulated in float32."""
-  extra = {} if dtype == jnp.float32 else {"dot_general": _f32_accumulate}
+  extra = {} if dtype == jnp.float32 else {"dot_general": _bf16_dot_general}
   return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32,
                   kernel_init=nn.initializers.xavier_uniform(),
                   bias_init=nn.initializers.zeros, **extra, **kw)
