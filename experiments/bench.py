@@ -133,7 +133,8 @@ RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "ti
                "wall_s", "peak_mem_mb", "rss_start_mb", "mem_source", "xla_temp_mb",
                "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
                "device_kind", "jax_version", "quick", "machine", "dtype", "gflop_per_step",
-               "tflops", "peak_share", "peak_flops_measured", "reference_torch")
+               "tflops", "peak_share", "peak_flops_measured", "reference_torch",
+               "compile_options", "xla_defaults")
 
 # Dense peak FLOP/s of accelerators, by device kind and compute dtype (vendor figures),
 # for the share of peak. On CPUs, whose peak depends on clocks and kernels, the share is of
@@ -269,6 +270,11 @@ def _record(mesh, **kw):
   rec.update(devices=sharding.num_shards(mesh), platform=dev.platform,
              device_kind=dev.device_kind, jax_version=jax.__version__, machine=machine_info())
   rec.update(kw)
+  # The project's XLA options for this network (sharding.compiler_options), or {} where XLA's
+  # defaults were asked for (the comparison rows, inside sharding.xla_default_options()).
+  conv = not str(rec["model"]).startswith("mlp")
+  rec["compile_options"] = sharding.compiler_options(mesh, convolutional=conv)
+  rec["xla_defaults"] = bool(conv and sharding._XLA_DEFAULTS[-1])
   per_item = rec["num_samples"] if rec["case"] == "sampler" else rec["batch_size"]
   rec["samples_steps_per_s"] = per_item * 1000.0 / rec["ms_per_step"]
   return rec
@@ -521,6 +527,17 @@ def bench_sample_unet(mesh, probe: _MemProbe, chunk: int, variant: str = "",
   return _throughput(rec, _net_flops(model, params, (n,) + shape))
 
 
+def _maybe_xla_defaults(defaults: bool, fn):
+  """``fn``, run inside ``sharding.xla_default_options()`` when ``defaults``."""
+  if not defaults:
+    return fn
+
+  def run(*args, **kwargs):
+    with sharding.xla_default_options():
+      return fn(*args, **kwargs)
+  return run
+
+
 def _net_flops(model, params, x_shape):
   """FLOPs of one network call over ``x_shape`` at one t: a reverse step's work. (XLA's cost
   analysis of a whole sampler counts its scan body once, whatever the number of steps.)"""
@@ -556,14 +573,17 @@ def plan(cases, quick: bool, full: bool = False):
         rows.append((f"train mlp batch={bs} {dt}",
                      lambda mesh, probe, bs=bs, dt=dt: bench_train_mlp(
                          mesh, bs, probe, steps=30, dtype=dt)))
-  if "unet" in cases:  # the CPU default U-Net, float32 and bfloat16
-    for dt in ("float32", "bfloat16"):
-      rows.append((f"train unet (configs/shapes.py) {dt}",
-                   lambda mesh, probe, dt=dt: bench_train_unet(
+  if "unet" in cases:
+    # The CPU default U-Net: float32 with the project's compile options, float32 with XLA's
+    # defaults (the options' gain, in the same run), bfloat16.
+    for dt, defaults in (("float32", False), ("float32", True), ("bfloat16", False)):
+      tag = f"{dt}{', XLA default options' if defaults else ''}"
+      rows.append((f"train unet (configs/shapes.py) {tag}",
+                   lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(d, bench_train_unet)(
                        mesh, probe, steps=2 if quick else 10, dtype=dt,
                        batch_size=8 if quick else None)))
-      rows.append((f"sampler unet (configs/shapes.py) {dt}",
-                   lambda mesh, probe, dt=dt: bench_sample_unet(
+      rows.append((f"sampler unet (configs/shapes.py) {tag}",
+                   lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(d, bench_sample_unet)(
                        mesh, probe, 8 if quick else 256, dtype=dt, steps=2 if quick else 10)))
   if "unet_paper" in cases:  # the paper's U-Net (64x64): for accelerators
     for dt in ("float32", "bfloat16"):
@@ -596,7 +616,7 @@ def format_table(records) -> str:
     dt = {"float32": "f32", "bfloat16": "bf16"}.get(r.get("dtype") or "float32", r.get("dtype"))
     share = None if r.get("peak_share") is None else 100.0 * r["peak_share"]
     lines.append(
-        f"{r['case']:<8} {r['model']:<10} {dt:<5} {r['dim']:>5} {size:>8} {r['timesteps']:>5} "
+        f"{r['case']:<8} {r['model'] + ('*' if r.get('xla_defaults') else ''):<10} {dt:<5} {r['dim']:>5} {size:>8} {r['timesteps']:>5} "
         f"{r['devices']:>3} {r['ms_per_step']:>9.3f} {r['samples_steps_per_s']:>15.4g} "
         f"{_fmt(r.get('gflop_per_step'), '10.3f'):>10} {_fmt(r.get('tflops'), '8.4f'):>8} "
         f"{_fmt(share, '6.1f'):>6} {_fmt(r['peak_mem_mb'], '8.0f'):>8} {_fmt(added, '8.0f'):>8} "
@@ -605,6 +625,10 @@ def format_table(records) -> str:
   if r0 is not None:
     lines.append(f"platform {r0['platform']} ({r0['device_kind']}), jax {r0['jax_version']}; "
                  f"memory: {r0['mem_source']}; +rss_mb = peak minus resident set at case start")
+  opts = next((r["compile_options"] for r in records if r.get("compile_options")), None)
+  if opts or any(r.get("xla_defaults") for r in records):
+    lines.append(f"convolutional networks compiled with {opts or 'no extra options'}; "
+                 f"model* = the same with XLA's default options")
   return "\n".join(lines)
 
 

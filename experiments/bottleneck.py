@@ -92,11 +92,11 @@ def bottleneck_features(cfg, params, images, timestep: int, seed: int, batch: in
   """The U-Net's ``mid_res_1`` feature map at ``x_t`` of each image, flattened."""
   import jax
   import jax.numpy as jnp
-  from mode_interp import diffusion, pipeline
+  from mode_interp import diffusion, pipeline, sharding
   model = pipeline.make_model(cfg)
   schedule = pipeline.make_schedule(cfg)
 
-  @jax.jit
+  @sharding.jit
   def feats(p, x0, idx):
     noise = jax.vmap(lambda i: jax.random.normal(
         jax.random.fold_in(jax.random.key(seed), i), x0.shape[1:]))(idx)

@@ -26,6 +26,7 @@ input format); uint8 ``[N, 28, 28]`` MNIST arrays are converted with
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 import time
@@ -42,6 +43,7 @@ import orbax.checkpoint as ocp
 import scipy.linalg
 
 from mode_interp.data.mnist import to_model_input
+from mode_interp import sharding
 
 NUM_CLASSES = 10
 FEATURE_DIM = 64
@@ -125,7 +127,7 @@ def train_classifier(images, labels, *, steps: int = 800, batch_size: int = 128,
   tx = optax.adam(schedule)
   opt_state = tx.init(variables)
 
-  @jax.jit
+  @sharding.jit
   def train_step(variables, opt_state, step):
     idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, x.shape[0])
 
@@ -188,10 +190,18 @@ def load_or_train(path_dir, images, labels, **kw):
   return variables
 
 
-@jax.jit
-def _features_and_probs(variables, x):
+def _features_and_probs_fn(variables, x):
   logits, feats = MnistCNN().apply(variables, x, features=True)
   return feats, jax.nn.softmax(logits, axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _features_and_probs_jit():
+  return sharding.jit(_features_and_probs_fn)   # built on first use, after the backend's setup
+
+
+def _features_and_probs(variables, x):
+  return _features_and_probs_jit()(variables, x)
 
 
 def features_and_probs(params, images, batch_size: int = 1000):

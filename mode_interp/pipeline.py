@@ -67,6 +67,11 @@ class Trainer:
     return jax.eval_shape(self.init, x1, jax.random.key(0))
 
 
+def convolutional(cfg) -> bool:
+  """Whether the config's network is convolutional (it gets ``sharding.compiler_options``)."""
+  return cfg.model.name != "mlp"
+
+
 def make_trainer(cfg, mesh) -> Trainer:
   """The :class:`Trainer` for the config's model, diffusion and train sections."""
   tc = cfg.train
@@ -74,11 +79,14 @@ def make_trainer(cfg, mesh) -> Trainer:
   optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
                                    tc.lr_schedule, tc.steps)
   repl = sharding.replicated(mesh)
-  init_jit = jax.jit(functools.partial(train.init_state, model, optimizer), out_shardings=repl)
+  conv = convolutional(cfg)
+  init_jit = sharding.jit(functools.partial(train.init_state, model, optimizer), mesh,
+                          convolutional=conv, out_shardings=repl)
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
                                   tc.batch_size, tc.ema_decay, mesh=mesh,
                                   micro_batch=tile_rows(tc.get("micro_batch", -1), mesh, "train"))
-  step_jit = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(repl, repl))
+  step_jit = sharding.jit(step_fn, mesh, convolutional=conv, donate_argnums=(0,),
+                          out_shardings=(repl, repl))
   return Trainer(init_jit, step_jit, mesh)
 
 
@@ -143,7 +151,8 @@ def jit_sampler(sample_chunk, cfg, mesh):
     fn = jax.shard_map(samplers.row_tiled(fn, rows), mesh=mesh, in_specs=(P(), P(), spec),
                        out_specs=spec, check_vma=False)  # no collectives inside
   ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
-  return jax.jit(fn, in_shardings=(repl, repl, ds), out_shardings=ds)
+  return sharding.jit(fn, mesh, convolutional=convolutional(cfg), in_shardings=(repl, repl, ds),
+                      out_shardings=ds)
 
 
 # Rows per CPU core and pass (sampling, training): beyond ~1,000-2,000 rows of 128 floats a
