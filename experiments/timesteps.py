@@ -50,9 +50,10 @@ def _vdm_trainer(cfg, schedule: str, mesh):
   repl = sharding.replicated(mesh)
   init = jax.jit(lambda x1, key: vdm.init_state(model, gamma_init, optimizer, x1, key),
                  out_shardings=repl)
-  step = jax.jit(vdm.make_train_step(net_apply, gamma_apply, optimizer, tc.batch_size,
-                                     tc.ema_decay, learned_schedule=schedule == "learned"),
-                 donate_argnums=(0,), out_shardings=(repl, repl))
+  step = sharding.jit(vdm.make_train_step(net_apply, gamma_apply, optimizer, tc.batch_size,
+                                          tc.ema_decay, learned_schedule=schedule == "learned"),
+                      mesh, convolutional=False, training=True, donate_argnums=(0,),
+                      out_shardings=(repl, repl))
   return pipeline.Trainer(init, step, mesh), net_apply, gamma_apply
 
 

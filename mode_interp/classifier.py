@@ -127,7 +127,7 @@ def train_classifier(images, labels, *, steps: int = 800, batch_size: int = 128,
   tx = optax.adam(schedule)
   opt_state = tx.init(variables)
 
-  @sharding.jit
+  @functools.partial(sharding.jit, training=True)
   def train_step(variables, opt_state, step):
     idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, x.shape[0])
 

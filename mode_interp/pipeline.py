@@ -68,7 +68,7 @@ class Trainer:
 
 
 def convolutional(cfg) -> bool:
-  """Whether the config's network is convolutional (it gets ``sharding.compiler_options``)."""
+  """Whether the config's network is convolutional (``sharding.compiler_options``)."""
   return cfg.model.name != "mlp"
 
 
@@ -85,8 +85,8 @@ def make_trainer(cfg, mesh) -> Trainer:
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
                                   tc.batch_size, tc.ema_decay, mesh=mesh,
                                   micro_batch=tile_rows(tc.get("micro_batch", -1), mesh, "train"))
-  step_jit = sharding.jit(step_fn, mesh, convolutional=conv, donate_argnums=(0,),
-                          out_shardings=(repl, repl))
+  step_jit = sharding.jit(step_fn, mesh, convolutional=conv, training=True,
+                          donate_argnums=(0,), out_shardings=(repl, repl))
   return Trainer(init_jit, step_jit, mesh)
 
 

@@ -54,30 +54,32 @@ def configure_host_threads() -> None:
 
 
 # XLA's CPU backend hands dots, reductions and, in recent jaxlibs, convolutions to YNNPACK.
-# Its convolutions are the slower choice for this project's convolutional networks: measured
-# on a 2-core AMD EPYC (Zen 4, jax 0.10.2), the CPU-default shapes U-Net's reverse step over
-# 256 images took 600-690 ms with XLA's default fusions and 345-380 ms with YNNPACK's dots
-# only (395-430 ms with its dots and reductions), its training step 435-520 ms vs 350-410 ms.
-# The toy MLP has no convolutions and loses 10-15% of its sampling speed without YNNPACK's
-# reductions (its LayerNorms), so it keeps XLA's defaults.
+# Measured on a 2-core AMD EPYC (Zen 4, jax 0.10.2), each program compiled both ways in one
+# process and timed interleaved: YNNPACK's convolutions are the slower choice for this project's
+# U-Nets (the CPU-default shapes U-Net's reverse step over 256 images: 662 ms with XLA's defaults,
+# 343 ms with YNNPACK's dots only; its training step 467 vs 399 ms), and its reductions slow the
+# toy MLP's training step (the LayerNorms' backward; batch 2,000: 15.6 vs 14.3 ms, batch 10,000:
+# 71.0 vs 56.7 ms) while they speed up its sampler (14.1 vs 16.0 ms per reverse step at
+# N = 10,000). So training steps and convolutional networks' programs are compiled with YNNPACK's
+# dots only; the toy MLP's sampler keeps XLA's defaults.
 CPU_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-CPU_CONV_NET_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+CPU_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_conv_net_options() -> tuple:
-  """The XLA compile options of this project's convolutional networks on CPUs, as
-  ``((name, value), ...)``: empty when the user's ``XLA_FLAGS`` already choose the YNNPACK
-  fusions, or when this jaxlib has no such option (probed once, compiling a one-op program)."""
+def cpu_ynn_options() -> tuple:
+  """The XLA compile options that keep YNNPACK to dots on CPUs, as ``((name, value), ...)``:
+  empty when the user's ``XLA_FLAGS`` already choose the YNNPACK fusions, or when this
+  jaxlib has no such option (probed once, compiling a one-op program)."""
   if CPU_YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
     return ()
-  opts = {CPU_YNN_OPTION: CPU_CONV_NET_YNN_FUSIONS}
+  opts = {CPU_YNN_OPTION: CPU_YNN_FUSIONS}
   try:
     jax.jit(lambda x: x + 1, compiler_options=opts, backend="cpu").lower(
         np.zeros((1,), np.float32)).compile()
   except Exception as e:  # noqa: BLE001 - any refusal means: compile with XLA's defaults
     logging.info("XLA compile option %s=%s not available (%s); using XLA's defaults",
-                 CPU_YNN_OPTION, CPU_CONV_NET_YNN_FUSIONS, type(e).__name__)
+                 CPU_YNN_OPTION, CPU_YNN_FUSIONS, type(e).__name__)
     return ()
   return tuple(opts.items())
 
@@ -95,18 +97,21 @@ def xla_default_options():
     _XLA_DEFAULTS.pop()
 
 
-def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True) -> dict:
-  """XLA compile options for a program on ``mesh`` (default: the default backend); only
-  convolutional networks on CPUs get any (see ``cpu_conv_net_options``)."""
-  if not convolutional or _XLA_DEFAULTS[-1]:
+def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True,
+                     training: bool = False) -> dict:
+  """XLA compile options for a program on ``mesh`` (default: the default backend): on CPUs,
+  :func:`cpu_ynn_options` for training steps and convolutional networks, none otherwise."""
+  if not (convolutional or training) or _XLA_DEFAULTS[-1]:
     return {}
   platform = (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
-  return dict(cpu_conv_net_options()) if platform == "cpu" else {}
+  return dict(cpu_ynn_options()) if platform == "cpu" else {}
 
 
-def jit(fun, mesh: Optional[Mesh] = None, *, convolutional: bool = True, **kwargs):
+def jit(fun, mesh: Optional[Mesh] = None, *, convolutional: bool = True, training: bool = False,
+        **kwargs):
   """``jax.jit(fun, **kwargs)`` with this project's compile options (:func:`compiler_options`)."""
-  return jax.jit(fun, compiler_options=compiler_options(mesh, convolutional) or None, **kwargs)
+  return jax.jit(fun, compiler_options=compiler_options(mesh, convolutional, training) or None,
+                 **kwargs)
 
 
 def maybe_initialize_distributed(force: bool = False) -> None:

@@ -45,6 +45,12 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
     assert r["devices"] >= 1 and r["quick"] is True
     assert r["platform"] and r["device_kind"] and r["mem_source"]
     assert r["xla_temp_mb"] is None or r["xla_temp_mb"] >= 0
+  # The toy's sampler keeps XLA's defaults; its training step gets the project's CPU options.
+  from mode_interp import sharding
+  f32 = {r["case"]: r for r in records if r["dtype"] == "float32"}
+  assert f32["sampler"]["compile_options"] == {} and not f32["train"]["xla_defaults"]
+  assert f32["train"]["compile_options"] == sharding.compiler_options(
+      sharding.make_mesh(1), convolutional=False, training=True)
   sampler = next(r for r in records if r["case"] == "sampler")
   assert sampler["num_samples"] >= 1_000 and sampler["num_samples"] % sampler["devices"] == 0
   assert sampler["batch_size"] is None and sampler["timesteps"] == 100

@@ -1,6 +1,7 @@
-"""The XLA compile options of convolutional networks on CPUs (``sharding.compiler_options``):
-which programs get them, the fallbacks (the user's own ``XLA_FLAGS``, a jaxlib without the
-option), and that a U-Net computes the same function with them (float32 tolerance)."""
+"""The XLA compile options of training steps and convolutional networks on CPUs
+(``sharding.compiler_options``): which programs get them, the fallbacks (the user's own
+``XLA_FLAGS``, a jaxlib without the option), and that a U-Net computes the same function with
+them (float32 tolerance)."""
 
 import jax
 import jax.numpy as jnp
@@ -14,18 +15,22 @@ from mode_interp.networks.unet import UNet
 
 @pytest.fixture
 def fresh_probe():
-  sharding.cpu_conv_net_options.cache_clear()
+  sharding.cpu_ynn_options.cache_clear()
   yield
-  sharding.cpu_conv_net_options.cache_clear()
+  sharding.cpu_ynn_options.cache_clear()
 
 
-def test_only_convolutional_networks_on_cpus_get_options(fresh_probe, monkeypatch):
+def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_probe,
+                                                                      monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   mesh = sharding.make_mesh(1)
-  assert sharding.compiler_options(mesh, convolutional=False) == {}
+  assert sharding.compiler_options(mesh, convolutional=False) == {}   # the toy's sampler
   opts = sharding.compiler_options(mesh, convolutional=True)
+  assert sharding.compiler_options(mesh, convolutional=False, training=True) == opts
+  with sharding.xla_default_options():
+    assert sharding.compiler_options(mesh, convolutional=True, training=True) == {}
   # This jaxlib has the option (else the probe's fallback, tested below, would apply).
-  assert opts == {sharding.CPU_YNN_OPTION: sharding.CPU_CONV_NET_YNN_FUSIONS}
+  assert opts == {sharding.CPU_YNN_OPTION: sharding.CPU_YNN_FUSIONS}
   assert sharding.compiler_options(None, convolutional=True) == opts   # default backend: CPU
   assert pipeline.convolutional(shapes.get_config("tiny"))
   assert not pipeline.convolutional(gaussian1d.get_config("tiny"))
@@ -38,7 +43,7 @@ def test_user_xla_flags_win(fresh_probe, monkeypatch):
 
 def test_a_jaxlib_without_the_option_compiles_with_defaults(fresh_probe, monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  monkeypatch.setattr(sharding, "CPU_CONV_NET_YNN_FUSIONS", "NO_SUCH_FUSION_TYPE")
+  monkeypatch.setattr(sharding, "CPU_YNN_FUSIONS", "NO_SUCH_FUSION_TYPE")
   assert sharding.compiler_options(sharding.make_mesh(1)) == {}
   f = sharding.jit(lambda x: 2 * x, sharding.make_mesh(1))
   np.testing.assert_array_equal(f(jnp.ones(3)), 2 * np.ones(3))
