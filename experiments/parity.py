@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from experiments import main as main_lib  # noqa: F401 - configures XLA threads before jax
 
@@ -270,9 +271,12 @@ def summarize(values) -> dict:
           "min": float(v.min()), "max": float(v.max())}
 
 
-def compare(summary: dict) -> dict:
+def compare(summary: dict, values: Optional[dict] = None) -> dict:
   """Per metric: the difference of the means, whether each side's mean lies within the other
-  side's seed range, and the difference in units of its standard error (Welch)."""
+  side's seed range, the difference in units of its standard error (Welch) and, given the
+  per-seed ``values`` (``{side: {metric: [...]}}``), the two-sided Mann-Whitney rank test's
+  p-value (no normality assumed: a final iterate's metrics have long tails across seeds)."""
+  from scipy import stats
   out = {}
   for key, _, _ in METRICS:
     a, b = summary["this"].get(key), summary["official"].get(key)
@@ -283,7 +287,13 @@ def compare(summary: dict) -> dict:
     out[key] = {"this_minus_official": diff,
                 "this_mean_within_official_range": bool(b["min"] <= a["mean"] <= b["max"]),
                 "official_mean_within_this_range": bool(a["min"] <= b["mean"] <= a["max"]),
-                "welch_z": float(diff / se) if se > 0 else None}
+                "welch_z": float(diff / se) if se > 0 else None,
+                "rank_test_p": None}
+    if values is not None:
+      va, vb = ([v for v in values[side].get(key, []) if v is not None] for side in SIDES)
+      if len(va) >= 2 and len(vb) >= 2 and len(set(va) | set(vb)) > 1:
+        out[key]["rank_test_p"] = float(stats.mannwhitneyu(va, vb,
+                                                           alternative="two-sided").pvalue)
   return out
 
 
@@ -329,6 +339,10 @@ def format_table(results: dict) -> str:
     if c:
       row += "   within official range" if c["this_mean_within_official_range"] else \
           "   OUTSIDE official range"
+      if c.get("welch_z") is not None:
+        row += f", Welch z {c['welch_z']:+.2f}"
+      if c.get("rank_test_p") is not None:
+        row += f", rank test p {c['rank_test_p']:.2f}"
     lines.append(row)
   return "\n".join(lines)
 
@@ -408,7 +422,9 @@ def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: st
     def write():
       results["summary"] = {side: {k: summarize([r.get(k) for r in results["per_seed"][side].values()
                                                  if r]) for k, _, _ in METRICS} for side in SIDES}
-      results["comparison"] = compare(results["summary"])
+      results["comparison"] = compare(results["summary"], {
+          side: {k: [r.get(k) for r in results["per_seed"][side].values() if r]
+                 for k, _, _ in METRICS} for side in SIDES})
       results["errors"] = list(errors)
       wd.write_results(results)
 

@@ -361,7 +361,11 @@ def render_parity(run: Run, out_dir) -> List[str]:
     if c:
       lines.append(f"- {label}: this side's mean is {'inside' if c.get('this_mean_within_official_range') else '**outside**'} "
                    f"the official seed range; the official mean is "
-                   f"{'inside' if c.get('official_mean_within_this_range') else 'outside'} this side's.")
+                   f"{'inside' if c.get('official_mean_within_this_range') else 'outside'} this side's"
+                   + (f"; difference {c['welch_z']:+.1f} standard errors (Welch)"
+                      if c.get("welch_z") is not None else "")
+                   + (f", rank test p = {c['rank_test_p']:.2f}"
+                      if c.get("rank_test_p") is not None else "") + ".")
   if r.get("errors"):
     lines.append(f"- errors: {_md(json.dumps(r['errors']))}")
   return lines + [""]

@@ -144,6 +144,17 @@ def test_both_sides_go_through_the_same_metric_code():
   c = parity.compare({"this": {"auroc": parity.summarize([0.90, 0.92])},
                       "official": {"auroc": parity.summarize([0.95, 0.97])}})
   assert not c["auroc"]["this_mean_within_official_range"] and c["auroc"]["welch_z"] < -3
+  assert c["auroc"]["rank_test_p"] is None   # no per-seed values given
+  # The rank test: fully separated samples of 5 give p = 2/252; interleaved ones p = 1.
+  vals = {"this": {"auroc": [0.1, 0.2, 0.3, 0.4, 0.5]},
+          "official": {"auroc": [0.6, 0.7, 0.8, 0.9, 1.0]}}
+  summ = {side: {"auroc": parity.summarize(v["auroc"])} for side, v in vals.items()}
+  c = parity.compare(summ, vals)["auroc"]
+  assert abs(c["rank_test_p"] - 2 / 252) < 1e-9
+  vals["official"]["auroc"] = [0.15, 0.25, 0.35, 0.45, 0.55]
+  vals["this"]["auroc"] = [0.1, 0.2, 0.4, 0.5, 0.6]
+  summ = {side: {"auroc": parity.summarize(v["auroc"])} for side, v in vals.items()}
+  assert parity.compare(summ, vals)["auroc"]["rank_test_p"] > 0.5
 
 
 def test_streaming_variance_matches_numpy_var_of_the_window_in_float32():
