@@ -585,6 +585,8 @@ def plan(cases, quick: bool, full: bool = False):
                    lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(d, bench_train_unet)(
                        mesh, probe, steps=2 if quick else 10, dtype=dt,
                        batch_size=8 if quick else None)))
+      if quick and defaults:
+        continue   # --quick (tests): the comparison row for training only
       rows.append((f"sampler unet (configs/shapes.py) {tag}",
                    lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(d, bench_sample_unet)(
                        mesh, probe, 8 if quick else 256, dtype=dt, steps=2 if quick else 10)))
