@@ -274,7 +274,7 @@ def _record(mesh, **kw):
   # defaults were asked for (the comparison rows, inside sharding.xla_default_options()).
   conv, training = not str(rec["model"]).startswith("mlp"), rec["case"] == "train"
   rec["compile_options"] = sharding.compiler_options(mesh, convolutional=conv, training=training)
-  rec["xla_defaults"] = bool((conv or training) and sharding._XLA_DEFAULTS[-1])
+  rec["xla_defaults"] = bool((conv or training) and sharding.using_xla_defaults())
   per_item = rec["num_samples"] if rec["case"] == "sampler" else rec["batch_size"]
   rec["samples_steps_per_s"] = per_item * 1000.0 / rec["ms_per_step"]
   return rec

@@ -97,11 +97,16 @@ def xla_default_options():
     _XLA_DEFAULTS.pop()
 
 
+def using_xla_defaults() -> bool:
+  """Whether the caller is inside :func:`xla_default_options`."""
+  return _XLA_DEFAULTS[-1]
+
+
 def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True,
                      training: bool = False) -> dict:
   """XLA compile options for a program on ``mesh`` (default: the default backend): on CPUs,
   :func:`cpu_ynn_options` for training steps and convolutional networks, none otherwise."""
-  if not (convolutional or training) or _XLA_DEFAULTS[-1]:
+  if not (convolutional or training) or using_xla_defaults():
     return {}
   platform = (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
   return dict(cpu_ynn_options()) if platform == "cpu" else {}
