@@ -10,8 +10,8 @@ HALLU_COLOR = "#d62728"
 OK_COLOR = "#1f77b4"
 
 
-def _save(fig, path):
-  if fig.get_layout_engine() is None:  # figures made with layout="constrained" keep theirs
+def _save(fig, path, tight=True):
+  if tight and fig.get_layout_engine() is None:  # figures made with layout="constrained" keep theirs
     fig.tight_layout()
   fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
   plt.close(fig)
@@ -181,32 +181,43 @@ def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
 
 def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap="gray"):
   """A grid of ``[N, H, W]`` or ``[N, H, W, 1]`` images in [-1, 1] or [0, 255],
-  with an optional coloured frame and caption per image."""
+  with an optional coloured frame and caption per image.
+
+  Drawn as one mosaic on one axes (a frame of colour around each tile, captions as text
+  above the tiles): one axes per image made a 64-image grid take ~0.9 s to draw."""
   images = np.asarray(images)
   if images.ndim == 4:
     images = images[..., 0]
   n = len(images)
   ncols = min(ncols, max(n, 1))
   nrows = max(1, -(-n // ncols))
-  fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.15 + (0.4 if title else 0)))
-  axes = np.atleast_1d(axes).ravel()
-  vmin, vmax = (-1, 1) if images.dtype.kind == "f" else (0, 255)
-  for i, ax in enumerate(axes):
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if i >= n:
-      ax.axis("off")
-      continue
-    ax.imshow(images[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+  h, w = images.shape[1:3] if n else (1, 1)
+  lo, hi = (-1.0, 1.0) if images.dtype.kind == "f" else (0.0, 255.0)
+  rgb = matplotlib.colormaps[cmap](np.clip((images.astype(np.float32) - lo) / (hi - lo), 0, 1))
+  frame = max(1, round(max(h, w) / 16))        # frame width, pixels
+  gap = max(1, round(max(h, w) / 14))          # white space between tiles
+  cap = round(h * 0.28) if labels is not None else 0   # room for a caption above each tile
+  th, tw = h + 2 * frame + cap + gap, w + 2 * frame + gap
+  mosaic = np.ones((nrows * th, ncols * tw, 3), np.float32)
+  for i in range(n):
+    r, c = divmod(i, ncols)
+    y, x = r * th + cap, c * tw
     if colors is not None:
-      for sp in ax.spines.values():
-        sp.set_edgecolor(colors[i])
-        sp.set_linewidth(2.5)
-    if labels is not None:
-      ax.set_title(labels[i], fontsize=6, color=colors[i] if colors is not None else "k")
+      mosaic[y:y + h + 2 * frame, x:x + w + 2 * frame] = matplotlib.colors.to_rgb(colors[i])
+    mosaic[y + frame:y + frame + h, x + frame:x + frame + w] = rgb[i, ..., :3]
+  fig = plt.figure(figsize=(ncols * 1.0, nrows * 1.15 + (0.4 if title else 0)))
+  top = 1.0 - (0.4 / (nrows * 1.15 + 0.4) if title else 0.0)
+  ax = fig.add_axes((0.0, 0.0, 1.0, top))
+  ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+  ax.set_axis_off()
+  if labels is not None:
+    for i in range(n):
+      r, c = divmod(i, ncols)
+      ax.text(c * tw + (w + 2 * frame) / 2, r * th + cap - 0.5, labels[i], ha="center",
+              va="bottom", fontsize=6, color=colors[i] if colors is not None else "k")
   if title:
-    fig.suptitle(title)
-  return _save(fig, path)
+    fig.suptitle(title, y=1.0 - 0.1 / (nrows * 1.15 + 0.4))
+  return _save(fig, path, tight=False)
 
 
 def generation_curves(path, records, filters, keys):

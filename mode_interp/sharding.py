@@ -75,8 +75,9 @@ def cpu_ynn_options() -> tuple:
     return ()
   opts = {CPU_YNN_OPTION: CPU_YNN_FUSIONS}
   try:
-    jax.jit(lambda x: x + 1, compiler_options=opts, backend="cpu").lower(
-        np.zeros((1,), np.float32)).compile()
+    cpu = jax.local_devices(backend="cpu")[0]
+    jax.jit(lambda x: x + 1, compiler_options=opts).lower(
+        jax.device_put(np.zeros((1,), np.float32), cpu)).compile()
   except Exception as e:  # noqa: BLE001 - any refusal means: compile with XLA's defaults
     logging.info("XLA compile option %s=%s not available (%s); using XLA's defaults",
                  CPU_YNN_OPTION, CPU_YNN_FUSIONS, type(e).__name__)

@@ -144,16 +144,16 @@ def part_main_run(tmp):
 
 
 def part_full_width(tmp):
-  """The default 1D config's full-width network (width 128, batch 2,000) trained 300 steps
+  """The default 1D config's full-width network (width 128, batch 2,000) trained 120 steps
   on 4 devices by ``experiments.main.run``: the size at which XLA's CPU all-reduce used to
   deadlock on a 2-core machine (its thread pool smaller than the devices' needs)."""
   cfg = gaussian1d.get_config()
   cfg.num_devices = NUM_DEVICES
-  cfg.train.steps = 300
-  cfg.train.log_every = 100
-  cfg.train.ckpt_every = 300
-  cfg.sample.num_samples = 2_000
-  cfg.sample.chunk_size = 2_000
+  cfg.train.steps = 120
+  cfg.train.log_every = 40
+  cfg.train.ckpt_every = 120
+  cfg.sample.num_samples = 800
+  cfg.sample.chunk_size = 800
   wd = os.path.join(tmp, "full_width")
   out = main_mod.run(cfg, wd)
   with open(os.path.join(wd, "metrics.jsonl")) as f:

@@ -146,7 +146,7 @@ def test_unet_rows_report_flops_and_dtype():
   assert [(r["case"], r["dtype"], r["xla_defaults"]) for r in records] == [
       ("train", "float32", False), ("sampler", "float32", False),
       ("train", "float32", True),   # --quick: the XLA-defaults row for training only
-      ("train", "bfloat16", False), ("sampler", "bfloat16", False)]
+      ("sampler", "bfloat16", False)]  # and bfloat16 for sampling only
   options = sharding.compiler_options(sharding.make_mesh(1))
   for r in records:
     assert r["compile_options"] == ({} if r["xla_defaults"] else options)
