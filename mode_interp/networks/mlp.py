@@ -121,7 +121,11 @@ class ToyMLP(nn.Module):
   def __call__(self, x, t):
     t = jnp.asarray(t).reshape(-1)
     if self.timesteps and t.shape[0] > self.timesteps and jnp.issubdtype(t.dtype, jnp.integer):
-      table = _act(self.t_proj(timestep_embedding(jnp.arange(self.timesteps), self.width)))
+      # The embeddings of 0..T-1 are a constant of the program (computed once, when traced):
+      # evaluated in the step, their sines and cosines took ~0.8 ms of a 13 ms training step.
+      with jax.ensure_compile_time_eval():
+        emb = timestep_embedding(jnp.arange(self.timesteps), self.width)
+      table = _act(self.t_proj(emb))
       t_emb, t_index = table, t
     else:
       t_emb, t_index = _act(self.t_proj(timestep_embedding(t, self.width))), None
