@@ -48,6 +48,13 @@ dense peak for that dtype: vendor figures for accelerators (``PEAK_FLOPS``); on 
 fastest of two matrix products measured in the same run (``peak_flops_measured``, see
 :func:`measured_matmul_peak`), since a CPU's peak depends on clocks and kernels.
 
+``prod%`` (toy training rows; ``products_ms`` / ``products_share``): the matrix products the
+step computes (every ``dot_general`` of its jaxpr, forward and backward, each micro-batch),
+timed alone in the same run on random operands of the same shapes with the row's compile
+options, as a share of the whole step. Near 100% the step is bound by its products: only
+faster products (another dtype, another kernel, another machine) or fewer FLOPs can speed it
+up, not trimming the rest of the step.
+
 ``--quick`` (which overrides ``--full``) keeps only 1D N = 1,000, T = 100
 (sampler), the MLP at batch 2,000 with fewer steps (train), and tiny batches for
 the U-Net cases (training in float32 with and without the project's compile options,
@@ -135,7 +142,7 @@ RECORD_KEYS = ("case", "model", "dim", "shape", "num_samples", "batch_size", "ti
                "reference_ms_per_step", "speedup_vs_reference", "reference_threads", "platform",
                "device_kind", "jax_version", "quick", "machine", "dtype", "gflop_per_step",
                "tflops", "peak_share", "peak_flops_measured", "reference_torch",
-               "compile_options", "xla_defaults")
+               "compile_options", "xla_defaults", "products_ms", "products_share")
 
 # Dense peak FLOP/s of accelerators, by device kind and compute dtype (vendor figures),
 # for the share of peak. On CPUs, whose peak depends on clocks and kernels, the share is of
@@ -433,6 +440,61 @@ def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: in
   return out + (_flops(compiled),) if with_flops else out
 
 
+def matrix_products(fn, *args) -> list:
+  """The matrix products (``dot_general``) one call of ``fn(*args)`` computes, from its jaxpr:
+  a list of ``(lhs, rhs, params)`` (abstract values and the equation's parameters), with the
+  products inside a ``scan`` listed once per iteration."""
+  found = []
+
+  def walk(jaxpr, times):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        found.extend([(eqn.invars[0].aval, eqn.invars[1].aval, dict(eqn.params))] * times)
+      inner = times * (int(eqn.params["length"]) if eqn.primitive.name == "scan" else 1)
+      for sub in _sub_jaxprs(eqn.params.values()):
+        walk(sub, inner)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr, 1)
+  return found
+
+
+def _sub_jaxprs(values):
+  for v in values:
+    if isinstance(v, jax.extend.core.ClosedJaxpr):
+      yield v.jaxpr
+    elif isinstance(v, jax.extend.core.Jaxpr):
+      yield v
+    elif isinstance(v, (tuple, list)):
+      yield from _sub_jaxprs(v)
+
+
+def time_products(products, compiler_options=None, repeats: int = 5, calls: int = 20) -> float:
+  """Milliseconds for the matrix products ``products`` (from :func:`matrix_products`) alone, on
+  random operands of their shapes, all in one jitted call (distinct operands, so none is
+  shared or fused away): the floor a step made of those products could reach with every
+  other operation free. Fastest of ``repeats`` timings of ``calls`` calls."""
+  if not products:
+    return 0.0
+  rng = np.random.default_rng(0)
+  operands = [tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32), a.dtype)
+                    for a in (lhs, rhs)) for lhs, rhs, _ in products]
+  params = [p for _, _, p in products]
+
+  def all_products(ops):
+    return [jax.lax.dot_general_p.bind(a, b, **p) for (a, b), p in zip(ops, params)]
+
+  fn = jax.jit(all_products, compiler_options=dict(compiler_options or {}))
+  jax.block_until_ready(fn(operands))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      out = fn(operands)
+    jax.block_until_ready(out)
+    best = min(best, (time.perf_counter() - t0) / calls)
+  return 1000.0 * best
+
+
 def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup: int = 3,
                     num_train: int = 20_000, dtype: str = "float32") -> dict:
   """One record: the toy MLP's train step on ``num_train`` 1D mixture points."""
@@ -447,6 +509,14 @@ def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup:
                 timesteps=cfg.diffusion.timesteps, steps_timed=steps, ms_per_step=ms,
                 compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
                 rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
+  # The step's matrix products alone, compiled with the row's options: how much of the step
+  # anything but a faster product could still save.
+  with sharding.xla_default_options():   # traced without options (jaxprs of nested jits)
+    plain = pipeline.make_trainer(cfg, mesh)
+  state = jax.eval_shape(plain.init, jnp.asarray(data[:1]), jax.random.key(0))
+  products = matrix_products(plain.step, state, jnp.asarray(data), jax.random.key(0))
+  rec["products_ms"] = time_products(products, rec["compile_options"])
+  rec["products_share"] = rec["products_ms"] / ms
   return _throughput(rec, _step_flops(cfg, data, mesh))
 
 
@@ -617,23 +687,29 @@ def format_table(records) -> str:
   """The records as a fixed-width table (what ``main`` prints)."""
   head = (f"{'case':<8} {'model':<10} {'dtype':<5} {'dim':>5} {'N/batch':>8} {'T':>5} {'dev':>3} "
           f"{'ms/step':>9} {'samples*steps/s':>15} {'GFLOP/step':>10} {'TFLOP/s':>8} "
-          f"{'%peak':>6} {'peak_mb':>8} {'+rss_mb':>8} {'xla_tmp_mb':>10} {'compile_s':>9}")
+          f"{'%peak':>6} {'prod%':>6} {'peak_mb':>8} {'+rss_mb':>8} {'xla_tmp_mb':>10} "
+          f"{'compile_s':>9}")
   lines = [head, "-" * len(head)]
   for r in records:
     size = r["num_samples"] if r["case"] == "sampler" else r["batch_size"]
     added = None if r["rss_start_mb"] is None else r["peak_mem_mb"] - r["rss_start_mb"]
     dt = {"float32": "f32", "bfloat16": "bf16"}.get(r.get("dtype") or "float32", r.get("dtype"))
     share = None if r.get("peak_share") is None else 100.0 * r["peak_share"]
+    prod = None if r.get("products_share") is None else 100.0 * r["products_share"]
     lines.append(
         f"{r['case']:<8} {r['model'] + ('*' if r.get('xla_defaults') else ''):<10} {dt:<5} {r['dim']:>5} {size:>8} {r['timesteps']:>5} "
         f"{r['devices']:>3} {r['ms_per_step']:>9.3f} {r['samples_steps_per_s']:>15.4g} "
         f"{_fmt(r.get('gflop_per_step'), '10.3f'):>10} {_fmt(r.get('tflops'), '8.4f'):>8} "
-        f"{_fmt(share, '6.1f'):>6} {_fmt(r['peak_mem_mb'], '8.0f'):>8} {_fmt(added, '8.0f'):>8} "
+        f"{_fmt(share, '6.1f'):>6} {_fmt(prod, '6.1f'):>6} {_fmt(r['peak_mem_mb'], '8.0f'):>8} "
+        f"{_fmt(added, '8.0f'):>8} "
         f"{_fmt(r['xla_temp_mb'], '10.2f'):>10} {r['compile_s']:>9.1f}")
   r0 = records[0] if records else None
   if r0 is not None:
     lines.append(f"platform {r0['platform']} ({r0['device_kind']}), jax {r0['jax_version']}; "
                  f"memory: {r0['mem_source']}; +rss_mb = peak minus resident set at case start")
+  if any(r.get("products_share") is not None for r in records):
+    lines.append("prod% = the step's matrix products alone (same shapes, same options, this run) "
+                 "as a share of the whole step's time")
   opts = next((r["compile_options"] for r in records if r.get("compile_options")), None)
   if opts or any(r.get("xla_defaults") for r in records):
     lines.append(f"training steps and convolutional networks compiled with "

@@ -57,11 +57,43 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
   train = next(r for r in records if r["case"] == "train")
   assert train["batch_size"] >= 2_000 and train["batch_size"] % train["devices"] == 0
   assert train["num_samples"] is None
+  # The training row carries its products-alone time; the sampler rows do not.
+  assert train["products_ms"] > 0
+  assert train["products_share"] == pytest.approx(train["products_ms"] / train["ms_per_step"])
+  assert all(r["products_ms"] is None for r in records if r["case"] == "sampler")
+  assert "prod%" in stdout
   # Without --reference there is no ratio: no figure from another machine stands in.
   for r in records:
     assert r["reference_ms_per_step"] is None and r["speedup_vs_reference"] is None
     m = r["machine"]
     assert m["cpu_count"] == os.cpu_count() and m["jax"] and isinstance(m["isa"], list)
+
+
+def test_matrix_products_lists_forward_backward_and_scan_products():
+  """Every dot_general of a function's jaxpr, once per scan iteration: two layers and a scan
+  of length 3 over a third make 5 products; their gradient adds a weight gradient per product
+  and an input gradient per product but the first (whose input is not differentiated)."""
+  import jax
+  import jax.numpy as jnp
+
+  def loss(w1, w2, x):
+    h = jnp.tanh(x @ w1) @ w2
+    def body(c, _):
+      return jnp.tanh(c @ w2.T), None
+    c, _ = jax.lax.scan(body, h, None, length=3)
+    return jnp.sum(c)
+
+  w1, w2, x = jnp.ones((4, 8)), jnp.ones((8, 8)), jnp.ones((16, 4))
+  fwd = bench.matrix_products(jax.jit(loss), w1, w2, x)
+  assert len(fwd) == 2 + 3
+  assert [(tuple(a.shape), tuple(b.shape)) for a, b, _ in fwd[:2]] == [((16, 4), (4, 8)),
+                                                                       ((16, 8), (8, 8))]
+  grads = bench.matrix_products(jax.grad(lambda w1, w2: loss(w1, w2, x), (0, 1)), w1, w2)
+  # Forward 5; backward: the scan's 3 products twice (input and weight), the second layer's
+  # weight and input gradients, the first layer's weight gradient.
+  assert len(grads) == 5 + 6 + 2 + 1
+  ms = bench.time_products(fwd, repeats=1, calls=2)
+  assert ms > 0
 
 
 def test_quick_prints_the_table_and_the_reference(quick_run):
