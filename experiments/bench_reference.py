@@ -11,7 +11,9 @@ It builds what the official ``train_toy.py`` builds (``Decoder(1, 128, 3)``, the
 ``GaussianDiffusion`` with linear betas 0.001 -> 0.2 over T = 1000, eps prediction,
 fixed-large variance, MSE loss, Adam 1e-3) and times (a) one training step on a
 batch of 1D mixture points (forward, backward, Adam), (b) one reverse step of
-``p_sample_step`` over N samples (what ``p_sample`` repeats T times). Modules the
+``p_sample_step`` over N samples (what ``p_sample`` repeats T times); each as the
+fastest of ``--repeats`` timed blocks (the statistic ``experiments.bench`` uses for its
+own training rows), so a moment of interference on a shared machine does not decide a ratio. Modules the
 official package imports but the toy path never calls (``wandb``, ``torchvision``'s
 ``save_image``, ``tqdm``) are stubbed when absent. Prints one JSON object.
 """
@@ -58,6 +60,8 @@ def main():
   p.add_argument("--timesteps", type=int, default=1000)
   p.add_argument("--train-steps", type=int, default=30)
   p.add_argument("--sampler-steps", type=int, default=20)
+  p.add_argument("--repeats", type=int, default=3,
+                 help="timed blocks per size; the fastest block's mean is reported")
   p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
   p.add_argument("--json", default="")
   a = p.parse_args()
@@ -98,12 +102,15 @@ def main():
 
     for i in range(3):
       step(i)
-    t0 = time.perf_counter()
-    for i in range(a.train_steps):
-      loss = step(i)
-    wall = time.perf_counter() - t0
-    out["train"].append({"batch_size": bs, "steps_timed": a.train_steps,
-                         "ms_per_step": 1000.0 * wall / a.train_steps, "loss": float(loss)})
+    blocks = []
+    for r in range(a.repeats):
+      t0 = time.perf_counter()
+      for i in range(a.train_steps):
+        loss = step(r * a.train_steps + i)
+      blocks.append(1000.0 * (time.perf_counter() - t0) / a.train_steps)
+    out["train"].append({"batch_size": bs, "steps_timed": a.train_steps * a.repeats,
+                         "ms_per_step": min(blocks), "ms_per_step_blocks": blocks,
+                         "loss": float(loss)})
 
   for n in a.sampler_n:
     model = Decoder(1, 128, 3).eval()
@@ -113,14 +120,16 @@ def main():
       for ti in (a.timesteps - 1, a.timesteps - 2):  # warm-up
         t.fill_(ti)
         x = diffusion.p_sample_step(model, x, t)
-      t0 = time.perf_counter()
-      for k in range(a.sampler_steps):
-        t.fill_(max(a.timesteps - 3 - k, 0))
-        x = diffusion.p_sample_step(model, x, t)
-      wall = time.perf_counter() - t0
+      blocks = []
+      for r in range(a.repeats):
+        t0 = time.perf_counter()
+        for k in range(a.sampler_steps):
+          t.fill_(max(a.timesteps - 3 - k - r * a.sampler_steps, 0))
+          x = diffusion.p_sample_step(model, x, t)
+        blocks.append(1000.0 * (time.perf_counter() - t0) / a.sampler_steps)
     out["sampler"].append({"num_samples": n, "timesteps": a.timesteps,
-                           "steps_timed": a.sampler_steps,
-                           "ms_per_step": 1000.0 * wall / a.sampler_steps})
+                           "steps_timed": a.sampler_steps * a.repeats,
+                           "ms_per_step": min(blocks), "ms_per_step_blocks": blocks})
   text = json.dumps(out)
   if a.json:
     with open(a.json, "w") as f:
