@@ -49,8 +49,9 @@ dense peak for that dtype: vendor figures for accelerators (``PEAK_FLOPS``); on 
 fastest of two matrix products measured in the same run (``peak_flops_measured``, see
 :func:`measured_matmul_peak`), since a CPU's peak depends on clocks and kernels.
 
-``prod%`` (toy training rows; ``products_ms`` / ``products_share``): the matrix products the
-step computes (every ``dot_general`` of its jaxpr, forward and backward, each micro-batch),
+``prod%`` (toy rows; ``products_ms`` / ``products_share``): the matrix products a step
+computes (every ``dot_general`` of its jaxpr: for training, forward and backward, each
+micro-batch; for the sampler, the network over the chunk in its row tiles; on one device),
 timed alone in the same run on random operands of the same shapes with the row's compile
 options, as a share of the whole step. Near 100% the step is bound by its products: only
 faster products (another dtype, another kernel, another machine) or fewer FLOPs can speed it
@@ -382,6 +383,14 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
                 ms_per_step=1000.0 * min(times) / timesteps, compile_s=compile_s,
                 wall_s=sum(times), peak_mem_mb=peak, rss_start_mb=probe.rss_start_mb,
                 mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
+  if sharding.num_shards(mesh) == 1:
+    # The network's matrix products over the chunk, in the sampler's row tiles, alone.
+    tile = pipeline.tile_rows(cfg.sample.get("tile_rows", -1), mesh)
+    k = -(-n // tile) if tile and n > tile else 1
+    rows = -(-n // k)
+    products = matrix_products(pipeline.eps_fn_for(model), params,
+                               jnp.zeros((rows, dim), jnp.float32), jnp.zeros((1,), jnp.int32))
+    rec[_PENDING] = products * k
   return _throughput(rec, _net_flops(model, params, (n, dim)))
 
 
@@ -479,6 +488,20 @@ def _sub_jaxprs(values):
       yield from _sub_jaxprs(v)
 
 
+# A record's matrix products, listed by its case and timed by run() once every case has been
+# measured (their operands would otherwise stay in the process's memory figures).
+_PENDING = "_products"
+
+
+def time_pending_products(records) -> None:
+  """Fills ``products_ms`` / ``products_share`` of the records that list their products."""
+  for rec in records:
+    products = rec.pop(_PENDING, None)
+    if products is not None:
+      rec["products_ms"] = time_products(products, rec["compile_options"])
+      rec["products_share"] = rec["products_ms"] / rec["ms_per_step"]
+
+
 def time_products(products, compiler_options=None, repeats: int = 5, calls: int = 20) -> float:
   """Milliseconds for the matrix products ``products`` (from :func:`matrix_products`) alone, on
   random operands of their shapes, all in one jitted call (distinct operands, so none is
@@ -521,14 +544,13 @@ def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup:
                 ms_per_step=ms,
                 compile_s=compile_s, wall_s=wall, peak_mem_mb=peak,
                 rss_start_mb=probe.rss_start_mb, mem_source=source, xla_temp_mb=temp)
-  # The step's matrix products alone, compiled with the row's options: how much of the step
-  # anything but a faster product could still save.
-  with sharding.xla_default_options():   # traced without options (jaxprs of nested jits)
-    plain = pipeline.make_trainer(cfg, mesh)
-  state = jax.eval_shape(plain.init, jnp.asarray(data[:1]), jax.random.key(0))
-  products = matrix_products(plain.step, state, jnp.asarray(data), jax.random.key(0))
-  rec["products_ms"] = time_products(products, rec["compile_options"])
-  rec["products_share"] = rec["products_ms"] / ms
+  if sharding.num_shards(mesh) == 1:
+    # The step's matrix products alone, compiled with the row's options: how much of the step
+    # anything but a faster product could still save.
+    with sharding.xla_default_options():   # traced without options (jaxprs of nested jits)
+      plain = pipeline.make_trainer(cfg, mesh)
+    state = jax.eval_shape(plain.init, jnp.asarray(data[:1]), jax.random.key(0))
+    rec[_PENDING] = matrix_products(plain.step, state, jnp.asarray(data), jax.random.key(0))
   return _throughput(rec, _step_flops(cfg, data, mesh))
 
 
@@ -776,6 +798,9 @@ def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
     rec["quick"] = bool(quick)
     log(f"bench:   {rec['ms_per_step']:.3f} ms/step, compile {rec['compile_s']:.1f}s")
     records.append(rec)
+  if any(_PENDING in r for r in records):
+    log("bench: the steps' matrix products alone ...")
+    time_pending_products(records)
   run.reference = None
   if reference is not None and records:
     path, python, threads = reference

@@ -57,10 +57,11 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
   train = next(r for r in records if r["case"] == "train")
   assert train["batch_size"] >= 2_000 and train["batch_size"] % train["devices"] == 0
   assert train["num_samples"] is None
-  # The training row carries its products-alone time; the sampler rows do not.
-  assert train["products_ms"] > 0
-  assert train["products_share"] == pytest.approx(train["products_ms"] / train["ms_per_step"])
-  assert all(r["products_ms"] is None for r in records if r["case"] == "sampler")
+  # Every toy row carries its products-alone time (on one device; the sampler's rows only then).
+  for r in records:
+    if r["devices"] == 1:
+      assert r["products_ms"] > 0, r
+      assert r["products_share"] == pytest.approx(r["products_ms"] / r["ms_per_step"])
   assert "prod%" in stdout
   # Without --reference there is no ratio: no figure from another machine stands in.
   for r in records:
