@@ -390,7 +390,7 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
     rows = -(-n // k)
     products = matrix_products(pipeline.eps_fn_for(model), params,
                                jnp.zeros((rows, dim), jnp.float32), jnp.zeros((1,), jnp.int32))
-    rec[_PENDING] = products * k
+    rec[_PENDING] = (products, k)
   return _throughput(rec, _net_flops(model, params, (n, dim)))
 
 
@@ -462,14 +462,14 @@ def _bench_train_step(cfg, model, data: np.ndarray, mesh, warmup: int, steps: in
 
 def matrix_products(fn, *args) -> list:
   """The matrix products (``dot_general``) one call of ``fn(*args)`` computes, from its jaxpr:
-  a list of ``(lhs, rhs, params)`` (abstract values and the equation's parameters), with the
-  products inside a ``scan`` listed once per iteration."""
+  a list of ``(lhs, rhs, params, times)`` (abstract values, the equation's parameters, and how
+  often it runs: a product inside a ``scan`` runs once per iteration)."""
   found = []
 
   def walk(jaxpr, times):
     for eqn in jaxpr.eqns:
       if eqn.primitive.name == "dot_general":
-        found.extend([(eqn.invars[0].aval, eqn.invars[1].aval, dict(eqn.params))] * times)
+        found.append((eqn.invars[0].aval, eqn.invars[1].aval, dict(eqn.params), times))
       inner = times * (int(eqn.params["length"]) if eqn.primitive.name == "scan" else 1)
       for sub in _sub_jaxprs(eqn.params.values()):
         walk(sub, inner)
@@ -488,45 +488,54 @@ def _sub_jaxprs(values):
       yield from _sub_jaxprs(v)
 
 
-# A record's matrix products, listed by its case and timed by run() once every case has been
-# measured (their operands would otherwise stay in the process's memory figures).
+# A record's matrix products and how often a step runs them, listed by its case and timed by
+# run() once every case has been measured (their operands would otherwise stay in the
+# process's memory figures).
 _PENDING = "_products"
 
 
 def time_pending_products(records) -> None:
   """Fills ``products_ms`` / ``products_share`` of the records that list their products."""
   for rec in records:
-    products = rec.pop(_PENDING, None)
-    if products is not None:
-      rec["products_ms"] = time_products(products, rec["compile_options"])
+    pending = rec.pop(_PENDING, None)
+    if pending is not None:
+      products, times = pending
+      rec["products_ms"] = time_products(products, rec["compile_options"], times=times)
       rec["products_share"] = rec["products_ms"] / rec["ms_per_step"]
 
 
-def time_products(products, compiler_options=None, repeats: int = 5, calls: int = 20) -> float:
-  """Milliseconds for the matrix products ``products`` (from :func:`matrix_products`) alone, on
-  random operands of their shapes, all in one jitted call (distinct operands, so none is
-  shared or fused away): the floor a step made of those products could reach with every
-  other operation free. Fastest of ``repeats`` timings of ``calls`` calls."""
-  if not products:
-    return 0.0
+def time_products(products, compiler_options=None, repeats: int = 5, calls: int = 20,
+                  times: int = 1) -> float:
+  """Milliseconds for the matrix products ``products`` (from :func:`matrix_products`) alone:
+  the products that run equally often are jitted together, on random operands of their shapes
+  (distinct operands, so none is shared or fused away), timed, and counted that often (``times``
+  more: a sampler's row tiles), as the step runs its scan iterations one after another. The
+  floor a step made of those products could reach with every other operation free (up to
+  cache effects). Fastest of ``repeats`` timings of ``calls`` calls per group."""
+  groups = {}
+  for lhs, rhs, params, n in products:
+    groups.setdefault(n, []).append((lhs, rhs, params))
   rng = np.random.default_rng(0)
-  operands = [tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32), a.dtype)
-                    for a in (lhs, rhs)) for lhs, rhs, _ in products]
-  params = [p for _, _, p in products]
+  total = 0.0
+  for n, group in groups.items():
+    operands = [tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32), a.dtype)
+                      for a in (lhs, rhs)) for lhs, rhs, _ in group]
+    params = [p for _, _, p in group]
 
-  def all_products(ops):
-    return [jax.lax.dot_general_p.bind(a, b, **p) for (a, b), p in zip(ops, params)]
+    def all_products(ops, params=params):
+      return [jax.lax.dot_general_p.bind(a, b, **p) for (a, b), p in zip(ops, params)]
 
-  fn = jax.jit(all_products, compiler_options=dict(compiler_options or {}))
-  jax.block_until_ready(fn(operands))
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(calls):
-      out = fn(operands)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t0) / calls)
-  return 1000.0 * best
+    fn = jax.jit(all_products, compiler_options=dict(compiler_options or {}))
+    jax.block_until_ready(fn(operands))
+    best = float("inf")
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      for _ in range(calls):
+        out = fn(operands)
+      jax.block_until_ready(out)
+      best = min(best, (time.perf_counter() - t0) / calls)
+    total += n * best
+  return 1000.0 * total * times
 
 
 def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup: int = 3,
@@ -550,7 +559,7 @@ def bench_train_mlp(mesh, batch_size: int, probe: _MemProbe, steps: int, warmup:
     with sharding.xla_default_options():   # traced without options (jaxprs of nested jits)
       plain = pipeline.make_trainer(cfg, mesh)
     state = jax.eval_shape(plain.init, jnp.asarray(data[:1]), jax.random.key(0))
-    rec[_PENDING] = matrix_products(plain.step, state, jnp.asarray(data), jax.random.key(0))
+    rec[_PENDING] = (matrix_products(plain.step, state, jnp.asarray(data), jax.random.key(0)), 1)
   return _throughput(rec, _step_flops(cfg, data, mesh))
 
 
