@@ -11,7 +11,8 @@ OK_COLOR = "#1f77b4"
 
 
 def _save(fig, path, tight=True):
-  if tight and fig.get_layout_engine() is None:  # figures made with layout="constrained" keep theirs
+  # Figures made with layout="constrained" keep theirs; image grids place their own axes.
+  if tight and fig.get_layout_engine() is None:
     fig.tight_layout()
   fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps legends placed outside the axes
   plt.close(fig)
