@@ -113,7 +113,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import common, shapes
-from mode_interp import pipeline, sharding
+from mode_interp import pipeline, samplers, sharding
 from mode_interp.data import gaussians
 
 # Simulated CPU devices (--devices with XLA_FLAGS) need enough host threads for the gradient
@@ -175,17 +175,23 @@ def measured_matmul_peak(dtype: str = "float32", repeats: int = 5) -> float:
     rates = []
     for m, k, n, calls in ((1024, 1024, 1024, 4), (2048, 128, 128, 64)):
       a, b = jnp.ones((m, k), dt), jnp.ones((k, n), dt)
-      f(a, b).block_until_ready()
-      best = float("inf")
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-          r = f(a, b)
-        r.block_until_ready()
-        best = min(best, (time.perf_counter() - t0) / calls)
-      rates.append(2.0 * m * k * n / best)
+      rates.append(2.0 * m * k * n / _fastest_call_s(f, (a, b), repeats, calls))
     cache[dtype] = max(rates)
   return cache[dtype]
+
+
+def _fastest_call_s(fn, args, repeats: int, calls: int) -> float:
+  """Seconds per call of ``fn(*args)`` after one warm-up call: the fastest of ``repeats``
+  timings of ``calls`` calls in a row."""
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      out = fn(*args)
+    jax.block_until_ready(out)
+    best = min(best, (time.perf_counter() - t0) / calls)
+  return best
 
 
 # ----------------------------------------------------------------------------- memory
@@ -385,9 +391,7 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
                 mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
   if sharding.num_shards(mesh) == 1:
     # The network's matrix products over the chunk, in the sampler's row tiles, alone.
-    tile = pipeline.tile_rows(cfg.sample.get("tile_rows", -1), mesh)
-    k = -(-n // tile) if tile and n > tile else 1
-    rows = -(-n // k)
+    k, rows = samplers.tile_counts(n, pipeline.tile_rows(cfg.sample.get("tile_rows", -1), mesh))
     products = matrix_products(pipeline.eps_fn_for(model), params,
                                jnp.zeros((rows, dim), jnp.float32), jnp.zeros((1,), jnp.int32))
     rec[_PENDING] = (products, k)
@@ -526,15 +530,7 @@ def time_products(products, compiler_options=None, repeats: int = 5, calls: int 
       return [jax.lax.dot_general_p.bind(a, b, **p) for (a, b), p in zip(ops, params)]
 
     fn = jax.jit(all_products, compiler_options=dict(compiler_options or {}))
-    jax.block_until_ready(fn(operands))
-    best = float("inf")
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      for _ in range(calls):
-        out = fn(operands)
-      jax.block_until_ready(out)
-      best = min(best, (time.perf_counter() - t0) / calls)
-    total += n * best
+    total += n * _fastest_call_s(fn, (operands,), repeats, calls)
   return 1000.0 * total * times
 
 

@@ -274,6 +274,15 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
   return sample_chunk
 
 
+def tile_counts(n: int, rows: int) -> tuple:
+  """``(tiles, rows per tile)`` of :func:`row_tiled` for ``n`` samples in tiles of at most
+  ``rows`` (``rows`` <= 0: one tile of all ``n``)."""
+  if rows <= 0 or n <= rows:
+    return 1, n
+  k = -(-n // rows)
+  return k, -(-n // k)
+
+
 def row_tiled(sample_chunk, rows: int):
   """``sample_chunk`` run over tiles of at most ``rows`` samples, one tile after another.
 
@@ -291,8 +300,7 @@ def row_tiled(sample_chunk, rows: int):
     n = indices.shape[0]
     if n <= rows:
       return sample_chunk(params, key, indices)
-    k = -(-n // rows)
-    r = -(-n // k)
+    k, r = tile_counts(n, rows)
     pad = k * r - n
     idx = jnp.concatenate([indices, jnp.broadcast_to(indices[-1:], (pad,))]) if pad else indices
     out = jax.lax.map(lambda i: sample_chunk(params, key, i), idx.reshape(k, r))
