@@ -11,7 +11,7 @@ Generation 0 trains on real data; each later generation trains a fresh model on
 hallucination rate grows over generations with ``none`` and ``random`` and
 more slowly with ``variance`` (figures/recursive_curves.png,
 results.json["generations"]); the price of the filter shows in
-``in_support_per_mode`` (which modes it starves). Measured numbers: README and
+``in_support_per_mode`` (which modes it starves). Measured numbers: reports/results.md and
 reports/report.md.
 
 ``:paper`` is the paper's scale (five generations of 100,000 points, batch

@@ -13,7 +13,7 @@ features to real data, the entropy and coverage of predicted classes, and the
 share of low-confidence samples (figures/recursive_curves.png). What it should
 show: the Frechet distance grows and the class entropy falls over generations,
 more slowly with ``variance`` filtering; figures/filtered_gen<g>.png shows what the
-filter keeps and drops. Measured numbers: README and reports/report.md.
+filter keeps and drops. Measured numbers: reports/results.md and reports/report.md.
 
 ``:paper`` trains on the full 60,000-image split with a wider U-Net.
 """

@@ -9,7 +9,7 @@ column. The trained U-Net also draws images that never occur in training --
 two squares in the square column and the like (``multiple_in_column``) -- and
 the paper reports that the variance of its predicted x0 over the last
 ``detect.window`` reverse steps is high for them (``experiments.detect`` studies
-that score and its variants on a trained workdir; measured numbers: README).
+that score and its variants on a trained workdir; measured numbers: reports/results.md).
 
 Writes results.json (hallucination_rate, counts per verdict,
 training_in_support_rate, detection), figures/ (samples framed by verdict,
@@ -19,7 +19,7 @@ removed samples), checkpoints/, metrics.jsonl.
 Variants:
   ``configs/shapes.py``        CPU default: half scale (32x32 canvas, same
                                generator and checker scaled), a small U-Net,
-                               T = 100; see README for what this trades away.
+                               T = 100; see reports/results.md for what this trades away.
   ``configs/shapes.py:paper``  the paper's scale for accelerators: 64x64, a
                                wider U-Net with attention, T = 1000, long
                                training, 10,000 samples.
