@@ -13,12 +13,13 @@ from mode_interp.data import gaussians
 from mode_interp.data.shapes import SUPPORTED_SCALES
 from mode_interp.errors import ConfigError
 
-EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps")
+EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps", "denoisers")
 DATA_NAMES = {
     "gaussian": gaussians.NAMES,
     "shapes": ("shapes",),
     "recursive": gaussians.NAMES + ("mnist", "shapes"),
     "timesteps": ("grid25", "grid25_rotated"),
+    "denoisers": ("shapes",),
 }
 MODELS = pipeline.MODELS
 FILTERS = hallucination.FILTERS
@@ -105,6 +106,26 @@ def _check_timesteps(cfg) -> None:
                       f"{', '.join(vdm.SCHEDULES)} (or empty)")
   lo = _float(cfg, "tsteps.gamma_min")
   _float(cfg, "tsteps.gamma_max", lo=lo, lo_open=True)
+
+
+def _check_denoisers(cfg) -> None:
+  """The training-set denoisers' section (experiments/denoisers.py)."""
+  if not isinstance(_get(cfg, "denoisers.exact"), bool):
+    raise ConfigError("denoisers.exact", "must be True or False")
+  patches = _get(cfg, "denoisers.patches")
+  bad = [p for p in patches if isinstance(p, bool) or not isinstance(p, numbers.Integral)
+         or p < 1 or p % 2 == 0]
+  if bad or len(set(patches)) != len(patches):
+    raise ConfigError("denoisers.patches", f"must be distinct odd positive integers (a patch "
+                      f"is centred on its pixel), got {tuple(patches)!r}")
+  if not patches and not cfg.denoisers.exact:
+    raise ConfigError("denoisers.patches", "is empty and denoisers.exact is False: nothing to "
+                      "sample")
+  _int(cfg, "denoisers.num_samples", lo=1)
+  _int(cfg, "denoisers.chunk_images", lo=1)
+  _float(cfg, "denoisers.copy_rms", lo=0.0, lo_open=True)
+  if not isinstance(_get(cfg, "denoisers.unet_workdir"), str):
+    raise ConfigError("denoisers.unet_workdir", "must be a path (or empty)")
 
 
 def validate(cfg) -> None:
@@ -234,6 +255,8 @@ def validate(cfg) -> None:
     if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
       raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
                         "sweep.timesteps, sweep.distance, sweep.imbalance")
+  if exp == "denoisers":
+    _check_denoisers(cfg)
   if exp == "timesteps":
     _check_timesteps(cfg)
   if exp == "recursive":

@@ -6,7 +6,9 @@ r"""One entry point for every experiment; ``--config`` picks which.
 
 The config is validated before any work; ``--workdir`` (default
 ``runs/<config>[_<variant>]``) follows the workdir contract, and rerunning on
-it resumes.
+it resumes. SIGTERM or SIGINT stops a run after the current training step
+(checkpointed) or sample chunk (cached), with exit status 143 or 130
+(:mod:`mode_interp.preemption`).
 """
 
 import importlib
@@ -24,7 +26,9 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from experiments import config_check  # noqa: E402
-from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
+from mode_interp import preemption  # noqa: E402
+from mode_interp.errors import (ConfigError, DataError, Preempted, TrainingDivergedError,  # noqa: E402
+                                WorkdirError)
 from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -39,6 +43,7 @@ RUNNERS = {
     "shapes": "experiments.shapes",
     "recursive": "experiments.recursive",
     "timesteps": "experiments.timesteps",
+    "denoisers": "experiments.denoisers",
 }
 
 
@@ -84,8 +89,13 @@ def main(argv):
   config_arg = config_flags.get_config_filename(FLAGS["config"])  # path[:variant], as typed
   workdir = FLAGS.workdir or default_workdir(config_arg)
   sharding.maybe_initialize_distributed(FLAGS.distributed)
+  preemption.install()  # after the distributed runtime: jax's preemption service keeps SIGTERM
   try:
     run(FLAGS.config, workdir, config_name=config_arg)
+  except Preempted as e:
+    # Not a failure: the work is saved, and the status tells a scheduler to run it again.
+    logging.warning("%s", e)
+    sys.exit(preemption.exit_status())
   except (ConfigError, DataError, WorkdirError, TrainingDivergedError) as e:
     sys.exit(f"error: {e}")
 

@@ -65,7 +65,8 @@ def _md(text) -> str:
 # -- what a run measured ---------------------------------------------------------
 # The runner module of each experiment, which owns the rows of its results.
 RUNNER_MODULES = {"gaussian": "experiments.gaussian", "shapes": "experiments.shapes",
-                  "recursive": "experiments.recursive", "timesteps": "experiments.timesteps"}
+                  "recursive": "experiments.recursive", "timesteps": "experiments.timesteps",
+                  "denoisers": "experiments.denoisers"}
 
 
 @dataclasses.dataclass
