@@ -27,7 +27,8 @@ the paper's score (``x0|last{detect.window}|mean``) and the reimplementation's
 Writes ``WORKDIR/study/``: ``results.json`` (every score's metrics on both halves),
 ``study.md``, ``figures/`` (score histograms per verdict, ROC curves per score family, what
 the best score removes and keeps) and ``scores_cache.npz``, the per-sample reduced scores saved
-chunk by chunk (a killed study continues from the last chunk).
+chunk by chunk (a killed study continues from the last chunk). SIGTERM or SIGINT stops it
+after the chunk in flight, cached, with exit status 143 or 130 (:mod:`mode_interp.preemption`).
 """
 
 import json
@@ -48,9 +49,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from experiments import config_check  # noqa: E402
-from mode_interp import hallucination, pipeline, samplers, train  # noqa: E402
+from mode_interp import faults, hallucination, pipeline, preemption, samplers, train  # noqa: E402
 from mode_interp import trajectory_scores as ts_lib  # noqa: E402
-from mode_interp.errors import ConfigError, WorkdirError  # noqa: E402
+from mode_interp.errors import ConfigError, Preempted, WorkdirError  # noqa: E402
 from mode_interp.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -213,7 +214,8 @@ def make_study_fn(cfg, plan, model, mesh):
 
 
 def draw(cfg, plan, wd, study_jit, params, step, mesh):
-  """Samples and scores, chunk by chunk, with the resumable cache."""
+  """Samples and scores, chunk by chunk, with the resumable cache; a stop signal is acted on
+  between chunks (:class:`Preempted`, the finished chunks cached)."""
   fp = plan.fingerprint(cfg, step)
   cache = wd.load_sample_cache(CACHE, step, fp)  # None (and a log line) if stale
   parts = {"samples": [], "traj_variance": [], "scores": []}
@@ -226,7 +228,13 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
   key = jax.random.key(cfg.seed + 1)  # the main run's sampling key: the same samples
   progress = train.Progress("study", plan.num_samples, start=have, unit="samples", every_s=0.0)
   t0 = time.time()
+  drawn = 0
   while have < plan.num_samples:
+    if preemption.should_stop():
+      raise Preempted(f"study: preempted while sampling ({have} of {plan.num_samples} samples "
+                      f"scored and saved in {CACHE}); rerun the same command to resume")
+    drawn += 1
+    faults.maybe_kill("study_chunk", drawn)
     n = min(plan.chunk, plan.num_samples - have)
     idx = jax.device_put(np.arange(have, have + plan.chunk, dtype=np.int32),
                          sharding.data_sharding(mesh))
@@ -549,9 +557,13 @@ def main(argv):
     sys.exit(f"error: unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  preemption.install()
   try:
     run_study(FLAGS.workdir, FLAGS.num_samples, FLAGS.chunk_size, FLAGS.windows,
               FLAGS.reductions, FLAGS.split_seed, FLAGS.max_carry_mb)
+  except Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(preemption.exit_status())
   except (StudyError, WorkdirError, ConfigError) as e:
     sys.exit(f"error: {e}")
 

@@ -19,3 +19,12 @@ class WorkdirError(RuntimeError):
 
 class TrainingDivergedError(FloatingPointError):
   """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+  """A SIGTERM or SIGINT stopped the run at a safe point, its work saved; a rerun resumes.
+
+  Not a failure: the entry points log the message and exit with
+  :func:`mode_interp.preemption.exit_status` (128 + the signal's number), so a scheduler can
+  tell a preempted run, to retry, from a failed one.
+  """

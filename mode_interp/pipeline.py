@@ -16,7 +16,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from mode_interp import diffusion, faults, samplers, sharding, train
+from mode_interp import diffusion, faults, preemption, samplers, sharding, train
+from mode_interp.errors import Preempted
 from mode_interp.networks.mlp import ToyMLP
 
 
@@ -203,7 +204,8 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
   saved chunk, and a rerun with the same step and settings reuses the samples
   (other settings, e.g. a new ``detect.window``, sample again). Because
   each sample's noise depends only on its global index, the result is the same
-  either way.
+  either way. A stop signal (:mod:`mode_interp.preemption`) is acted on between chunks: the
+  finished ones are in the cache, and :class:`Preempted` is raised.
   """
   n_dev = sharding.num_shards(mesh)
   chunk = min(cfg.sample.chunk_size, max(num_samples, 1))
@@ -220,7 +222,16 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
       done["samples"], done["traj_variance"], done.get("x0_trajectory"))]
   have = 0 if done is None else len(done["samples"])
   progress = train.Progress(label, num_samples, start=have, unit="samples")
+  drawn = 0
   while have < num_samples:
+    if preemption.should_stop():
+      # The chunks drawn so far are in the cache; the rerun starts at the next one.
+      kept = (f"{have} of {num_samples} samples saved in {cache}" if workdir is not None and cache
+              else f"{have} of {num_samples} samples drawn, not saved")
+      raise Preempted(f"{label}: preempted while sampling ({kept}); rerun the same command "
+                      f"to resume")
+    drawn += 1
+    faults.maybe_kill("sample_chunk", drawn)
     n = min(chunk, num_samples - have)
     out = samplers.sample(sample_jit, params, key, n, chunk, start_index=have,
                           index_sharding=sharding.data_sharding(mesh))

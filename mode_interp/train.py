@@ -19,8 +19,8 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from mode_interp import diffusion, faults, sharding
-from mode_interp.errors import TrainingDivergedError
+from mode_interp import diffusion, faults, preemption, sharding
+from mode_interp.errors import Preempted, TrainingDivergedError
 
 
 @flax.struct.dataclass
@@ -221,13 +221,34 @@ class Progress:
 def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_steps: int, *,
                manager: ocp.CheckpointManager, writer, log_every: int = 100,
                ckpt_every: int = 1000, label: str = "train") -> TrainState:
-  """Runs ``train_step_jit`` from ``state.step`` to ``total_steps``; logs and checkpoints."""
+  """Runs ``train_step_jit`` from ``state.step`` to ``total_steps``; logs and checkpoints.
+
+  After every step it asks :func:`preemption.should_stop`: on a stop signal it finishes that
+  step, checkpoints it (durably, as the periodic ones) and raises :class:`Preempted`, so a
+  preemption repeats no step.
+  """
   start = int(jax.device_get(state.step))
   if start >= total_steps:
     logging.info("%s: checkpoint at step %d >= train.steps=%d; no training needed",
                  label, start, total_steps)
     return state
   progress = Progress(label, total_steps, start=start, unit="steps")
+
+  def finite_metrics(metrics, s):
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    # A finite loss and gradient at step s mean finite weights before and after it (Adam's
+    # update of a finite gradient is finite); anything else stops the run before a save.
+    if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+      manager.wait_until_finished()
+      last = manager.latest_step()
+      kept = (f"the last good checkpoint (step {last}) is kept in {manager.directory}"
+              if last is not None else "no checkpoint was written")
+      raise TrainingDivergedError(
+          f"{label}: training diverged (loss {m['loss']}, gradient norm {m['grad_norm']} at "
+          f"step {s}); {kept}. Lower train.lr, or set train.warmup_steps / train.grad_clip, "
+          f"in a new --workdir")
+    return m
+
   for step in range(start, total_steps):
     state, metrics = train_step_jit(state, data, key)
     s = step + 1
@@ -235,23 +256,18 @@ def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_ste
     ckpt_now = s % ckpt_every == 0 or s == total_steps
     if log_now or ckpt_now:
       # Fetch metrics only at log and checkpoint steps, so the host does not stall every step.
-      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      # A finite loss and gradient at step s mean finite weights before and after it (Adam's
-      # update of a finite gradient is finite); anything else stops the run before a save.
-      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
-        manager.wait_until_finished()
-        last = manager.latest_step()
-        kept = (f"the last good checkpoint (step {last}) is kept in {manager.directory}"
-                if last is not None else "no checkpoint was written")
-        raise TrainingDivergedError(
-            f"{label}: training diverged (loss {m['loss']}, gradient norm {m['grad_norm']} at "
-            f"step {s}); {kept}. Lower train.lr, or set train.warmup_steps / train.grad_clip, "
-            f"in a new --workdir")
+      m = finite_metrics(metrics, s)
       if log_now:
         writer.write(s, **m)
         progress(s, extra=f"loss {m['loss']:.4f}")
     if ckpt_now:
       save(manager, state)
     faults.maybe_kill("train", s)
+    if preemption.should_stop():
+      if not (log_now or ckpt_now):
+        finite_metrics(metrics, s)
+      save(manager, state, force=True)
+      raise Preempted(f"{label}: preempted at step {s}: checkpoint saved; rerun the same "
+                      f"command to resume")
   manager.wait_until_finished()
   return state

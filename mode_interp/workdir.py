@@ -260,8 +260,13 @@ class Workdir:
 
   def checkpoint_manager(self, subdir: str = "", max_to_keep: int = 2) -> ocp.CheckpointManager:
     directory = os.path.join(self.checkpoints, subdir) if subdir else self.checkpoints
-    return ocp.CheckpointManager(
+    manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    # The processes agree on a preemption at mode_interp.preemption's own sync points, which
+    # count its calls; orbax's manager would report checkpoint steps to the same jax counter
+    # on every save and move the agreed point out of reach. Our saves are explicit anyway.
+    manager.reached_preemption = lambda step: False
+    return manager
 
 
 class MetricWriter:
