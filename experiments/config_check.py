@@ -13,13 +13,14 @@ from mode_interp.data import gaussians
 from mode_interp.data.shapes import SUPPORTED_SCALES
 from mode_interp.errors import ConfigError
 
-EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps", "denoisers")
+EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps", "denoisers", "scaling")
 DATA_NAMES = {
     "gaussian": gaussians.NAMES,
     "shapes": ("shapes",),
     "recursive": gaussians.NAMES + ("mnist", "shapes"),
     "timesteps": ("grid25", "grid25_rotated"),
     "denoisers": ("shapes",),
+    "scaling": ("shapes",),
 }
 MODELS = pipeline.MODELS
 FILTERS = hallucination.FILTERS
@@ -126,6 +127,46 @@ def _check_denoisers(cfg) -> None:
   _float(cfg, "denoisers.copy_rms", lo=0.0, lo_open=True)
   if not isinstance(_get(cfg, "denoisers.unet_workdir"), str):
     raise ConfigError("denoisers.unet_workdir", "must be a path (or empty)")
+
+
+def _increasing(cfg, field, allow_empty=False):
+  v = tuple(_get(cfg, field))
+  bad = [x for x in v if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1]
+  if bad or (not v and not allow_empty) or any(b <= a for a, b in zip(v, v[1:])):
+    raise ConfigError(field, f"must be increasing positive integers, got {v!r}")
+  return v
+
+
+def _check_scaling(cfg) -> None:
+  """The detection-along-training sweep (experiments/scaling.py): its own fields, then every
+  model and step count it will train, validated as the shapes experiment it runs."""
+  from experiments import scaling
+  names = scaling.model_names(cfg)
+  bad = [m for m in names if m not in scaling.MODEL_VARIANTS]
+  if not names or bad or len(set(names)) != len(names):
+    raise ConfigError("scaling.models", f"must name distinct models of "
+                      f"{', '.join(scaling.MODEL_VARIANTS)} (comma-separated), got "
+                      f"{cfg.scaling.models!r}")
+  steps = _increasing(cfg, "scaling.steps")
+  seeds = tuple(_get(cfg, "scaling.seeds"))
+  if (not seeds or len(set(seeds)) != len(seeds)
+      or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
+    raise ConfigError("scaling.seeds", f"must be distinct non-negative integers, got {seeds!r}")
+  extra = _increasing(cfg, "scaling.seed_steps", allow_empty=len(seeds) == 1)
+  if set(extra) - set(steps):
+    raise ConfigError("scaling.seed_steps", f"must be among scaling.steps {steps}, got {extra}")
+  _int(cfg, "scaling.num_samples", lo=4)
+  _int(cfg, "scaling.study_chunk", lo=0)
+  for p in scaling.points(cfg):
+    c = scaling.point_config(cfg, p, p.steps[-1])
+    if c.train.warmup_steps >= p.steps[0]:
+      raise ConfigError("scaling.steps", f"the first step count {p.steps[0]} must exceed "
+                        f"train.warmup_steps={c.train.warmup_steps}")
+    try:
+      validate(c)
+    except ConfigError as e:
+      raise ConfigError("scaling.models", f"model {p.model!r} gives an invalid config: {e}") \
+          from None
 
 
 def validate(cfg) -> None:
@@ -257,6 +298,8 @@ def validate(cfg) -> None:
                         "sweep.timesteps, sweep.distance, sweep.imbalance")
   if exp == "denoisers":
     _check_denoisers(cfg)
+  if exp == "scaling":
+    _check_scaling(cfg)
   if exp == "timesteps":
     _check_timesteps(cfg)
   if exp == "recursive":

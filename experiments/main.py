@@ -44,6 +44,7 @@ RUNNERS = {
     "recursive": "experiments.recursive",
     "timesteps": "experiments.timesteps",
     "denoisers": "experiments.denoisers",
+    "scaling": "experiments.scaling",
 }
 
 

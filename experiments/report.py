@@ -66,7 +66,8 @@ def _md(text) -> str:
 # The runner module of each experiment, which owns the rows of its results.
 RUNNER_MODULES = {"gaussian": "experiments.gaussian", "shapes": "experiments.shapes",
                   "recursive": "experiments.recursive", "timesteps": "experiments.timesteps",
-                  "denoisers": "experiments.denoisers"}
+                  "denoisers": "experiments.denoisers",
+                  "scaling": "experiments.scaling"}
 
 
 @dataclasses.dataclass

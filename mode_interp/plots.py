@@ -234,3 +234,44 @@ def generation_curves(path, records, filters, keys):
     ax.set_ylabel(key)
     ax.legend()
   return _save(fig, path)
+
+
+def scaling_curves(path, lines: dict):
+  """Detection against training compute, one line per model: ``lines[label]`` is a list of
+  rows with ``train_flops`` (or ``step``), ``scores.paper`` / ``scores.best`` AUROC and
+  removed-at-keep, and ``multiple_in_column`` (drawn dotted on a second axis)."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  twin = axes[1].twinx()
+  use_flops = all(r.get("train_flops") for rows in lines.values() for r in rows)
+  for i, (label, rows) in enumerate(lines.items()):
+    c = colors[i % len(colors)]
+    rows = sorted(rows, key=lambda r: r["step"])
+    xs = [r["train_flops"] if use_flops else r["step"] for r in rows]
+    def col(role, key):
+      return [np.nan if r["scores"][role][key] is None else r["scores"][role][key] for r in rows]
+    axes[0].plot(xs, col("paper", "auroc"), "-o", color=c, label=f"{label}: paper's score")
+    axes[0].plot(xs, col("paper", "multiple_in_column_auroc"), "--s", color=c, alpha=0.7,
+                 label=f"{label}: paper's, two-in-column vs in support")
+    rem = [r["scores"]["paper"]["removed_at_keep"] for r in rows]
+    ys = np.array([np.nan if d["rate"] is None else d["rate"] for d in rem])
+    lo = np.array([np.nan if d["ci95"][0] is None else d["ci95"][0] for d in rem])
+    hi = np.array([np.nan if d["ci95"][1] is None else d["ci95"][1] for d in rem])
+    axes[1].errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="-o", color=c, capsize=3,
+                     label=f"{label}: removed at 96% kept")
+    twin.plot(xs, [r["multiple_in_column"]["rate"] for r in rows], ":^", color=c,
+              label=f"{label}: two-in-column rate")
+  xlabel = "training FLOPs" if use_flops else "training steps"
+  for ax in axes:
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+  axes[0].axhline(0.5, color="grey", lw=0.8)
+  axes[0].set_ylabel("AUROC (held-out half)")
+  axes[1].axhline(0.95, color="grey", lw=0.8, ls="--")
+  axes[1].set_ylabel("hallucinations removed at 96% in-support kept")
+  twin.set_ylabel("two shapes in one column (dotted)")
+  axes[0].legend(fontsize=7)
+  h1, l1 = axes[1].get_legend_handles_labels()
+  h2, l2 = twin.get_legend_handles_labels()
+  axes[1].legend(h1 + h2, l1 + l2, fontsize=7)
+  return _save(fig, path)

@@ -1,0 +1,247 @@
+"""SIMPLE SHAPES detection against the model: the detection study along training, per model.
+
+For every model of ``scaling.models`` (a variant of the config's U-Net recipe: wider,
+attention at a higher resolution, the paper's T = 1000, the paper's 64x64 canvas; see
+:data:`MODEL_VARIANTS`) and every training seed, one model is trained in its own workdir
+under ``points/``, and at each step count of ``scaling.steps`` (doubling: training
+continues from the previous count, the constant learning rate makes that the same as
+training there directly) the detection study of :mod:`experiments.detect` runs on its
+checkpoint: the paper's score, the public reimplementation's, the best held-out score, each
+with intervals, for all hallucinations and for multiple-in-column vs in-support alone,
+beside the multiple-in-column rate. Extra seeds (``scaling.seeds`` beyond the first) train
+the ``default`` model only, up to ``scaling.seed_steps``, to show the seed-to-seed spread.
+
+Every point is resumable: a finished (model, seed, step) is never trained or studied again,
+a point in progress resumes from its checkpoint and its cached study chunks. Training cost
+is recorded as seconds and as FLOPs (XLA's cost analysis of one step times the steps).
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import List
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from experiments import shapes as shapes_exp
+from experiments.rows import Row, proportion_row
+from mode_interp import hallucination, pipeline, plots
+from mode_interp.workdir import Workdir
+
+
+def _default(c):
+  del c
+
+
+def _attn16(c):
+  c.model.attn_resolutions = tuple(sorted(set(c.model.attn_resolutions) | {16}))
+
+
+def _wide(c):
+  c.model.ch = 2 * c.model.ch
+
+
+def _t1000(c):
+  c.diffusion.timesteps = 1_000
+  c.diffusion.beta_start = 1e-4
+  c.diffusion.beta_end = 0.02
+
+
+def _canvas64(c):
+  c.data.scale = 1.0
+  c.model.ch_mult = tuple(c.model.ch_mult) + (c.model.ch_mult[-1],)
+
+
+# name -> (what it changes, the change): each a function of a point's config.
+MODEL_VARIANTS = {
+    "default": ("the config's U-Net", _default),
+    "attn16": ("self-attention also at 16x16 (global mixing one level higher)", _attn16),
+    "wide": ("twice the channels", _wide),
+    "t1000": ("the paper's T = 1000 schedule (betas 1e-4 .. 0.02), all 1,000 steps sampled",
+              _t1000),
+    "canvas64": ("the paper's 64x64 canvas (data.scale = 1.0), one more level", _canvas64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  model: str
+  seed: int
+  steps: tuple   # the step counts studied, increasing
+
+  @property
+  def name(self) -> str:
+    return f"{self.model}_seed{self.seed}"
+
+
+def model_names(cfg) -> list:
+  return [m.strip() for m in str(cfg.scaling.models).split(",") if m.strip()]
+
+
+def points(cfg) -> List[Point]:
+  """Every trained model of the sweep, in the order they are run."""
+  steps = tuple(int(s) for s in cfg.scaling.steps)
+  seeds = tuple(int(s) for s in cfg.scaling.seeds)
+  out = [Point(m, seeds[0], steps) for m in model_names(cfg)]
+  extra = tuple(int(s) for s in cfg.scaling.seed_steps)
+  for seed in seeds[1:]:
+    out.append(Point("default", seed, extra))
+  return out
+
+
+def point_config(cfg, point: Point, steps: int):
+  """The ``configs/shapes.py``-experiment config of one model at one step count."""
+  c = ml_collections.ConfigDict(cfg.to_dict())
+  del c["scaling"]
+  c.experiment = "shapes"
+  c.seed = point.seed
+  MODEL_VARIANTS[point.model][1](c)
+  c.train.steps = int(steps)
+  c.train.ckpt_every = min(int(c.train.ckpt_every), int(steps))
+  return c
+
+
+def step_flops(cfg, train_x, mesh):
+  """FLOPs of one training step of ``cfg`` (XLA's cost analysis, without micro-batches)."""
+  c = cfg.copy_and_resolve_references()
+  c.train.micro_batch = 0
+  trainer = pipeline.make_trainer(c, mesh)
+  state = jax.eval_shape(trainer.init, jnp.asarray(train_x[:1]), jax.random.key(0))
+  batch = jnp.zeros((c.train.batch_size,) + train_x.shape[1:], jnp.float32)
+  try:
+    ca = trainer.step.lower(state, batch, jax.random.key(0)).compile().cost_analysis()
+  except Exception:  # noqa: BLE001 - a backend without cost analysis: no FLOPs column
+    return None
+  ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
+  return float((ca or {}).get("flops") or 0.0) or None
+
+
+def _headline(res: dict) -> dict:
+  """The study's headline scores (held-out half), reduced to what the table shows."""
+  out = {}
+  for role in ("paper", "reimplementation", "best"):
+    h = res["headline"][role]
+    held, multi = h["held_out"], h["held_out_multiple_in_column"]
+    out[role] = {"name": h["name"],
+                 "auroc": held.get("auroc"), "auroc_ci95": held.get("ci95"),
+                 "removed_at_keep": held["removed_at_keep"],
+                 "multiple_in_column_auroc": multi.get("auroc"),
+                 "multiple_in_column_auroc_ci95": multi.get("ci95"),
+                 "multiple_in_column_removed_at_keep": multi["removed_at_keep"]}
+  return out
+
+
+def _rate(count: int, n: int) -> dict:
+  lo, hi = hallucination.binomial_interval(int(count), int(n))
+  return {"rate": count / n if n else None, "count": int(count), "n": int(n), "ci95": [lo, hi]}
+
+
+def _write_json(path, obj):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
+  """Trains one model along its step counts and studies each; returns its table rows."""
+  from experiments import detect  # the study (imports the sampler stack)
+  path = wd.file(os.path.join("points", point.name))
+  os.makedirs(path, exist_ok=True)
+  rows = []
+  flops = None
+  for steps in point.steps:
+    done = os.path.join(path, f"study_step{steps}.json")
+    if os.path.exists(done):
+      with open(done) as f:
+        rows.append(json.load(f))
+      continue
+    c = point_config(cfg, point, steps)
+    pwd = Workdir(path)
+    pwd.lock()
+    try:
+      pwd.write_config(c.to_dict())
+      trainer = pipeline.make_trainer(c, mesh)
+      t0 = time.time()
+      state = pipeline.train_model(c, train_x, pwd, trainer=trainer,
+                                   label=f"train/{point.name}")
+      train_s = time.time() - t0
+    finally:
+      pwd.unlock()
+    if int(jax.device_get(state.step)) != steps:
+      raise RuntimeError(f"{point.name}: trained to step {int(state.step)}, expected {steps}")
+    if flops is None:
+      flops = step_flops(c, train_x, mesh)
+    t0 = time.time()
+    res = detect.run_study(path, num_samples=int(cfg.scaling.num_samples),
+                           chunk_size=int(cfg.scaling.study_chunk))
+    study_s = time.time() - t0
+    counts = res["counts"]
+    n = sum(counts.values())
+    multi = counts.get("multiple_in_column", 0)
+    row = {"model": point.model, "seed": point.seed, "step": steps,
+           "description": MODEL_VARIANTS[point.model][0],
+           "flops_per_step": flops, "train_flops": flops * steps if flops else None,
+           "train_seconds_segment": round(train_s, 1), "study_seconds": round(study_s, 1),
+           "num_samples": n, "counts": counts,
+           "multiple_in_column": _rate(multi, n),
+           "hallucination": _rate(n - counts.get("in_support", 0), n),
+           "scores": _headline(res), "verdict": res["verdict"]}
+    _write_json(done, row)
+    logging.info("scaling: %s step %d: multiple in column %d/%d; paper AUROC %s; %s",
+                 point.name, steps, multi, n, row["scores"]["paper"]["auroc"], res["verdict"])
+    rows.append(row)
+  return rows
+
+
+def _curves(table):
+  lines = {}
+  for r in table:
+    key = f"{r['model']} seed {r['seed']}"
+    lines.setdefault(key, []).append(r)
+  return lines
+
+
+def run(cfg, wd, mesh, info=None):
+  t0 = time.time()
+  pts = points(cfg)
+  os.makedirs(wd.checkpoints, exist_ok=True)  # empty: each model's live in points/*/checkpoints
+  # One training set per scale (the canvas variant draws its own, the same seed).
+  train_sets = {}
+  table = []
+  for p in pts:
+    scale = point_config(cfg, p, p.steps[0]).data.scale
+    if scale not in train_sets:
+      c = point_config(cfg, p, p.steps[0])
+      train_sets[scale] = shapes_exp.load_training_set(c)[1]
+    table += run_point(cfg, wd, mesh, p, train_sets[scale])
+    _write_json(wd.file("table.json"), table)
+  lines = _curves(table)
+  if table:
+    plots.scaling_curves(wd.figure("detection_vs_compute.png"), lines)
+  res = {"experiment": "scaling", "data": cfg.data.name, **(info or {}),
+         "models": {m: MODEL_VARIANTS[m][0] for m in model_names(cfg)},
+         "steps": list(cfg.scaling.steps), "seeds": list(cfg.scaling.seeds),
+         "seed_steps": list(cfg.scaling.seed_steps), "num_samples": cfg.scaling.num_samples,
+         "table": table, "seconds_this_run": time.time() - t0}
+  wd.write_results(res)
+  return res
+
+
+def report_rows(res, cfg) -> List[Row]:
+  """The multiple-in-column rate and the paper's score per (model, seed, step)."""
+  del cfg
+  rows = []
+  for r in res.get("table") or []:
+    tag = f"{r['model']}/seed{r['seed']}/step{r['step']}"
+    m = r["multiple_in_column"]
+    rows.append(proportion_row(f"{tag}.multiple_in_column", f"{tag}: two shapes in one column",
+                               m["rate"], m["n"], m["count"], m["ci95"]))
+    p = r["scores"]["paper"]["removed_at_keep"]
+    rows.append(proportion_row(f"{tag}.paper_removed", f"{tag}: paper's score, removed at "
+                               "96% kept (held out)", p["rate"], p["n"], p["count"], p["ci95"]))
+  return rows
