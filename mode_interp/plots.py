@@ -275,3 +275,40 @@ def scaling_curves(path, lines: dict):
   h2, l2 = twin.get_legend_handles_labels()
   axes[1].legend(h1 + h2, l1 + l2, fontsize=7)
   return _save(fig, path)
+
+
+def commit_histograms(path, groups: dict, T: int, xlabel: str):
+  """Histograms of commit timesteps (0..T) per group, x axis reversed (time runs right to left
+  in the reverse process, so the last steps sit at the right)."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  bins = np.linspace(0, T, min(25, T) + 1)
+  for name, values in groups.items():
+    v = np.asarray(values, np.float64)
+    if len(v):
+      ax.hist(v, bins, alpha=0.5, density=True,
+              label=f"{name} (n={len(v)}, median t={np.median(v):.0f})")
+  ax.set_xlim(T, 0)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("density")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def column_traces(path, timesteps, examples: dict, column_names):
+  """Per-column RMS distance of x0 to the final image along the reverse process, one panel
+  per example (``examples[label] = [K, C]``)."""
+  n = max(1, len(examples))
+  cols = min(3, n)
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+  for ax, (label, d) in zip(axes.flat, examples.items()):
+    for c, name in enumerate(column_names):
+      ax.plot(timesteps, np.asarray(d)[:, c], label=name)
+    ax.set_xlim(max(timesteps), 0)
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel("timestep")
+    ax.set_ylabel("RMS distance to final")
+  for ax in list(axes.flat)[len(examples):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=7)
+  return _save(fig, path)

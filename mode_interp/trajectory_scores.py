@@ -225,3 +225,26 @@ def select_best(names, scores, is_hallucination, selection) -> tuple:
   if np.all(np.isnan(aurocs)):
     return 0, aurocs
   return int(np.nanargmax(aurocs)), aurocs
+
+
+def last_change_index(values) -> np.ndarray:
+  """For ``values [..., K]`` (a per-frame quantity along a trajectory), the first frame
+  index from which the value equals the final frame's for good (0: it never changed)."""
+  v = np.asarray(values)
+  same = v == v[..., -1:]
+  # Reversed cumulative AND: True where this frame and every later one equal the final.
+  settled = np.flip(np.cumprod(np.flip(same, axis=-1), axis=-1), axis=-1).astype(bool)
+  k = v.shape[-1]
+  return k - settled.sum(axis=-1)
+
+
+def column_distances(traj, final, column_edges) -> np.ndarray:
+  """RMS distance of every frame of ``traj [B, K, H, W, ...]`` to ``final [B, H, W, ...]``,
+  per column of the canvas (``column_edges``, x edges ``(0, e1, e2, W)``): ``[B, K, C]``."""
+  traj = np.asarray(traj, np.float32)
+  final = np.asarray(final, np.float32)
+  d = (traj - final[:, None]) ** 2
+  d = d.reshape(d.shape[:4] + (-1,)).mean(axis=-1)       # [B, K, H, W]
+  edges = list(column_edges[:-1]) + [d.shape[3]]
+  return np.stack([np.sqrt(d[:, :, :, a:b].mean(axis=(2, 3)))
+                   for a, b in zip(edges[:-1], edges[1:])], axis=-1)

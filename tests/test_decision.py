@@ -1,0 +1,48 @@
+"""Commit times along the reverse process: the pure functions and a tiny trained run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import shapes as shapes_config
+from experiments import decision, main
+from mode_interp import trajectory_scores as ts
+
+
+def test_last_change_index():
+  v = np.array([[1, 2, 3, 3, 3], [3, 3, 3, 3, 3], [1, 3, 1, 3, 2]])
+  np.testing.assert_array_equal(ts.last_change_index(v), [2, 0, 4])
+  b = np.array([[False, True, False, True, True]])
+  np.testing.assert_array_equal(ts.last_change_index(b), [3])
+
+
+def test_column_distances_are_per_column_rms():
+  final = np.zeros((1, 2, 6, 1), np.float32)
+  traj = np.zeros((1, 2, 2, 6, 1), np.float32)
+  traj[0, 0, :, 0:2] = 1.0   # frame 0 differs in the first column only
+  traj[0, 1, 0, 4] = 2.0     # frame 1: one pixel of four in the last column, by 2
+  d = ts.column_distances(traj, final, (0, 2, 4, 6))
+  np.testing.assert_allclose(d[0, 0], [1.0, 0.0, 0.0])
+  np.testing.assert_allclose(d[0, 1], [0.0, 0.0, 1.0])
+
+
+@pytest.mark.e2e
+def test_tiny_run_commit_times(tmp_path):
+  path = str(tmp_path / "shapes")
+  main.run(shapes_config.get_config("tiny"), path, "configs/shapes.py:tiny")
+  res = decision.run(path, num_samples=8, stride=2)
+  T = res["timesteps"]
+  assert res["num_samples"] == 8 and sum(res["counts"].values()) == 8
+  for name in ("checker", "distance"):
+    for g, s in res["commit_timestep"][name].items():
+      if s["n"]:
+        assert 0 <= s["quartiles"][0] <= s["median"] <= s["quartiles"][1] <= T - 1
+        assert sum(s["histogram"]) == s["n"]
+  for f in ("results.json", "figures/commit_checker.png", "figures/column_traces.png"):
+    assert os.path.exists(os.path.join(path, "decision", f))
+  with open(os.path.join(path, "decision", "results.json")) as f:
+    assert json.load(f)["stride"] == 2
+  with pytest.raises(decision.DecisionError, match="--stride"):
+    decision.run(path, num_samples=8, stride=0)
