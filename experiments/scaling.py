@@ -30,6 +30,7 @@ from absl import logging
 from experiments import shapes as shapes_exp
 from experiments.rows import Row, proportion_row
 from mode_interp import hallucination, pipeline, plots
+from mode_interp.errors import ConfigError
 from mode_interp.workdir import Workdir
 
 
@@ -161,6 +162,12 @@ def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
         rows.append(json.load(f))
       continue
     c = point_config(cfg, point, steps)
+    beyond = [s_ for s_ in detect.checkpoint_steps(path) if s_ > steps]
+    if beyond:
+      raise ConfigError("scaling.steps", f"{path} already holds a checkpoint at step "
+                        f"{max(beyond)}, past the step count {steps} not yet studied there; a "
+                        "model cannot be trained back: keep the step counts of this workdir "
+                        "or use a new --workdir")
     pwd = Workdir(path)
     pwd.lock()
     try:

@@ -15,7 +15,7 @@ def test_points_and_their_configs():
   pts = scaling.points(cfg)
   assert [p.name for p in pts] == ["default_seed0", "attn16_seed0", "wide_seed0",
                                    "t1000_seed0", "canvas64_seed0", "default_seed1"]
-  assert pts[-1].steps == (2_000, 8_000)
+  assert pts[-1].steps == (1_000, 4_000)
   c = scaling.point_config(cfg, pts[2], 1_000)
   assert c.model.ch == 2 * cfg.model.ch and c.train.steps == 1_000 and "scaling" not in c
   c = scaling.point_config(cfg, pts[4], 500)
@@ -31,7 +31,7 @@ def test_points_and_their_configs():
     ("steps", (1_000, 500), "increasing"),
     ("seed_steps", (3_000,), "among scaling.steps"),
     ("seeds", (0, 0), "distinct"),
-    ("steps", (100, 2_000, 8_000), "exceed train.warmup_steps"),
+    ("steps", (100, 1_000, 4_000), "exceed train.warmup_steps"),
 ])
 def test_bad_sweeps_are_refused_before_any_work(field, value, match):
   cfg = shapes_scaling.get_config("")
@@ -67,3 +67,7 @@ def test_tiny_sweep_runs_and_resumes_without_retraining(tmp_path):
   again = main.run(cfg, str(tmp_path), "configs/shapes_scaling.py:tiny")
   assert again["table"] == json.loads(json.dumps(res["table"]))
   assert os.path.getmtime(point / "study_step8.json") == mtime  # not studied again
+  # Step counts below what a point has trained and not studied: refused with the reason.
+  os.remove(point / "study_step4.json")
+  with pytest.raises(ConfigError, match="cannot be trained back"):
+    main.run(cfg, str(tmp_path), "configs/shapes_scaling.py:tiny")
