@@ -1,6 +1,8 @@
 """Gaussian-mixture experiments: mode interpolation, the exact-score control,
 and trajectory-variance detection (1D mixture, 5x5 grid, rotated grid)."""
 
+import json
+import os
 import time
 
 import jax
@@ -209,6 +211,13 @@ def sweep_point_config(cfg, field, value):
   return c
 
 
+def _write_partial(path, table):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(table, f, indent=1, default=float)
+  os.replace(tmp, path)
+
+
 def run_sweep(cfg, wd, mesh, mixture):
   """Hallucination rate (learned and exact score) against each swept field: the number of
   training points, T, the distance between 1D modes, the mixture's imbalance."""
@@ -237,6 +246,9 @@ def run_sweep(cfg, wd, mesh, mixture):
         if k in r:
           row[k] = r[k]
       table.append(row)
+      # The rows so far, as they arrive (a long sweep's finished points can be read and
+      # committed before it ends; results.json is written at the end).
+      _write_partial(wd.file("sweep_table.json"), table)
   panels = {}
   for field, scale in SWEEP_FIELDS.items():
     rows = [r for r in table if r["field"] == field]

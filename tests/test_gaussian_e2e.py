@@ -183,6 +183,8 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   for r in rows:
     assert r["true_score_hallucination_rate"] is not None and len(r["true_score_ci95"]) == 2
   assert os.path.getsize(os.path.join(wd, "figures", "sweep.png")) > 1000
+  with open(os.path.join(wd, "sweep_table.json")) as f:  # the rows as they arrived
+    assert [r["value"] for r in json.load(f)] == [0.5, 2.0]
 
   cfg = _tiny(grid25.get_config("imbalance"), steps=20)
   cfg.sweep.imbalance = (1.0, 10.0)
