@@ -40,7 +40,7 @@ from mode_interp import pipeline, plots, preemption, samplers, train  # noqa: E4
 from mode_interp import trajectory_scores as ts_lib  # noqa: E402
 from mode_interp.data import shapes  # noqa: E402
 from mode_interp.errors import Preempted, WorkdirError  # noqa: E402
-from mode_interp.workdir import Workdir  # noqa: E402
+from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
 
 FLAGS = flags.FLAGS
 OUT = "decision"
@@ -178,6 +178,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  quiet_library_logs()
   preemption.install()
   try:
     run(FLAGS.workdir, FLAGS.num_samples, FLAGS.stride, FLAGS.tol)
