@@ -8,20 +8,13 @@ models, filters, learning-rate schedules).
 
 import numbers
 
+from experiments import registry
 from mode_interp import diffusion, hallucination, pipeline, samplers, sharding, train
-from mode_interp.data import gaussians
 from mode_interp.data.shapes import SUPPORTED_SCALES
 from mode_interp.errors import ConfigError
 
-EXPERIMENTS = ("gaussian", "shapes", "recursive", "timesteps", "denoisers", "scaling")
-DATA_NAMES = {
-    "gaussian": gaussians.NAMES,
-    "shapes": ("shapes",),
-    "recursive": gaussians.NAMES + ("mnist", "shapes"),
-    "timesteps": ("grid25", "grid25_rotated"),
-    "denoisers": ("shapes",),
-    "scaling": ("shapes",),
-}
+EXPERIMENTS = tuple(registry.EXPERIMENTS)
+DATA_NAMES = {name: e.data_names for name, e in registry.EXPERIMENTS.items()}
 MODELS = pipeline.MODELS
 FILTERS = hallucination.FILTERS
 

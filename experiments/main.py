@@ -25,7 +25,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import config_check  # noqa: E402
+from experiments import config_check, registry  # noqa: E402
 from mode_interp import preemption  # noqa: E402
 from mode_interp.errors import (ConfigError, DataError, Preempted, TrainingDivergedError,  # noqa: E402
                                 WorkdirError)
@@ -38,14 +38,7 @@ flags.DEFINE_string("workdir", None, "Output directory (default runs/<config>[_<
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host jobs).")
 flags.mark_flags_as_required(["config"])
 
-RUNNERS = {
-    "gaussian": "experiments.gaussian",
-    "shapes": "experiments.shapes",
-    "recursive": "experiments.recursive",
-    "timesteps": "experiments.timesteps",
-    "denoisers": "experiments.denoisers",
-    "scaling": "experiments.scaling",
-}
+RUNNERS = {name: e.module for name, e in registry.EXPERIMENTS.items()}
 
 
 def default_workdir(config_arg: str) -> str:

@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from experiments import registry
 from experiments.rows import Row, get, is_number as _is_number, proportion_row  # noqa: F401
 
 DEFAULT_REFERENCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "references.json")
@@ -64,10 +65,7 @@ def _md(text) -> str:
 
 # -- what a run measured ---------------------------------------------------------
 # The runner module of each experiment, which owns the rows of its results.
-RUNNER_MODULES = {"gaussian": "experiments.gaussian", "shapes": "experiments.shapes",
-                  "recursive": "experiments.recursive", "timesteps": "experiments.timesteps",
-                  "denoisers": "experiments.denoisers",
-                  "scaling": "experiments.scaling"}
+RUNNER_MODULES = {name: e.module for name, e in registry.EXPERIMENTS.items()}
 
 
 @dataclasses.dataclass

@@ -263,3 +263,12 @@ def test_bfloat16_on_a_backend_without_it_is_refused(monkeypatch):
   cfg.model.dtype = "float16"
   with pytest.raises(ConfigError, match="model.dtype"):
     config_check.validate(cfg)
+
+
+def test_every_registered_experiment_has_a_runner_and_report_rows():
+  import importlib
+  from experiments import registry
+  for name, e in registry.EXPERIMENTS.items():
+    module = importlib.import_module(e.module)
+    assert callable(module.run) and callable(module.report_rows), name
+    assert e.data_names, name
