@@ -44,7 +44,7 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
     assert r["model"] == "mlp" and r["dim"] == 1 and r["shape"] == [1]
     assert r["devices"] >= 1 and r["quick"] is True
     assert r["platform"] and r["device_kind"] and r["mem_source"]
-    assert r["xla_temp_mb"] is None or r["xla_temp_mb"] >= 0
+    assert r["xla_temp_mb"] is not None and r["xla_temp_mb"] >= 0  # CPUs report it
   # The toy's sampler keeps XLA's defaults; its training step gets the project's CPU options.
   from mode_interp import sharding
   f32 = {r["case"]: r for r in records if r["dtype"] == "float32"}
@@ -95,7 +95,6 @@ def test_matrix_products_lists_forward_backward_and_scan_products():
   assert sum(n for *_, n in grads) == 5 + 6 + 2 + 1
   ms = bench.time_products(fwd, repeats=1, calls=2)
   assert ms > 0
-  assert bench.time_products(fwd[:1], repeats=1, calls=2, times=0) == 0
 
 
 def test_quick_prints_the_table_and_the_reference(quick_run):

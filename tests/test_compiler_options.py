@@ -29,8 +29,10 @@ def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_pro
   assert sharding.compiler_options(mesh, convolutional=False, training=True) == opts
   with sharding.xla_default_options():
     assert sharding.compiler_options(mesh, convolutional=True, training=True) == {}
-  # This jaxlib has the option (else the probe's fallback, tested below, would apply).
-  assert opts == {sharding.CPU_YNN_OPTION: sharding.CPU_YNN_FUSIONS}
+  # The option where this jaxlib has it, none where it does not (the probe's fallback):
+  # either way what the probe found, so the test does not pin one jaxlib's options.
+  assert opts == dict(sharding.cpu_ynn_options())
+  assert opts in ({}, {sharding.CPU_YNN_OPTION: sharding.CPU_YNN_FUSIONS})
   assert sharding.compiler_options(None, convolutional=True) == opts   # default backend: CPU
   assert pipeline.convolutional(shapes.get_config("tiny"))
   assert not pipeline.convolutional(gaussian1d.get_config("tiny"))
