@@ -55,14 +55,6 @@ from mode_interp.data import shapes as shapes_data
 from mode_interp.networks import unet
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/shapes.py", "A U-Net config "
-                                "(configs/shapes.py[:variant]).", lock_config=False)
-flags.DEFINE_integer("batch", 0, "Training batch (0: the config's train.batch_size).")
-flags.DEFINE_integer("chunk", 256, "Images per reverse step.")
-flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (the fastest is kept).")
-flags.DEFINE_bool("trace", False, "Also group the whole step's XLA operations by kind "
-                  "(exact on one core: NPROC=1 taskset -c 0).")
-# --json (write the profile as JSON to this path) is the benchmark's flag of the same name.
 
 # Layers timed alone; a layer inside an attention block is timed as part of the block.
 PART_TYPES = (nn.Conv, nn.GroupNorm, nn.Dense, unet.AttnBlock)
@@ -308,5 +300,19 @@ def main(argv):
     print(f"wrote {FLAGS.json}", file=sys.stderr)
 
 
+def define_flags():
+  """The command's flags, defined only when it runs as a program (``experiments.main``,
+  which tests import alongside, has its own ``--config``). ``--json`` (write the profile as
+  JSON to this path) is the benchmark's flag of the same name."""
+  config_flags.DEFINE_config_file("config", "configs/shapes.py", "A U-Net config "
+                                  "(configs/shapes.py[:variant]).", lock_config=False)
+  flags.DEFINE_integer("batch", 0, "Training batch (0: the config's train.batch_size).")
+  flags.DEFINE_integer("chunk", 256, "Images per reverse step.")
+  flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (the fastest is kept).")
+  flags.DEFINE_bool("trace", False, "Also group the whole step's XLA operations by kind "
+                    "(exact on one core: NPROC=1 taskset -c 0).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
