@@ -112,10 +112,12 @@ def run(cfg, wd, mesh, info=None):
         auroc=res["detection"]["auroc"], seconds=row["seconds_this_run"])
   canvas = int(shape[0])
   if table:
-    xs = [r["patch"] or 2 * canvas - 1 for r in table]  # the exact one: a canvas-wide patch
+    # By patch size; the exact denoiser is a canvas-wide patch, at the right.
+    order = sorted(table, key=lambda r: r["patch"] or 2 * canvas - 1)
+    xs = [r["patch"] or 2 * canvas - 1 for r in order]
     def band(key):
-      return ([r[key]["rate"] for r in table], [r[key]["ci95"][0] for r in table],
-              [r[key]["ci95"][1] for r in table])
+      return ([r[key]["rate"] for r in order], [r[key]["ci95"][0] for r in order],
+              [r[key]["ci95"][1] for r in order])
     plots.sweep_lines(wd.figure("denoisers.png"), {"patch size (exact at right)": {
         "xs": xs, "xscale": "log", "two shapes in one column": band("mode_interpolation"),
         "copies of a training image": band("copies"),
