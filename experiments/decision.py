@@ -61,19 +61,6 @@ def group_masks(counts_final: np.ndarray, verdicts: np.ndarray, sized: np.ndarra
           "other columns of two-in-one images": multi & occupied & ~doubled}
 
 
-def _sized_counts(images, scale) -> tuple:
-  """Per-column blob counts and shape-sized blob counts of ``images`` (the checker's)."""
-  res = shapes.check(images, scale=scale)
-  geom = shapes.get_geometry(scale)
-  sized = np.zeros_like(res.counts)
-  lo = np.array([s.area_lo for s in geom.shapes])
-  hi = np.array([s.area_hi for s in geom.shapes])
-  for i, per_img in enumerate(res.areas):
-    for c, areas in enumerate(per_img):
-      sized[i, c] = sum(1 for a in areas if lo[c] <= a <= hi[c])
-  return res, sized
-
-
 def summarise(values: np.ndarray, T: int) -> dict:
   v = np.asarray(values, np.float64)
   if not len(v):
@@ -127,8 +114,8 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
     ts = samplers.reverse_timesteps(cfg.sample.sampler, T, cfg.sample.num_steps)
     kept = np.unique(np.append(np.arange(0, len(ts), stride), len(ts) - 1))
     t_of_frame = np.asarray(ts)[kept]                                 # descending timesteps
-    res_final, sized = _sized_counts(final, cfg.data.scale)
-    frames, _ = _sized_counts(traj.reshape((b * k,) + traj.shape[2:]), cfg.data.scale)
+    res_final = shapes.check(final, scale=cfg.data.scale)
+    frames = shapes.check(traj.reshape((b * k,) + traj.shape[2:]), scale=cfg.data.scale)
     counts_traj = frames.counts.reshape(b, k, -1)                     # [B, K, C]
     commit_checker = ts_lib.last_change_index(np.moveaxis(counts_traj, 1, -1))   # [B, C]
     geom = shapes.get_geometry(cfg.data.scale)
@@ -138,7 +125,7 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
     # the last frame's x0 is the final image up to the last step's noise-free update.
     t_checker = t_of_frame[np.minimum(commit_checker, k - 1)]
     t_dist = t_of_frame[np.minimum(commit_dist, k - 1)]
-    groups = group_masks(res_final.counts, res_final.verdicts, sized)
+    groups = group_masks(res_final.counts, res_final.verdicts, res_final.sized)
     res = {"workdir": wd.path, "checkpoint_step": int(step), "timesteps": T,
            "num_samples": int(b), "num_non_finite": int((~ok).sum()), "stride": stride,
            "tol": tol, "counts": shapes.count_verdicts(res_final.verdicts),

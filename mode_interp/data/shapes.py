@@ -197,11 +197,14 @@ class CheckResult:
       belongs to the column holding its centroid.
     areas: per image, per column, the blob areas in decreasing order.
     specks: int ``[N]`` number of ignored speck components.
+    sized: int ``[N, 3]`` number of shape-sized blobs per column (two or more in a column:
+      ``multiple_in_column``).
   """
   verdicts: np.ndarray
   counts: np.ndarray
   areas: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
   specks: np.ndarray
+  sized: np.ndarray
 
   def __len__(self) -> int:
     return int(self.verdicts.shape[0])
@@ -590,7 +593,7 @@ def check(images: np.ndarray, scale: float = 1.0,
   verdicts[counts.sum(axis=1) == 0] = BLANK
   areas_out = [tuple(tuple(sorted(a, reverse=True)) for a in per_img)
                for per_img in areas]
-  return CheckResult(verdicts=verdicts, counts=counts, areas=areas_out,
+  return CheckResult(verdicts=verdicts, counts=counts, areas=areas_out, sized=sized,
                      specks=specks)
 
 
