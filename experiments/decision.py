@@ -71,6 +71,27 @@ def summarise(values: np.ndarray, T: int) -> dict:
           "mean": float(v.mean()), "histogram": hist.tolist(), "bin_edges": edges.tolist()}
 
 
+def later_commit_contrast(t_commit: np.ndarray, groups: dict, positive: str,
+                          negative: str) -> dict:
+  """AUROC (DeLong interval) that a column of ``positive`` is committed later (at a smaller
+  timestep; the reverse process runs from T down to 0) than a column of ``negative``."""
+  return ts_lib.auroc_delong(-np.concatenate([t_commit[groups[positive]],
+                                              t_commit[groups[negative]]]),
+                             np.r_[np.ones(groups[positive].sum(), bool),
+                                   np.zeros(groups[negative].sum(), bool)])
+
+
+def latest_commit_score(t_commit: np.ndarray, occupied: np.ndarray, verdicts: np.ndarray) -> dict:
+  """Per image, its last-decided occupied column's commit time as a hallucination score
+  (later = higher): AUROC (DeLong interval) for two-in-one-column vs in-support images.
+  It reads the final image, so it is a diagnosis of the mechanism, not a detector chosen
+  on held-out data (nothing is selected: no split is needed)."""
+  t = np.where(occupied, t_commit, np.inf).min(axis=1)
+  pick = (verdicts == shapes.IN_SUPPORT) | (verdicts == shapes.MULTIPLE_IN_COLUMN)
+  pick &= np.isfinite(t)
+  return ts_lib.auroc_delong(-t[pick], verdicts[pick] == shapes.MULTIPLE_IN_COLUMN)
+
+
 def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05) -> dict:
   cfg = detect.read_workdir(workdir)
   if cfg.experiment != "shapes":
@@ -129,13 +150,25 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
     res = {"workdir": wd.path, "checkpoint_step": int(step), "timesteps": T,
            "num_samples": int(b), "num_non_finite": int((~ok).sum()), "stride": stride,
            "tol": tol, "counts": shapes.count_verdicts(res_final.verdicts),
-           "commit_timestep": {}, "definition": {
+           "commit_timestep": {}, "later_than_in_support": {}, "latest_commit_score": {},
+           "definition": {
                "checker": "the column's blob count in x0 equals the final image's from this "
                           "timestep on",
                "distance": f"the column's RMS distance to the final image stays <= {tol} "
-                           "from this timestep on"}}
+                           "from this timestep on",
+               "later_than_in_support": "AUROC that a column of the group is committed later "
+                                        "(smaller t) than an in-support image's shape column",
+               "latest_commit_score": "per image, the latest commit among its occupied "
+                                      "columns as a score: AUROC for two in one column vs "
+                                      "in support (reads the final image: a diagnosis, not a "
+                                      "detector)"}}
     for name, t_commit in (("checker", t_checker), ("distance", t_dist)):
       res["commit_timestep"][name] = {g: summarise(t_commit[m], T) for g, m in groups.items()}
+      res["later_than_in_support"][name] = {
+          g: later_commit_contrast(t_commit, groups, g, "in-support columns")
+          for g in groups if g != "in-support columns"}
+      res["latest_commit_score"][name] = latest_commit_score(
+          t_commit, res_final.counts >= 1, res_final.verdicts)
       plots.commit_histograms(wd.file(os.path.join(OUT, "figures", f"commit_{name}.png")),
                               {g: t_commit[m] for g, m in groups.items()}, T,
                               f"commit timestep ({name}); the reverse process runs right "
@@ -156,6 +189,13 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
       if s["n"]:
         logging.info("decision: %s: n=%d, committed at t = %.1f (median; quartiles %.1f, %.1f)",
                      g, s["n"], s["median"], *s["quartiles"])
+    for name in ("checker", "distance"):
+      c = res["later_than_in_support"][name]["doubled column (two in one column)"]
+      a = res["latest_commit_score"][name]
+      if c["auroc"] is not None and a["auroc"] is not None:
+        logging.info("decision (%s): doubled column later than in-support columns: AUROC %.3f "
+                     "[%.3f, %.3f]; latest-commit image score: AUROC %.3f [%.3f, %.3f]", name,
+                     c["auroc"], *c["ci95"], a["auroc"], *a["ci95"])
     return res
   finally:
     wd.unlock()

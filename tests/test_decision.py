@@ -9,6 +9,7 @@ import pytest
 from configs import shapes as shapes_config
 from experiments import decision, main
 from mode_interp import trajectory_scores as ts
+from mode_interp.data import shapes
 
 
 def test_last_change_index():
@@ -28,6 +29,23 @@ def test_column_distances_are_per_column_rms():
   np.testing.assert_allclose(d[0, 1], [0.0, 0.0, 1.0])
 
 
+def test_later_commit_contrast_and_image_score():
+  # Two images of three columns: image 0 in support, its columns committed at t = 40;
+  # image 1 two-in-one, its doubled middle column committed at t = 10, the rest at 40.
+  t = np.array([[40, 40, 40], [40, 10, 40]])
+  groups = {"in-support columns": np.array([[1, 1, 1], [0, 0, 0]], bool),
+            "doubled": np.array([[0, 0, 0], [0, 1, 0]], bool)}
+  c = decision.later_commit_contrast(t, groups, "doubled", "in-support columns")
+  assert c["auroc"] == 1.0 and (c["n_pos"], c["n_neg"]) == (1, 3)
+  verdicts = np.array([shapes.IN_SUPPORT, shapes.MULTIPLE_IN_COLUMN])
+  a = decision.latest_commit_score(t, np.ones((2, 3), bool), verdicts)
+  assert a["auroc"] == 1.0
+  # Committed earlier instead: the contrast turns over.
+  t2 = np.array([[40, 40, 40], [40, 90, 40]])
+  assert decision.later_commit_contrast(t2, groups, "doubled", "in-support columns")["auroc"] == 0.0
+  assert decision.latest_commit_score(t2, np.ones((2, 3), bool), verdicts)["auroc"] == 0.5
+
+
 @pytest.mark.e2e
 def test_tiny_run_commit_times(tmp_path):
   path = str(tmp_path / "shapes")
@@ -43,6 +61,8 @@ def test_tiny_run_commit_times(tmp_path):
   for f in ("results.json", "figures/commit_checker.png", "figures/column_traces.png"):
     assert os.path.exists(os.path.join(path, "decision", f))
   with open(os.path.join(path, "decision", "results.json")) as f:
-    assert json.load(f)["stride"] == 2
+    saved = json.load(f)
+  assert saved["stride"] == 2
+  assert set(saved["latest_commit_score"]) == {"checker", "distance"}
   with pytest.raises(decision.DecisionError, match="--stride"):
     decision.run(path, num_samples=8, stride=0)
