@@ -21,6 +21,18 @@ over several windows at once, of several *sources* (the predicted x0, x0 on the
 clipped, quantised 0..255 scale, and the predicted noise eps): W windows x S sources
 of Welford statistics live in the scan carry (O(S * W * N * D), still independent
 of ``T``), and the output's ``window_variance`` holds the per-pixel maps.
+
+DDIM can take ancestral (stochastic, DDPM-like) steps near the end of its chain:
+``SamplerSpec.stochastic_last = k`` runs its last ``k`` reverse steps at ``eta = 1`` (the
+DDPM posterior variance), the others at ``SamplerSpec.eta`` (Ashiq et al., 2026, "Why DDIM
+Hallucinates More Than DDPM", arXiv:2605.06831: a few stochastic steps after the critical
+time let a trajectory leave the segment between two modes). ``k = 0`` is plain DDIM, and
+``k`` = every step over all ``T`` timesteps is the DDPM update with the posterior
+(fixed-small) variance.
+
+Every ``sample_chunk`` also takes an optional ``x_init`` (the starting noise, one row per
+index) in place of the noise it would draw itself, e.g. to run the deterministic sampler
+from perturbed starting points (:mod:`mode_interp.detectors`).
 """
 
 import dataclasses
@@ -65,6 +77,9 @@ class SamplerSpec:
   # per-pixel variance of every source in `study_sources` is accumulated.
   study_windows: tuple = ()
   study_sources: tuple = ("x0", "x0_u8", "eps")
+  # DDIM only: the last `stochastic_last` reverse steps are ancestral (eta = 1), the others
+  # use `eta`; 0: plain DDIM.
+  stochastic_last: int = 0
 
 
 REDUCTIONS = ("mean", "max")
@@ -107,7 +122,16 @@ _SAMPLERS = {}
 
 
 def register_sampler(name):
+  """Registers a sampler factory under ``name``; a name already taken is refused (a second
+  registration would silently replace the first for every caller)."""
+  if name in _SAMPLERS:
+    raise ValueError(f"a sampler named {name!r} is already registered "
+                     f"({_SAMPLERS[name].__module__}.{_SAMPLERS[name].__qualname__}); "
+                     f"registered: {', '.join(sampler_names())}; choose another name")
+
   def deco(fn):
+    if name in _SAMPLERS:  # registered between the call and the decoration
+      raise ValueError(f"a sampler named {name!r} is already registered; choose another name")
     _SAMPLERS[name] = fn
     return fn
   return deco
@@ -128,6 +152,13 @@ def get_sampling_fn(name: str, schedule: diffusion.Schedule, eps_fn: EpsFn, spec
     raise ValueError(f"unknown study source {bad[0]!r}; allowed: {', '.join(SOURCES)}")
   ts = reverse_timesteps(name, schedule.timesteps, spec.num_steps)
   window_mask(ts, spec.window, spec.t_lo, spec.t_hi)  # validates the main window
+  k = spec.stochastic_last
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= len(ts):
+    raise ValueError(f"stochastic_last={k!r} must be an integer in [0, {len(ts)}] (the "
+                     f"{len(ts)} reverse steps of sampler {name!r})")
+  if k and name != "ddim":
+    raise ValueError(f"stochastic_last={k} is for the 'ddim' sampler (every 'ddpm' step is "
+                     f"already stochastic); use 0 with {name!r}")
   for lo, hi in spec.study_windows:
     window_mask(ts, 0, int(lo), int(hi))
   return _SAMPLERS[name](schedule, eps_fn, spec)
@@ -266,9 +297,10 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     x_next = mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
     return x_next, x0_hat, eps
 
-  def sample_chunk(params, key, indices):
+  def sample_chunk(params, key, indices, x_init=None):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    x_init = per_sample_normal(keys, 0, spec.shape)
+    if x_init is None:
+      x_init = per_sample_normal(keys, 0, spec.shape)
     return _scan_reverse(step_fn, params, reverse_timesteps("ddpm", T), window, spec, x_init, keys)
 
   return sample_chunk
@@ -316,9 +348,19 @@ def ddim_timesteps(T: int, num_steps: int) -> np.ndarray:
   return ts[::-1]
 
 
-def ddim_coefficients(schedule: diffusion.Schedule, ts, eta: float):
+def ddim_etas(num_steps: int, eta: float, stochastic_last: int = 0) -> np.ndarray:
+  """Per-step eta of a DDIM chain of ``num_steps`` reverse steps: ``eta``, and 1 (the
+  ancestral, DDPM-like step) for the last ``stochastic_last``."""
+  etas = np.full(num_steps, float(eta), np.float64)
+  if stochastic_last:
+    etas[num_steps - stochastic_last:] = 1.0
+  return etas
+
+
+def ddim_coefficients(schedule: diffusion.Schedule, ts, eta):
   """Per-step ``(sqrt(a_prev), sqrt(1 - a_prev - sigma^2), sigma)`` of DDIM over the
-  descending timesteps ``ts``, computed in float64 from log alpha-bar.
+  descending timesteps ``ts``, computed in float64 from log alpha-bar. ``eta`` is one
+  number or one per step (:func:`ddim_etas`).
 
   In float32, alpha-bar of a steep schedule underflows (the toy schedule's betas rise to
   0.2: alpha-bar at t = 999 is about e^-113), and ``a_t / a_prev`` becomes 0/0; in log
@@ -331,18 +373,22 @@ def ddim_coefficients(schedule: diffusion.Schedule, ts, eta: float):
   log_a_prev = np.where(ts_prev >= 0, log_ab[np.maximum(ts_prev, 0)], 0.0)
   a_t, a_prev = np.exp(log_a_t), np.exp(log_a_prev)
   ratio = np.exp(log_a_t - log_a_prev)                       # a_t / a_prev
-  sigma = eta * np.sqrt(np.maximum((1 - a_prev) / (1 - a_t) * (1 - ratio), 0.0))
+  sigma = np.asarray(eta, np.float64) * np.sqrt(
+      np.maximum((1 - a_prev) / (1 - a_t) * (1 - ratio), 0.0))
   return np.sqrt(a_prev), np.sqrt(np.maximum(1 - a_prev - sigma ** 2, 0.0)), sigma
 
 
 @register_sampler("ddim")
 def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
-  """DDIM (Song et al., 2021) over a subset of timesteps; ``eta=0`` is deterministic."""
+  """DDIM (Song et al., 2021) over a subset of timesteps; ``eta=0`` is deterministic. The
+  last ``spec.stochastic_last`` steps run at ``eta = 1`` (ancestral steps)."""
   T = schedule.timesteps
   ts = ddim_timesteps(T, spec.num_steps)
   window = min(spec.window, len(ts))
-  c_x0, c_eps, c_noise = (jnp.asarray(c, jnp.float32)
-                          for c in ddim_coefficients(schedule, ts, spec.eta))
+  coefs = ddim_coefficients(schedule, ts, ddim_etas(len(ts), spec.eta, spec.stochastic_last))
+  # A deterministic chain (every sigma 0) draws no step noise: it would be multiplied by 0.
+  stochastic = bool(np.any(coefs[2] > 0))
+  c_x0, c_eps, c_noise = (jnp.asarray(c, jnp.float32) for c in coefs)
 
   def step_fn(params, x, t, t_prev, i, keys):
     del t_prev
@@ -351,13 +397,15 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     if spec.clip_x0 is not None:
       eps = diffusion.eps_from_x0(schedule, x, t, x0_hat)
-    noise = per_sample_normal(keys, i + 1, spec.shape)
-    x_next = c_x0[i] * x0_hat + c_eps[i] * eps + c_noise[i] * noise
+    x_next = c_x0[i] * x0_hat + c_eps[i] * eps
+    if stochastic:
+      x_next = x_next + c_noise[i] * per_sample_normal(keys, i + 1, spec.shape)
     return x_next, x0_hat, eps_pred
 
-  def sample_chunk(params, key, indices):
+  def sample_chunk(params, key, indices, x_init=None):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    x_init = per_sample_normal(keys, 0, spec.shape)
+    if x_init is None:
+      x_init = per_sample_normal(keys, 0, spec.shape)
     return _scan_reverse(step_fn, params, ts, window, spec, x_init, keys)
 
   return sample_chunk

@@ -348,3 +348,81 @@ def test_row_tiles_give_the_same_outputs(name, rows):
     assert b.shape == a.shape
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
   assert samplers.row_tiled(fn, 0) is fn
+
+
+# -- issue 26: DDIM with ancestral steps at the end; x_init; one name per sampler ---------
+
+def test_ddim_with_every_step_stochastic_is_the_ddpm_posterior_update():
+  """DDIM over all T timesteps with every step at eta = 1 is the DDPM update with the
+  posterior (fixed-small) variance: same chain, same noise."""
+  idx = jnp.arange(64)
+  key = jax.random.key(3)
+  ddim = jax.jit(_sampler("ddim", eps_fn=_linear_eps, shape=(2,), stochastic_last=T))
+  ddpm = jax.jit(_sampler("ddpm", eps_fn=_linear_eps, shape=(2,), variance="fixed_small"))
+  a, b = ddim(None, key, idx), ddpm(None, key, idx)
+  np.testing.assert_allclose(a.samples, b.samples, rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(a.traj_variance, b.traj_variance, rtol=2e-3, atol=1e-7)
+  # Not the deterministic chain: the noise entered.
+  det = jax.jit(_sampler("ddim", eps_fn=_linear_eps, shape=(2,)))(None, key, idx)
+  assert np.abs(np.asarray(det.samples) - np.asarray(a.samples)).max() > 1e-2
+
+
+@pytest.mark.parametrize("num_steps", [0, 12])
+def test_ddim_with_no_stochastic_step_is_plain_ddim_bit_for_bit(num_steps):
+  idx = jnp.arange(32)
+  key = jax.random.key(4)
+  plain = jax.jit(_sampler("ddim", shape=(1,), num_steps=num_steps, window=4))(None, key, idx)
+  k0 = jax.jit(_sampler("ddim", shape=(1,), num_steps=num_steps, window=4,
+                        stochastic_last=0))(None, key, idx)
+  for a, b in zip(plain, k0):
+    if a is not None:
+      np.testing.assert_array_equal(a, b)
+
+
+def test_stochastic_last_k_changes_only_the_last_k_steps():
+  """With k ancestral steps at the end, the trajectory equals plain DDIM's up to step n - k
+  and leaves it from there on (per-step eta array)."""
+  n, k = 12, 3
+  kw = dict(eps_fn=_linear_eps, shape=(2,), num_steps=n, traj_stride=1, window=2)
+  idx = jnp.arange(16)
+  key = jax.random.key(6)
+  plain = jax.jit(_sampler("ddim", **kw))(None, key, idx)
+  mixed = jax.jit(_sampler("ddim", stochastic_last=k, **kw))(None, key, idx)
+  # x0 at step i is read from x_i; the first stochastic step (n - k) changes x_{n-k+1}.
+  tp, tm = np.asarray(plain.x0_trajectory), np.asarray(mixed.x0_trajectory)
+  np.testing.assert_array_equal(tp[:, : n - k + 1], tm[:, : n - k + 1])
+  assert np.abs(tp[:, n - k + 1:] - tm[:, n - k + 1:]).max() > 1e-3
+  etas = samplers.ddim_etas(n, 0.0, k)
+  np.testing.assert_array_equal(etas, [0.0] * (n - k) + [1.0] * k)
+
+
+def test_stochastic_last_is_validated():
+  with pytest.raises(ValueError, match=r"stochastic_last=41.*\[0, 40\]"):
+    _sampler("ddim", stochastic_last=T + 1)
+  with pytest.raises(ValueError, match="stochastic_last=-1"):
+    _sampler("ddim", stochastic_last=-1)
+  with pytest.raises(ValueError, match="'ddim' sampler"):
+    _sampler("ddpm", stochastic_last=2)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_x_init_replaces_the_drawn_starting_noise(name):
+  fn = jax.jit(_sampler(name, eps_fn=_linear_eps, shape=(2,), num_steps=10))
+  key = jax.random.key(8)
+  idx = jnp.arange(8)
+  out = fn(None, key, idx)
+  x_init = jax.vmap(lambda i: jax.random.normal(
+      jax.random.fold_in(jax.random.fold_in(key, i), 0), (2,)))(idx)
+  again = fn(None, key, idx, x_init)
+  np.testing.assert_array_equal(out.samples, again.samples)
+  other = fn(None, key, idx, x_init + 0.5)
+  assert np.abs(np.asarray(other.samples) - np.asarray(out.samples)).min() > 1e-4
+
+
+def test_register_sampler_refuses_a_taken_name():
+  with pytest.raises(ValueError, match="'ddim' is already registered.*choose another name"):
+    @samplers.register_sampler("ddim")
+    def _other(schedule, eps_fn, spec):  # pragma: no cover - never registered
+      raise AssertionError
+  # The registered sampler is untouched.
+  assert samplers._SAMPLERS["ddim"].__name__ == "_ddim"
