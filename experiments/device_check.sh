@@ -3,7 +3,8 @@
 #   bash experiments/device_check.sh OUTDIR [STAGE ...]
 # Stages (default: all, in this order):
 #   shapes_gpu          configs/shapes.py:gpu trained via experiments.main, then the detection
-#                       study (experiments.detect, 3,000 samples): ~8 min of one H200
+#                       study (experiments.detect, 3,000 samples): ~8 min of one H200; its point
+#                       is added to the CPU scaling study's figure (OUTDIR/detection_vs_compute.png)
 #   gaussian1d_paper grid25_paper   paper-scale Gaussian runs (~5 min)
 #   shapes_paper_short  a paper-shaped SIMPLE SHAPES run cut short (to time its steps)
 #   bench               the benchmark table
@@ -45,7 +46,11 @@ for stage in $stages; do
       run shapes_gpu 330 --config=configs/shapes.py:gpu
       grep "train 4000/4000\|sample 512/512" "$out/shapes_gpu.log" | tail -2 | tee -a "$out/device.txt"
       study shapes_gpu 210 --num_samples=3000
-      grep "study .*samples/s" "$out/shapes_gpu_study.log" | tail -1 | tee -a "$out/device.txt" ;;
+      grep "study .*samples/s" "$out/shapes_gpu_study.log" | tail -1 | tee -a "$out/device.txt"
+      timeout 120 python -m experiments.scaling --points=reports/latest/shapes_scaling \
+        --add_study="$out/shapes_gpu" --label=gpu --out="$out/detection_vs_compute.png" \
+        --json="$out/shapes_gpu_scaling_row.json" >> "$out/shapes_gpu_study.log" 2>&1
+      echo "scaling_figure rc=$?" | tee -a "$out/device.txt" ;;
     gaussian1d_paper) run gaussian1d_paper 120 --config=configs/gaussian1d.py:paper ;;
     grid25_paper) run grid25_paper 200 --config=configs/grid25.py:paper ;;
     shapes_paper_short)

@@ -29,7 +29,8 @@ from absl import logging
 
 from experiments import shapes as shapes_exp
 from experiments.rows import Row, proportion_row
-from mode_interp import hallucination, pipeline, plots
+from mode_interp import hallucination, pipeline, plots, sharding
+from mode_interp.data import shapes as shapes_data
 from mode_interp.errors import ConfigError
 from mode_interp.workdir import Workdir
 
@@ -148,6 +149,22 @@ def _write_json(path, obj):
   os.replace(tmp, path)
 
 
+def study_row(model: str, seed: int, steps: int, description: str, flops, train_s, study_s,
+              res: dict) -> dict:
+  """One row of the table: a model at a step count, from its detection study ``res``."""
+  counts = res["counts"]
+  n = sum(counts.values())
+  multi = counts.get("multiple_in_column", 0)
+  return {"model": model, "seed": seed, "step": steps, "description": description,
+          "flops_per_step": flops, "train_flops": flops * steps if flops else None,
+          "train_seconds_segment": None if train_s is None else round(train_s, 1),
+          "study_seconds": None if study_s is None else round(study_s, 1),
+          "num_samples": n, "counts": counts,
+          "multiple_in_column": _rate(multi, n),
+          "hallucination": _rate(n - counts.get("in_support", 0), n),
+          "scores": _headline(res), "verdict": res["verdict"]}
+
+
 def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
   """Trains one model along its step counts and studies each; returns its table rows."""
   from experiments import detect  # the study (imports the sampler stack)
@@ -187,22 +204,58 @@ def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
     res = detect.run_study(path, num_samples=int(cfg.scaling.num_samples),
                            chunk_size=int(cfg.scaling.study_chunk))
     study_s = time.time() - t0
-    counts = res["counts"]
-    n = sum(counts.values())
-    multi = counts.get("multiple_in_column", 0)
-    row = {"model": point.model, "seed": point.seed, "step": steps,
-           "description": MODEL_VARIANTS[point.model][0],
-           "flops_per_step": flops, "train_flops": flops * steps if flops else None,
-           "train_seconds_segment": round(train_s, 1), "study_seconds": round(study_s, 1),
-           "num_samples": n, "counts": counts,
-           "multiple_in_column": _rate(multi, n),
-           "hallucination": _rate(n - counts.get("in_support", 0), n),
-           "scores": _headline(res), "verdict": res["verdict"]}
+    row = study_row(point.model, point.seed, steps, MODEL_VARIANTS[point.model][0], flops,
+                    train_s, study_s, res)
     _write_json(done, row)
     logging.info("scaling: %s step %d: multiple in column %d/%d; paper AUROC %s; %s",
-                 point.name, steps, multi, n, row["scores"]["paper"]["auroc"], res["verdict"])
+                 point.name, steps, row["multiple_in_column"]["count"], row["num_samples"],
+                 row["scores"]["paper"]["auroc"], res["verdict"])
     rows.append(row)
   return rows
+
+
+def collect_rows(paths) -> list:
+  """Every table row (``study_step<N>.json``) under ``paths`` (directories, searched
+  recursively, or the files themselves), in model, seed, step order."""
+  import glob
+  rows = []
+  for p in paths:
+    files = [p] if os.path.isfile(p) else glob.glob(os.path.join(p, "**", "study_step*.json"),
+                                                    recursive=True)
+    for f in files:
+      with open(f) as fh:
+        rows.append(json.load(fh))
+  if not rows:
+    raise ConfigError("--points", f"no study_step<N>.json under {', '.join(paths)}")
+  return sorted(rows, key=lambda r: (r["model"], r["seed"], r["step"]))
+
+
+def external_row(workdir: str, label: str) -> dict:
+  """The row of a SIMPLE SHAPES workdir trained by ``experiments.main`` and studied by
+  ``experiments.detect`` elsewhere (an accelerator's ``configs/shapes.py:gpu`` run), so its
+  point joins the figure: FLOPs from XLA's cost analysis of its training step on this
+  machine's backend, no seconds (they are the other machine's)."""
+  cfg_path = os.path.join(workdir, "config.json")
+  study = os.path.join(workdir, "study", "results.json")
+  if not os.path.isfile(cfg_path):
+    raise ConfigError("--add_study", f"{cfg_path} does not exist: not a workdir of "
+                      "experiments.main")
+  with open(cfg_path) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  if cfg.get("experiment") != "shapes":
+    raise ConfigError("--add_study", f"{workdir} holds a {cfg.get('experiment')!r} run; "
+                      "allowed: a 'shapes' workdir")
+  if not os.path.isfile(study):
+    raise ConfigError("--add_study", f"{study} does not exist: run python -m experiments.detect "
+                      f"--workdir={workdir} first")
+  with open(study) as f:
+    res = json.load(f)
+  side = shapes_data.get_geometry(cfg.data.scale).canvas
+  x = jnp.zeros((1, side, side, 1), jnp.float32)
+  mesh = sharding.make_mesh(cfg.num_devices or None)
+  flops = step_flops(cfg, x, mesh)
+  return study_row(label, int(cfg.seed), int(res["checkpoint_step"]),
+                   f"{label}: {workdir}", flops, None, None, res)
 
 
 def _curves(table):
@@ -252,3 +305,40 @@ def report_rows(res, cfg) -> List[Row]:
     rows.append(proportion_row(f"{tag}.paper_removed", f"{tag}: paper's score, removed at "
                                "96% kept (held out)", p["rate"], p["n"], p["count"], p["ci95"]))
   return rows
+
+
+def main(argv):
+  """``python -m experiments.scaling --points=DIR [--add_study=W --label=L] --out=FIG``:
+  the figure of detection against training compute from finished points, with the points
+  of other studied workdirs added (``experiments/device_check.sh`` adds its accelerator's)."""
+  if len(argv) > 1:
+    raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
+  from absl import flags
+  f = flags.FLAGS
+  try:
+    table = collect_rows(f.points)
+    extra = [external_row(w, f.label or os.path.basename(os.path.normpath(w)))
+             for w in f.add_study]
+  except ConfigError as e:
+    raise SystemExit(f"error: {e}")
+  table += extra
+  plots.scaling_curves(f.out, _curves(table))
+  if f.json:
+    _write_json(f.json, extra)
+  for r in extra:
+    logging.info("scaling: added %s step %d (%s training FLOPs): two in one column %.3f; "
+                 "paper's AUROC %s; %s", r["model"], r["step"], r["train_flops"],
+                 r["multiple_in_column"]["rate"], r["scores"]["paper"]["auroc"], r["verdict"])
+  logging.info("scaling: wrote %s (%d rows)", f.out, len(table))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_multi_string("points", ["reports/latest/shapes_scaling"],
+                            "Directories (searched recursively) or files of finished points.")
+  flags.DEFINE_multi_string("add_study", [], "Workdirs trained by experiments.main and studied "
+                            "by experiments.detect to add as points.")
+  flags.DEFINE_string("label", "", "The added points' label (default: the workdir's name).")
+  flags.DEFINE_string("out", "detection_vs_compute.png", "The figure to write.")
+  flags.DEFINE_string("json", "", "Where to write the added rows (optional).")
+  app.run(main)
