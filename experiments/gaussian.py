@@ -218,6 +218,22 @@ def _write_partial(path, table):
   os.replace(tmp, path)
 
 
+def _add_seconds(path, tag, seconds, done):
+  """Adds ``seconds`` to ``tag``'s wall time in ``path`` unless the point had finished in an
+  earlier run (a point resumed over several runs sums their seconds; a run killed outright
+  loses its share). Returns the point's seconds."""
+  spent = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      spent = json.load(f)
+  entry = spent.get(tag, {"seconds": 0.0, "done": False})
+  if not entry["done"]:
+    entry = {**entry, "seconds": round(entry["seconds"] + seconds, 1), "done": bool(done)}
+    spent[tag] = entry
+    _write_partial(path, spent)
+  return entry["seconds"]
+
+
 def run_sweep(cfg, wd, mesh, mixture):
   """Hallucination rate (learned and exact score) against each swept field: the number of
   training points, T, the distance between 1D modes, the mixture's imbalance."""
@@ -230,7 +246,12 @@ def run_sweep(cfg, wd, mesh, mixture):
       data = mix.sample(c.data.num_train, seed=cfg.seed)
       tag = f"sweep_{field}_{v}"
       logging.info("sweep: %s = %s", field, v)
-      r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
+      t0, r = time.time(), None
+      try:
+        r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
+      finally:
+        seconds = _add_seconds(wd.file("sweep_seconds.json"), tag, time.time() - t0,
+                               done=r is not None)
       row = {"field": field, "value": v, "num_train": c.data.num_train,
              "timesteps": c.diffusion.timesteps,
              "hallucination_rate": r["hallucination_rate"],
@@ -239,7 +260,8 @@ def run_sweep(cfg, wd, mesh, mixture):
              "true_score_ci95": r["true_score_hallucination"]["ci95"],
              "auroc": r["detection"]["auroc"],
              "hallucinations_removed": r["detection"]["hallucinations_removed"],
-             "num_samples": r["num_samples"], "non_finite": r["non_finite"]["count"]}
+             "num_samples": r["num_samples"], "non_finite": r["non_finite"]["count"],
+             "wall_seconds": seconds}
       if field == "distance":
         row["means"] = list(c.data.means)
       for k in ("hallucinations_between", "in_support_share_heavy", "weight_share_heavy"):

@@ -185,6 +185,16 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   assert os.path.getsize(os.path.join(wd, "figures", "sweep.png")) > 1000
   with open(os.path.join(wd, "sweep_table.json")) as f:  # the rows as they arrived
     assert [r["value"] for r in json.load(f)] == [0.5, 2.0]
+  with open(os.path.join(wd, "sweep_seconds.json")) as f:  # each point's wall time
+    spent = json.load(f)
+  assert set(spent) == {"sweep_distance_0.5", "sweep_distance_2.0"}
+  assert [r["wall_seconds"] for r in rows] == [spent["sweep_distance_0.5"]["seconds"],
+                                               spent["sweep_distance_2.0"]["seconds"]]
+  assert all(e["done"] and e["seconds"] > 0 for e in spent.values())
+  # A rerun finds both points done: their wall times stay those of the runs that made them.
+  again = main.run(cfg, wd)["sweep"]
+  assert [b["wall_seconds"] for b in again] == [a["wall_seconds"] for a in rows]
+  assert [b["hallucination_rate"] for b in again] == [a["hallucination_rate"] for a in rows]
 
   cfg = _tiny(grid25.get_config("imbalance"), steps=20)
   cfg.sweep.imbalance = (1.0, 10.0)
