@@ -189,17 +189,12 @@ def run(workdir: str, column: str = "square", timestep: int = -1, per_group: int
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  from mode_interp.workdir import quiet_library_logs
-  quiet_library_logs()
+  from experiments import cli
+  cli.start(argv, preemptible=False)
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (a SIMPLE SHAPES workdir)")
-  try:
-    run(FLAGS.workdir, FLAGS.column, FLAGS.timestep, FLAGS.per_group, FLAGS.seed)
-  except StudyError as e:
-    sys.exit(f"error: {e}")
+  cli.run_or_exit(lambda: run(FLAGS.workdir, FLAGS.column, FLAGS.timestep, FLAGS.per_group,
+                              FLAGS.seed), (StudyError,))
 
 
 if __name__ == "__main__":

@@ -22,25 +22,22 @@ figures/column_traces.png (per-column distance to the final image for a few samp
 kind), and the sample cache.
 """
 
-import json
 import os
-import sys
 
 from mode_interp import sharding
 
 sharding.configure_host_threads()
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from experiments import detect  # noqa: E402
-from mode_interp import pipeline, plots, preemption, samplers, train  # noqa: E402
+from experiments import cli, detect  # noqa: E402
+from mode_interp import pipeline, plots, samplers, train  # noqa: E402
 from mode_interp import trajectory_scores as ts_lib  # noqa: E402
 from mode_interp.data import shapes  # noqa: E402
-from mode_interp.errors import Preempted, WorkdirError  # noqa: E402
-from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
+from mode_interp.errors import WorkdirError  # noqa: E402
+from mode_interp.workdir import Workdir, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 OUT = "decision"
@@ -180,10 +177,7 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
     plots.column_traces(wd.file(os.path.join(OUT, "figures", "column_traces.png")),
                         t_of_frame, examples, ("left (triangle)", "middle (square)",
                                                "right (pentagon)"))
-    tmp = wd.file(os.path.join(OUT, "results.json.tmp"))
-    with open(tmp, "w") as f:
-      json.dump(res, f, indent=1)
-    os.replace(tmp, wd.file(os.path.join(OUT, "results.json")))
+    write_json(wd.file(os.path.join(OUT, "results.json")), res)
     for g in groups:
       s = res["commit_timestep"]["checker"][g]
       if s["n"]:
@@ -202,18 +196,9 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  quiet_library_logs()
-  preemption.install()
-  try:
-    run(FLAGS.workdir, FLAGS.num_samples, FLAGS.stride, FLAGS.tol)
-  except Preempted as e:
-    logging.warning("%s", e)
-    sys.exit(preemption.exit_status())
-  except (DecisionError, detect.StudyError, WorkdirError) as e:
-    sys.exit(f"error: {e}")
+  cli.start(argv)
+  cli.run_or_exit(lambda: run(FLAGS.workdir, FLAGS.num_samples, FLAGS.stride, FLAGS.tol),
+                  (DecisionError, detect.StudyError, WorkdirError))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,7 @@ after the chunk in flight, cached, with exit status 143 or 130 (:mod:`mode_inter
 """
 
 import json
-import logging as py_logging
-import math
 import os
-import sys
 import time
 
 from mode_interp import sharding
@@ -48,11 +45,11 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from experiments import config_check  # noqa: E402
+from experiments import cli, config_check  # noqa: E402
 from mode_interp import faults, hallucination, pipeline, preemption, samplers, train  # noqa: E402
 from mode_interp import trajectory_scores as ts_lib  # noqa: E402
 from mode_interp.errors import ConfigError, Preempted, WorkdirError  # noqa: E402
-from mode_interp.workdir import Workdir  # noqa: E402
+from mode_interp.workdir import Workdir, write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -429,18 +426,6 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
                              f"(highest {h['best']['name']})")
 
 
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.floating, np.integer, np.bool_)):
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
-
-
 def verdict_line(res) -> str:
   target_removed, keep = res["remove_hallucinations"], res["keep_in_support"]
   parts = []
@@ -534,10 +519,7 @@ def run_study(workdir: str, num_samples: int = 0, chunk_size: int = 0,
                      "chunk_size": plan.chunk,
                      "evaluation_s": round(time.time() - t_eval, 1),
                      "total_s_this_run": round(time.time() - t_start, 1)}
-    with open(wd.file(os.path.join(STUDY, "results.json.tmp")), "w") as f:
-      json.dump(_jsonable(res), f, indent=1)
-    os.replace(wd.file(os.path.join(STUDY, "results.json.tmp")),
-               wd.file(os.path.join(STUDY, "results.json")))
+    write_json(wd.file(os.path.join(STUDY, "results.json")), res)
     write_markdown(wd.file(os.path.join(STUDY, "study.md")), res)
     logging.info("study: best (selection half) %s; %s", plan.names[best], res["verdict"])
     return res
@@ -545,27 +527,12 @@ def run_study(workdir: str, num_samples: int = 0, chunk_size: int = 0,
     wd.unlock()
 
 
-class _QuietLibraries(py_logging.Filter):
-  """Keeps the checkpoint library's INFO chatter out of the progress log."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  preemption.install()
-  try:
-    run_study(FLAGS.workdir, FLAGS.num_samples, FLAGS.chunk_size, FLAGS.windows,
-              FLAGS.reductions, FLAGS.split_seed, FLAGS.max_carry_mb)
-  except Preempted as e:
-    logging.warning("%s", e)
-    sys.exit(preemption.exit_status())
-  except (StudyError, WorkdirError, ConfigError) as e:
-    sys.exit(f"error: {e}")
+  cli.start(argv)
+  cli.run_or_exit(lambda: run_study(FLAGS.workdir, FLAGS.num_samples, FLAGS.chunk_size,
+                                    FLAGS.windows, FLAGS.reductions, FLAGS.split_seed,
+                                    FLAGS.max_carry_mb),
+                  (StudyError, WorkdirError, ConfigError))
 
 
 def define_flags():

@@ -12,6 +12,7 @@ from absl import logging
 
 from mode_interp import diffusion, exact_score, hallucination, pipeline, plots, samplers
 from mode_interp.data import gaussians
+from mode_interp.workdir import write_json
 from typing import List
 
 from experiments.rows import Row, detection_rows, get, is_number, proportion_row, rate_block
@@ -211,13 +212,6 @@ def sweep_point_config(cfg, field, value):
   return c
 
 
-def _write_partial(path, table):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(table, f, indent=1, default=float)
-  os.replace(tmp, path)
-
-
 def _add_seconds(path, tag, seconds, done):
   """Adds ``seconds`` to ``tag``'s wall time in ``path`` unless the point had finished in an
   earlier run (a point resumed over several runs sums their seconds; a run killed outright
@@ -230,7 +224,7 @@ def _add_seconds(path, tag, seconds, done):
   if not entry["done"]:
     entry = {**entry, "seconds": round(entry["seconds"] + seconds, 1), "done": bool(done)}
     spent[tag] = entry
-    _write_partial(path, spent)
+    write_json(path, spent)
   return entry["seconds"]
 
 
@@ -270,7 +264,7 @@ def run_sweep(cfg, wd, mesh, mixture):
       table.append(row)
       # The rows so far, as they arrive (a long sweep's finished points can be read and
       # committed before it ends; results.json is written at the end).
-      _write_partial(wd.file("sweep_table.json"), table)
+      write_json(wd.file("sweep_table.json"), table)
   panels = {}
   for field, scale in SWEEP_FIELDS.items():
     rows = [r for r in table if r["field"] == field]

@@ -14,7 +14,6 @@ it resumes. SIGTERM or SIGINT stops a run after the current training step
 import importlib
 import os
 import platform
-import sys
 
 from mode_interp import sharding
 
@@ -23,28 +22,20 @@ sharding.configure_host_threads()
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from experiments import config_check, registry  # noqa: E402
+from experiments import cli, config_check, registry  # noqa: E402
 from mode_interp import preemption  # noqa: E402
-from mode_interp.errors import (ConfigError, DataError, Preempted, TrainingDivergedError,  # noqa: E402
-                                WorkdirError)
-from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
+from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
+from mode_interp.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:variant].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Output directory (default runs/<config>[_<variant>]).")
+cli.define_config_flags()
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host jobs).")
-flags.mark_flags_as_required(["config"])
 
 RUNNERS = {name: e.module for name, e in registry.EXPERIMENTS.items()}
 
 
-def default_workdir(config_arg: str) -> str:
-  path, _, variant = config_arg.partition(":")
-  name = os.path.splitext(os.path.basename(path))[0]
-  return os.path.join("runs", f"{name}_{variant}" if variant else name)
+default_workdir = cli.default_workdir
 
 
 def machine_info() -> dict:
@@ -76,48 +67,14 @@ def run(cfg, workdir: str, config_name: str = ""):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  quiet_library_logs()
-  config_arg = config_flags.get_config_filename(FLAGS["config"])  # path[:variant], as typed
+  cli.start(argv, preemptible=False)
+  config_arg = cli.config_argument()
   workdir = FLAGS.workdir or default_workdir(config_arg)
   sharding.maybe_initialize_distributed(FLAGS.distributed)
   preemption.install()  # after the distributed runtime: jax's preemption service keeps SIGTERM
-  try:
-    run(FLAGS.config, workdir, config_name=config_arg)
-  except Preempted as e:
-    # Not a failure: the work is saved, and the status tells a scheduler to run it again.
-    logging.warning("%s", e)
-    sys.exit(preemption.exit_status())
-  except (ConfigError, DataError, WorkdirError, TrainingDivergedError) as e:
-    sys.exit(f"error: {e}")
-
-
-def _config_load_error(e: BaseException) -> str:
-  """One line from the exception raised while loading or overriding ``--config``."""
-  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
-    e = e.args[0]
-  if isinstance(e, KeyError) and e.args:
-    lines = str(e.args[0]).splitlines()
-    return "; ".join([f"no such field {lines[0]}"] + lines[1:])
-  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-  return lines[-1] if lines else type(e).__name__
-
-
-def _parse_flags(argv):
-  """absl's flag parsing, with a config that cannot be loaded (an unknown ``:variant``, a
-  missing file, an override of a field that does not exist or of the wrong type) reported
-  in one line, before any work."""
-  try:
-    rest = FLAGS(argv)
-    FLAGS.config.to_dict()  # a file that failed to load raises here
-    return rest
-  except Exception as e:  # noqa: BLE001 - every way a config fails to load ends in one line
-    if isinstance(e, flags.Error) and "--config" not in str(e) and "config" not in str(e):
-      sys.exit(f"error: {_config_load_error(e)}")
-    sys.exit(f"error: --config: {_config_load_error(e.__cause__ or e)}")
+  cli.run_or_exit(lambda: run(FLAGS.config, workdir, config_name=config_arg),
+                  (ConfigError, DataError, WorkdirError, TrainingDivergedError))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

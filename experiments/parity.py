@@ -2,13 +2,13 @@ r"""Parity with the official PyTorch code on the Gaussian experiments: both impl
 trained and sampled with the same recipe and seeds, measured by the same code, side by side.
 
   python -m experiments.parity --config=configs/gaussian1d.py:official --seeds=0,1,2 \
-      --reference=PATH [--reference-python=PY] [--workdir=runs/parity_gaussian1d_official]
+      --reference=PATH [--reference_python=PY] [--workdir=runs/parity_gaussian1d_official]
   python -m experiments.parity --config=configs/gaussian1d.py:official --seeds=0,1,2 \
       --reference=PATH --config.data.means=1,2,4,5 --config.data.num_train=50000
   python -m experiments.parity --config=configs/gaussian1d.py:official --reference=none  # this side only
 
 ``PATH`` is a checkout of the official repository (locuslab/diffusion-model-hallucination),
-run in its own environment: ``--reference-python`` (or ``$MODE_INTERP_REFERENCE_PYTHON``) is a
+run in its own environment: ``--reference_python`` (or ``$MODE_INTERP_REFERENCE_PYTHON``) is a
 Python with CPU torch, numpy and scikit-learn. Torch is never imported here: the official side
 is ``experiments/reference_toy.py``, run in that Python with ``PATH/gaussian_experiments`` on
 ``PYTHONPATH``; it builds the official ``Decoder``, toy ``GaussianDiffusion`` and data classes,
@@ -21,9 +21,9 @@ of hallucinations removed at ``detect.keep_in_support`` (96%) of in-support samp
 share of in-support samples kept when ``detect.remove_hallucinations`` (95%) of the
 hallucinations are removed; with the training and sampling wall times.
 
-Batches: ``--reference-batching=random`` (default) draws each torch batch uniformly with
+Batches: ``--reference_batching=random`` (default) draws each torch batch uniformly with
 replacement from a seeded generator, as this implementation does;
-``--reference-batching=epoch`` reproduces the official ``DataStreamer`` (fixed contiguous
+``--reference_batching=epoch`` reproduces the official ``DataStreamer`` (fixed contiguous
 slices in order, every epoch). Seed ``S`` seeds the official data classes (the official script
 leaves them unseeded) and torch's generators on that side, and ``seed = S`` on this side.
 
@@ -45,24 +45,26 @@ import sys
 import time
 from typing import Optional
 
-from experiments import main as main_lib  # noqa: F401 - configures XLA threads before jax
+from mode_interp import sharding
+
+sharding.configure_host_threads()
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from experiments import config_check, gaussian  # noqa: E402
+from experiments import cli, config_check, gaussian  # noqa: E402
+from experiments import main as main_lib  # noqa: E402 - the experiment this side runs
 from mode_interp import hallucination  # noqa: E402
 from mode_interp.errors import ConfigError, DataError, TrainingDivergedError, WorkdirError  # noqa: E402
-from mode_interp.workdir import Workdir, quiet_library_logs  # noqa: E402
+from mode_interp.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-  """The command's flags: ``--config`` and ``--workdir`` are ``experiments.main``'s (defined
-  when it is imported), the rest are defined here (only when run as a command, so that tests
-  can import this module beside ``experiments.main``)."""
+  """The command's flags (defined only when it runs as a command, so that tests can import
+  this module beside ``experiments.main``, which has its own)."""
+  cli.define_config_flags()
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, run on both sides.")
   flags.DEFINE_string("reference", None, "A checkout of the official repository, or 'none' to "
                       "run this side only.")
@@ -138,12 +140,12 @@ def _this_side_only(reference) -> bool:
 
 
 def resolve_reference(path, python):
-  """``(gaussian_experiments folder, python)`` for ``--reference`` / ``--reference-python``,
+  """``(gaussian_experiments folder, python)`` for ``--reference`` / ``--reference_python``,
   or raises :class:`ReferenceError_` with one line saying what is missing."""
   if not path:
     raise ReferenceError_(
         "--reference is missing: pass --reference=PATH (a checkout of the official repository, "
-        "locuslab/diffusion-model-hallucination) with --reference-python=PY (a Python with CPU "
+        "locuslab/diffusion-model-hallucination) with --reference_python=PY (a Python with CPU "
         "torch) or $MODE_INTERP_REFERENCE_PYTHON, or --reference=none to run this side only")
   src = os.path.join(os.path.abspath(os.path.expanduser(path)), "gaussian_experiments")
   if not os.path.isdir(os.path.join(src, "ddpm_torch", "toy")):
@@ -151,11 +153,11 @@ def resolve_reference(path, python):
                           f"pass a checkout of locuslab/diffusion-model-hallucination")
   py = python or os.environ.get("MODE_INTERP_REFERENCE_PYTHON", "")
   if not py:
-    raise ReferenceError_("--reference needs a Python with CPU torch: pass --reference-python=PY "
+    raise ReferenceError_("--reference needs a Python with CPU torch: pass --reference_python=PY "
                           "or set $MODE_INTERP_REFERENCE_PYTHON")
   found = shutil.which(os.path.expanduser(py))
   if not found:
-    raise ReferenceError_(f"--reference-python={py}: no such executable")
+    raise ReferenceError_(f"--reference_python={py}: no such executable")
   return src, found
 
 
@@ -193,7 +195,7 @@ def run_reference(src: str, python: str, args: dict, out: str, log=logging.info)
     with open(log_path, "w") as lf:
       proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=lf, text=True)
   except OSError as e:
-    raise ReferenceError_(f"--reference-python={python}: cannot run it ({e})") from None
+    raise ReferenceError_(f"--reference_python={python}: cannot run it ({e})") from None
   if proc.returncode != 0 or not os.path.exists(out):
     with open(log_path) as lf:
       lines = [l.strip() for l in lf.read().splitlines() if l.strip()]
@@ -468,15 +470,12 @@ def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: st
 
 
 def default_workdir(config_arg: str) -> str:
-  return os.path.join("runs", "parity_" + os.path.basename(main_lib.default_workdir(config_arg)))
+  return os.path.join("runs", "parity_" + os.path.basename(cli.default_workdir(config_arg)))
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  quiet_library_logs()
-  config_arg = config_flags.get_config_filename(FLAGS["config"])
+  cli.start(argv, preemptible=False)
+  config_arg = cli.config_argument()
   workdir = FLAGS.workdir or default_workdir(config_arg)
   try:
     results, errors = run(FLAGS.config, workdir, FLAGS.seeds, FLAGS.reference,
@@ -492,21 +491,6 @@ def main(argv):
     sys.exit("\n".join(f"error: {e}" for e in errors))
 
 
-_DASHED = ("--reference-python", "--reference-batching", "--reference-threads")
-
-
-def _parse_flags(argv):
-  """absl's flag parsing, with ``--reference-python`` etc. accepted for the underscored names
-  and a config that cannot be loaded reported in one line."""
-  fixed = []
-  for a in argv:
-    for d in _DASHED:
-      if a == d or a.startswith(d + "="):
-        a = d.replace("reference-", "reference_") + a[len(d):]
-    fixed.append(a)
-  return main_lib._parse_flags(fixed)
-
-
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

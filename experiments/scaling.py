@@ -32,7 +32,7 @@ from experiments.rows import Row, proportion_row
 from mode_interp import hallucination, pipeline, plots, sharding
 from mode_interp.data import shapes as shapes_data
 from mode_interp.errors import ConfigError
-from mode_interp.workdir import Workdir
+from mode_interp.workdir import Workdir, write_json
 
 
 def _default(c):
@@ -142,13 +142,6 @@ def _rate(count: int, n: int) -> dict:
   return {"rate": count / n if n else None, "count": int(count), "n": int(n), "ci95": [lo, hi]}
 
 
-def _write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def study_row(model: str, seed: int, steps: int, description: str, flops, train_s, study_s,
               res: dict) -> dict:
   """One row of the table: a model at a step count, from its detection study ``res``."""
@@ -206,7 +199,7 @@ def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
     study_s = time.time() - t0
     row = study_row(point.model, point.seed, steps, MODEL_VARIANTS[point.model][0], flops,
                     train_s, study_s, res)
-    _write_json(done, row)
+    write_json(done, row)
     logging.info("scaling: %s step %d: multiple in column %d/%d; paper AUROC %s; %s",
                  point.name, steps, row["multiple_in_column"]["count"], row["num_samples"],
                  row["scores"]["paper"]["auroc"], res["verdict"])
@@ -279,7 +272,7 @@ def run(cfg, wd, mesh, info=None):
       c = point_config(cfg, p, p.steps[0])
       train_sets[scale] = shapes_exp.load_training_set(c)[1]
     table += run_point(cfg, wd, mesh, p, train_sets[scale])
-    _write_json(wd.file("table.json"), table)
+    write_json(wd.file("table.json"), table)
   lines = _curves(table)
   if table:
     plots.scaling_curves(wd.figure("detection_vs_compute.png"), lines)
@@ -324,7 +317,7 @@ def main(argv):
   table += extra
   plots.scaling_curves(f.out, _curves(table))
   if f.json:
-    _write_json(f.json, extra)
+    write_json(f.json, extra)
   for r in extra:
     logging.info("scaling: added %s step %d (%s training FLOPs): two in one column %.3f; "
                  "paper's AUROC %s; %s", r["model"], r["step"], r["train_flops"],

@@ -62,18 +62,29 @@ def quiet_library_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def _jsonable(x):
+def jsonable(x):
+  """``x`` with numpy scalars and arrays as Python values, keys as strings and non-finite
+  floats as ``None`` (JSON has no NaN)."""
   if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
+    return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if isinstance(x, (np.floating, np.integer, np.bool_)):
-    return x.item()
-  if isinstance(x, np.ndarray):
-    return x.tolist()
+    x = x.item()
+  if isinstance(x, np.ndarray) or hasattr(x, "__array__"):  # numpy or jax arrays
+    return jsonable(np.asarray(x).tolist())
   if isinstance(x, float) and not np.isfinite(x):
     return None
   return x
+
+
+def write_json(path: str, obj, indent: int = 1) -> None:
+  """Writes ``jsonable(obj)`` to ``path`` atomically (a temporary file, then a rename): a
+  reader, or a run killed mid-write, sees the old file or the new one, never half of one."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(jsonable(obj), f, indent=indent)
+  os.replace(tmp, path)
 
 
 def _flatten(d, prefix=""):
@@ -169,7 +180,7 @@ class Workdir:
     Returns the list of (field, old, new) changes in non-frozen fields.
     """
     path = self.file("config.json")
-    config = _jsonable(config)
+    config = jsonable(config)
     changes = []
     if os.path.exists(path):
       with open(path) as f:
@@ -200,10 +211,7 @@ class Workdir:
   # -- results -------------------------------------------------------------
   def write_results(self, results: dict) -> None:
     if self.main:
-      tmp = self.file("results.json.tmp")
-      with open(tmp, "w") as f:
-        json.dump(_jsonable(results), f, indent=2)
-      os.replace(tmp, self.file("results.json"))
+      write_json(self.file("results.json"), results, indent=2)
 
   def read_results(self) -> Optional[dict]:
     path = self.file("results.json")
@@ -305,7 +313,7 @@ class MetricWriter:
     if self.model:
       rec["model"] = self.model
     rec["time"] = round(time.time(), 3)
-    rec.update({k: _jsonable(np.asarray(v).item() if np.ndim(v) == 0 else v)
+    rec.update({k: jsonable(np.asarray(v).item() if np.ndim(v) == 0 else v)
                 for k, v in metrics.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(rec) + "\n")

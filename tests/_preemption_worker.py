@@ -19,7 +19,7 @@ def main():
   from absl import app
   from experiments import main as main_mod
   sys.argv = ["experiments.main", *args]
-  app.run(main_mod.main, flags_parser=main_mod._parse_flags)
+  app.run(main_mod.main, flags_parser=main_mod.cli.parse_flags)
 
 
 if __name__ == "__main__":

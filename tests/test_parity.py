@@ -61,7 +61,7 @@ def test_missing_reference_is_one_line_before_any_work(tmp_path):
 
 def test_reference_without_gaussian_experiments_is_refused(tmp_path):
   wd = tmp_path / "wd"
-  p = _cli([f"--workdir={wd}", f"--reference={tmp_path}", f"--reference-python={sys.executable}"]
+  p = _cli([f"--workdir={wd}", f"--reference={tmp_path}", f"--reference_python={sys.executable}"]
            + TINY)
   assert p.returncode == 1
   errs = _error_lines(p.stderr)
@@ -94,7 +94,7 @@ def test_failing_reference_run_is_one_line_and_this_side_is_still_reported(tmp_p
   fake_py.chmod(0o755)
   wd = tmp_path / "wd"
   p = _cli([f"--workdir={wd}", "--seeds=0,1", f"--reference={_fake_reference(tmp_path)}",
-            f"--reference-python={fake_py}"] + TINY)
+            f"--reference_python={fake_py}"] + TINY)
   assert p.returncode == 1, p.stderr[-2000:]
   errs = _error_lines(p.stderr)
   # Logged once when it happens (absl, not an "error:" line) and once at the end.
