@@ -114,7 +114,7 @@ def data_spec(cfg):
   """(sample shape, clip_x0, is_image, hallucination labeller)."""
   if cfg.experiment == "shapes":
     from mode_interp.data import shapes
-    side = int(round(64 * cfg.data.scale))
+    side = shapes.get_geometry(cfg.data.scale).canvas
 
     def label(x):
       images = np.clip(x, -1.0, 1.0)

@@ -77,13 +77,8 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   k = cfg.detect.k_sigma
   # A diverged trajectory (an undertrained or unstable model) gives non-finite samples or
   # variances: counted and reported, left out of every rate, metric and figure.
-  ok = hallucination.finite_rows(x, tv)
-  ok_exact = hallucination.finite_rows(xe, tve)
-  for name, m in (("learned-score", ok), ("exact-score", ok_exact)):
-    if not m.all():
-      logging.warning("%d of %d %s samples are not finite (diverged trajectories): left out "
-                      "of the rates, the detection metrics and the figures", int((~m).sum()),
-                      len(m), name)
+  ok = hallucination.finite_or_warn(x, tv, "learned-score samples")
+  ok_exact = hallucination.finite_or_warn(xe, tve, "exact-score samples")
   x, tv, xe = x[ok], tv[ok], xe[ok_exact]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, k)
   hal_exact = hallucination.mixture_hallucinations(xe, mixture.means, mixture.std, k)

@@ -244,7 +244,7 @@ def side_metrics(samples, traj_variance, mixture, cfg) -> dict:
   """The parity measurements of one side's arrays (the same code for both sides)."""
   x = np.asarray(samples, np.float64).reshape(len(samples), mixture.dim)
   tv = np.asarray(traj_variance, np.float64).reshape(-1)
-  ok = hallucination.finite_rows(x, tv)
+  ok = hallucination.finite_or_warn(x, tv)
   x, tv = x[ok], tv[ok]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, cfg.detect.k_sigma)
   det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,

@@ -208,10 +208,10 @@ def run(cfg, wd, mesh, info=None):
       tag = "gen0" if g == 0 else f"{filt}_gen{g}"
       out = one_generation(filt, g, data)
       # Non-finite samples (diverged trajectories) are never passed on nor measured.
-      ok = hallucination.finite_rows(out.samples, out.traj_variance)
+      ok = hallucination.finite_or_warn(out.samples, out.traj_variance,
+                                        f"samples of {filt} generation {g}",
+                                        "dropped before filtering and measuring")
       if not ok.all():
-        logging.warning("recursive %s gen %d: %d of %d samples are not finite: dropped before "
-                        "filtering and measuring", filt, g, int((~ok).sum()), len(ok))
         out = type(out)(*(None if a is None else a[ok] for a in out))
       if len(out.samples) < cfg.data.num_train:
         raise TrainingDivergedError(

@@ -102,10 +102,8 @@ def run(cfg, wd, mesh, info=None):
   sample_s = time.time() - t_sample
   # Non-finite images or variances (diverged trajectories) are counted and reported, and
   # left out of the verdicts, the detection metrics and the figures.
-  ok = hallucination.finite_rows(out.samples, out.traj_variance)
-  if not ok.all():
-    logging.warning("%d of %d samples are not finite (diverged trajectories): left out of the "
-                    "verdicts, the detection metrics and the figures", int((~ok).sum()), len(ok))
+  ok = hallucination.finite_or_warn(out.samples, out.traj_variance, "samples", "left out of "
+                                    "the verdicts, the detection metrics and the figures")
   images = np.clip(out.samples[ok], -1.0, 1.0)
   result = shapes.check(images, scale=cfg.data.scale)
   res = evaluate(cfg, wd, result.verdicts, out.traj_variance[ok], images)

@@ -58,7 +58,7 @@ def _vdm_trainer(cfg, schedule: str, mesh):
 
 
 def _measure(cfg, mixture, x, tv):
-  ok = hallucination.finite_rows(x, tv)
+  ok = hallucination.finite_or_warn(x, tv)
   x, tv = x[ok], tv[ok]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, cfg.detect.k_sigma)
   det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,

@@ -6,6 +6,7 @@ Everything takes numpy arrays and returns numpy/python values: no model, no JAX.
 from typing import Optional
 
 import numpy as np
+from absl import logging
 from scipy import stats
 from sklearn import metrics as skm
 from sklearn import neighbors as skn
@@ -142,6 +143,17 @@ def finite_rows(samples, scores=None):
   ok = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
   if scores is not None:
     ok &= np.isfinite(np.asarray(scores, np.float64))
+  return ok
+
+
+def finite_or_warn(samples, scores=None, what: str = "samples",
+                   fate: str = "left out of the rates, the detection metrics and the figures"):
+  """:func:`finite_rows`, with a warning naming how many rows are not finite (a diverged
+  trajectory: an undertrained or unstable model) and what becomes of them (``fate``)."""
+  ok = finite_rows(samples, scores)
+  if not ok.all():
+    logging.warning("%d of %d %s are not finite (diverged trajectories): %s",
+                    int((~ok).sum()), len(ok), what, fate)
   return ok
 
 
