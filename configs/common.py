@@ -82,7 +82,7 @@ def toy_mlp(c: ml_collections.ConfigDict) -> None:
   c.model.num_blocks = 3
   c.model.share_blocks = True
   # "bfloat16": the hidden layers' products from bfloat16 operands, accumulated in float32
-  # (sampling ~1.5x faster on a CPU with AVX512-BF16; per-sample results change slightly).
+  # (faster sampling on a CPU with AVX512-BF16; per-sample results change slightly).
   c.model.dtype = "float32"
   # The toy experiments' schedule: linear betas 0.001 -> 0.2 (10x the usual end).
   c.diffusion.schedule = "linear"
@@ -134,9 +134,9 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
     c.train.ckpt_every = 1_000
   else:
     # 25 tight 2D modes: a cosine-decayed learning rate at batch 1,024 makes the modes
-    # sharp in 15k steps (~8% of samples off-mode, nearly all between neighbouring
-    # modes); a constant 1e-3 at batch 256 still left 23% after 50k steps, most of
-    # them blur around the modes.
+    # sharp, so that the off-mode samples are interpolations between neighbouring modes
+    # rather than blur around them (a constant 1e-3 at batch 256 stayed blurred far
+    # longer; reports/results.md).
     c.train.steps = 15_000
     c.train.batch_size = 1_024
     c.train.lr = 3e-3
@@ -154,8 +154,8 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   c.sweep.enabled = False
   c.sweep.num_train = (2_000, 5_000, 20_000, 50_000)
   c.sweep.timesteps = (100, 250, 500, 1_000)
-  # Each point trains as long as the 1D default: at 2,000 steps (with EMA 0.999, whose
-  # average still holds 13% of the initial weights) every point was ~62% hallucinated.
+  # Each point trains as long as the 1D default: much shorter, the EMA (0.999) average still
+  # holds a sizeable share of the initial weights and every point is mostly off-mode.
   c.sweep.steps = 6_000
   c.sweep.epochs = 0           # > 0: each point trains this many epochs instead of sweep.steps
   c.sweep.distance = ()        # 1D: spacing of the modes around their centre

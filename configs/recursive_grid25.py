@@ -28,9 +28,9 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
   c = common.gaussian_config("grid25", "")
   common.recursive_fields(c)
-  # Each generation trains as configs/grid25.py does (15k steps at batch 1,024, cosine
-  # learning rate): its off-mode samples must be interpolations, not blur. (At the
-  # earlier 15k steps of constant 1e-3 at batch 256, 83% of generation 0 was off-mode.)
+  # Each generation trains as configs/grid25.py does (cosine learning rate at batch 1,024):
+  # its off-mode samples must be interpolations, not blur (a constant learning rate at a
+  # small batch leaves most of generation 0 off-mode).
   c.data.num_train = 10_000
   c.sample.chunk_size = 12_500
   c.recursive.generations = 3

@@ -1,6 +1,6 @@
 r"""SIMPLE SHAPES: mode interpolation in images, and its detection.
 
-Run (the main job; about half an hour on a 2-core CPU)::
+Run (the main job; minutes on a 2-core CPU, measured in README)::
 
   python -m experiments.main --config=configs/shapes.py
 
@@ -98,13 +98,9 @@ def get_config(arg: str = ""):
     c.sample.num_samples = 10_000
     c.sample.chunk_size = 1_000
   elif arg == "gpu":
-    # Sized for ~8 minutes of one H200 (train + sample + study), from the :paper numbers
-    # (64x64, 8.9M parameters, float32: 5.7 steps/s at batch 128, 7.4 images/s at T=1000).
-    # This U-Net at 32x32 has ~1/4 of the :paper FLOPs per image (same width, one level
-    # less, a quarter of the pixels) and computes in bfloat16; assuming only a ~3x speed-up
-    # overall (small kernels do not scale down perfectly): ~17 steps/s -> 4,000 steps in
-    # ~4 min; ~22 images/s at T=1000 -> 512 samples in the main run (~25 s) and a
-    # 3,000-sample study (~2.5 min), plus ~1.5 min of compilation.
+    # Sized for a few minutes of one GPU (train + sample + study; experiments/device_check.sh
+    # gives it its time limit): the :paper U-Net's width at 32x32, one level less, a quarter
+    # of the pixels, in bfloat16.
     common.unet(c, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
                 dropout=0.1, num_groups=32)
     c.model.dtype = "bfloat16"

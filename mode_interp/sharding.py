@@ -54,14 +54,11 @@ def configure_host_threads() -> None:
 
 
 # XLA's CPU backend hands dots, reductions and, in recent jaxlibs, convolutions to YNNPACK.
-# Measured on a 2-core AMD EPYC (Zen 4, jax 0.10.2), each program compiled both ways in one
-# process and timed interleaved: YNNPACK's convolutions are the slower choice for this project's
-# U-Nets (the CPU-default shapes U-Net's reverse step over 256 images: 662 ms with XLA's defaults,
-# 343 ms with YNNPACK's dots only; its training step 467 vs 399 ms), and its reductions slow the
-# toy MLP's training step (the LayerNorms' backward; batch 2,000: 15.6 vs 14.3 ms, batch 10,000:
-# 71.0 vs 56.7 ms) while they speed up its sampler (14.1 vs 16.0 ms per reverse step at
-# N = 10,000). So training steps and convolutional networks' programs are compiled with YNNPACK's
-# dots only; the toy MLP's sampler keeps XLA's defaults.
+# YNNPACK's convolutions are the slower choice for this project's U-Nets and its reductions
+# slow the toy MLP's training step (the LayerNorms' backward), while they speed up the toy
+# sampler (each program compiled both ways in one process, timed interleaved; the numbers are
+# in reports/speed.md). So training steps and convolutional networks' programs are compiled
+# with YNNPACK's dots only; the toy MLP's sampler keeps XLA's defaults.
 CPU_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 CPU_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 

@@ -59,7 +59,7 @@ def init_state(model, optimizer, sample_input, key) -> TrainState:
 def batch_indices(key, step, num_data: int, batch_size: int):
   """Indices of batch ``step``: uniform with replacement, a pure function of
   ``(key, step)``. (An epoch permutation costs a sort of the whole dataset per
-  step, ~8 ms for 20k points on a CPU core: more than the toy model's forward.)"""
+  step: on a CPU core, more than the toy model's forward.)"""
   return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, num_data)
 
 
@@ -86,8 +86,7 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
   ``micro_batch > 0``: when a device's share of the batch is larger, its gradient is
   summed over micro-batches of at most that many rows, one after another: the same
   gradient (up to float rounding), with a working set that stays in a CPU core's cache
-  (the toy MLP at batch 10,000 on one core: 190 ms per gradient at once, 102 ms in 2,000-row
-  micro-batches, measured on a 2-core AMD EPYC).
+  (for the toy MLP at batch 10,000, nearly twice as fast on one core; reports/speed.md).
   """
   batch_spec = sharding.data_sharding(mesh) if mesh is not None else None
   n_dev = sharding.num_shards(mesh) if mesh is not None else 1
