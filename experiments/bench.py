@@ -391,7 +391,7 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
                 mem_source=source, xla_temp_mb=_xla_temp_mb(compiled))
   if sharding.num_shards(mesh) == 1:
     # The network's matrix products over the chunk, in the sampler's row tiles, alone.
-    k, rows = samplers.tile_counts(n, pipeline.tile_rows(cfg.sample.get("tile_rows", -1), mesh))
+    k, rows = samplers.tile_counts(n, pipeline.rows_per_pass(cfg.sample.get("tile_rows", -1), mesh))
     products = matrix_products(pipeline.eps_fn_for(model), params,
                                jnp.zeros((rows, dim), jnp.float32), jnp.zeros((1,), jnp.int32))
     rec[_PENDING] = (products, k)

@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from mode_interp import diffusion, faults, preemption, samplers, sharding, train
 from mode_interp.errors import Preempted
+from mode_interp.networks import compute_dtype
 from mode_interp.networks.mlp import ToyMLP
 
 
@@ -32,12 +33,11 @@ MODELS = ("mlp", "unet")
 def make_model(cfg):
   m = cfg.model
   if m.name == "mlp":
-    from mode_interp.networks.unet import compute_dtype
     return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks,
                   timesteps=cfg.diffusion.timesteps,
                   dtype=compute_dtype(m.get("dtype", "float32")))
   if m.name == "unet":
-    from mode_interp.networks.unet import UNet, compute_dtype
+    from mode_interp.networks.unet import UNet
     return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                 num_groups=m.num_groups, dtype=compute_dtype(m.get("dtype", "float32")))
@@ -68,7 +68,7 @@ class Trainer:
     return jax.eval_shape(self.init, x1, jax.random.key(0))
 
 
-def convolutional(cfg) -> bool:
+def is_convolutional(cfg) -> bool:
   """Whether the config's network is convolutional (``sharding.compiler_options``)."""
   return cfg.model.name != "mlp"
 
@@ -80,12 +80,12 @@ def make_trainer(cfg, mesh) -> Trainer:
   optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
                                    tc.lr_schedule, tc.steps)
   repl = sharding.replicated(mesh)
-  conv = convolutional(cfg)
+  conv = is_convolutional(cfg)
   init_jit = sharding.jit(functools.partial(train.init_state, model, optimizer), mesh,
                           convolutional=conv, out_shardings=repl)
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
                                   tc.batch_size, tc.ema_decay, mesh=mesh,
-                                  micro_batch=tile_rows(tc.get("micro_batch", -1), mesh, "train"))
+                                  micro_batch=rows_per_pass(tc.get("micro_batch", -1), mesh, "train"))
   step_jit = sharding.jit(step_fn, mesh, convolutional=conv, training=True,
                           donate_argnums=(0,), out_shardings=(repl, repl))
   return Trainer(init_jit, step_jit, mesh)
@@ -145,14 +145,14 @@ def jit_sampler(sample_chunk, cfg, mesh):
   indices (and every output) split along the devices, the parameters and key replicated; on
   CPUs each device draws its share in row tiles of ``sample.tile_rows``."""
   fn = sample_chunk
-  rows = tile_rows(cfg.sample.get("tile_rows", -1), mesh)
+  rows = rows_per_pass(cfg.sample.get("tile_rows", -1), mesh)
   if rows:
     # Each device draws its own samples tile by tile (samples never interact).
     spec = P(sharding.AXIS)
     fn = jax.shard_map(samplers.row_tiled(fn, rows), mesh=mesh, in_specs=(P(), P(), spec),
                        out_specs=spec, check_vma=False)  # no collectives inside
   ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
-  return sharding.jit(fn, mesh, convolutional=convolutional(cfg), in_shardings=(repl, repl, ds),
+  return sharding.jit(fn, mesh, convolutional=is_convolutional(cfg), in_shardings=(repl, repl, ds),
                       out_shardings=ds)
 
 
@@ -163,7 +163,7 @@ def jit_sampler(sample_chunk, cfg, mesh):
 CPU_TILE_ROWS_PER_CORE = {"sample": 1024, "train": 2048}
 
 
-def tile_rows(value: int, mesh, kind: str = "sample") -> int:
+def rows_per_pass(value: int, mesh, kind: str = "sample") -> int:
   """``sample.tile_rows`` / ``train.micro_batch`` (``kind`` ``"train"``) resolved for
   ``mesh``: ``-1`` (auto) is :data:`CPU_TILE_ROWS_PER_CORE` times the cores each device's
   work is spread over on CPUs and 0 (everything at once) on accelerators."""

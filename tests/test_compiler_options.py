@@ -34,8 +34,8 @@ def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_pro
   assert opts == dict(sharding.cpu_ynn_options())
   assert opts in ({}, {sharding.CPU_YNN_OPTION: sharding.CPU_YNN_FUSIONS})
   assert sharding.compiler_options(None, convolutional=True) == opts   # default backend: CPU
-  assert pipeline.convolutional(shapes.get_config("tiny"))
-  assert not pipeline.convolutional(gaussian1d.get_config("tiny"))
+  assert pipeline.is_convolutional(shapes.get_config("tiny"))
+  assert not pipeline.is_convolutional(gaussian1d.get_config("tiny"))
 
 
 def test_user_xla_flags_win(fresh_probe, monkeypatch):

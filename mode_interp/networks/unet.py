@@ -21,20 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mode_interp.networks import DTYPES, compute_dtype  # noqa: F401 - model.dtype names
 from mode_interp.networks.embedding import timestep_embedding
 
 Dtype = Any
 
 _zeros = nn.initializers.zeros
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(name: str):
-  """``model.dtype`` (a name) -> the jnp dtype the U-Net computes in."""
-  if name not in DTYPES:
-    raise ValueError(f"unknown model dtype {name!r}; allowed: {', '.join(DTYPES)}")
-  return DTYPES[name]
 
 
 def _norm(num_groups, name):
