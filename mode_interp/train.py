@@ -128,17 +128,23 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
     step_key = jax.random.fold_in(noise_key, state.step)
 
     metrics, grads = grads_of(state.params, batch, step_key)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    if ema_decay:
-      decay = ema_decay_at(state.step, ema_decay)
-      ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - decay)
-    else:
-      ema = params
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return TrainState(state.step + 1, params, ema, opt_state), metrics
+    return apply_gradients(state, grads, optimizer, ema_decay), {
+        **metrics, "grad_norm": optax.tree.norm(grads)}
 
   return train_step
+
+
+def apply_gradients(state: TrainState, grads, optimizer, ema_decay: float = 0.0) -> TrainState:
+  """The optimiser's update of ``state`` by ``grads`` and the EMA of the new parameters
+  (every model's training step ends here)."""
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  if ema_decay:
+    decay = ema_decay_at(state.step, ema_decay)
+    ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - decay)
+  else:
+    ema = params
+  return TrainState(state.step + 1, params, ema, opt_state)
 
 
 def num_micro_batches(rows: int, micro_batch: int) -> int:

@@ -115,15 +115,8 @@ def make_train_step(net_apply, gamma_apply, optimizer, batch_size: int, ema_deca
       g_var = jax.grad(lambda p: jnp.mean(per_example_loss(
           net_apply, gamma_apply, p, batch, step_key) ** 2))(state.params)
       grads = {"net": grads["net"], "gamma": g_var["gamma"]}
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    if ema_decay:
-      decay = train.ema_decay_at(state.step, ema_decay)
-      ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - decay)
-    else:
-      ema = params
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    return train.TrainState(state.step + 1, params, ema, opt_state), metrics
+    return (train.apply_gradients(state, grads, optimizer, ema_decay),
+            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
 
   return train_step
 
