@@ -223,6 +223,33 @@ def _add_seconds(path, tag, seconds, done):
   return entry["seconds"]
 
 
+# The paper's direction for each axis, where the text read for this project states one
+# (experiments/references.json records what could be read: the abstract and a caption).
+PAPER_TRENDS = {"num_train": "not recorded", "timesteps": "not recorded",
+                "distance": "not recorded", "imbalance": "not recorded"}
+
+
+def sweep_trend(rows) -> dict:
+  """The learned score's rate along one axis (rows in axis order): ``falls`` / ``rises`` when
+  the last point's 95% interval lies wholly below / above the first's, else ``no clear
+  trend``; ``monotone`` whether every step between neighbours goes the same way beyond the
+  intervals' overlap."""
+  rows = [r for r in rows if r.get("hallucination_rate") is not None]
+  if len(rows) < 2:
+    return {"direction": "too few points", "monotone": None, "points": len(rows)}
+  first, last = rows[0]["ci95"], rows[-1]["ci95"]
+  direction = ("falls" if last[1] < first[0] else "rises" if last[0] > first[1]
+               else "no clear trend")
+  steps = []
+  for a, b in zip(rows[:-1], rows[1:]):
+    steps.append("down" if b["ci95"][1] < a["ci95"][0] else "up" if b["ci95"][0] > a["ci95"][1]
+                 else "flat")
+  monotone = direction != "no clear trend" and all(
+      s in ("flat", "down" if direction == "falls" else "up") for s in steps)
+  return {"direction": direction, "monotone": monotone, "steps": steps, "points": len(rows),
+          "values": [r["value"] for r in rows]}
+
+
 def run_sweep(cfg, wd, mesh, mixture):
   """Hallucination rate (learned and exact score) against each swept field: the number of
   training points, T, the distance between 1D modes, the mixture's imbalance."""
@@ -273,7 +300,12 @@ def run_sweep(cfg, wd, mesh, mixture):
                           [r["true_score_ci95"][1] for r in rows])}
   if panels:
     plots.sweep_lines(wd.figure("sweep.png"), panels)
-  return {"sweep": table}
+  trends = {field: {**sweep_trend([r for r in table if r["field"] == field]),
+                    "paper": PAPER_TRENDS.get(field, "not recorded")}
+            for field in SWEEP_FIELDS if any(r["field"] == field for r in table)}
+  for field, t in trends.items():
+    logging.info("sweep: the rate against %s: %s (paper: %s)", field, t["direction"], t["paper"])
+  return {"sweep": table, "trends": trends}
 
 
 def run(cfg, wd, mesh, info=None):

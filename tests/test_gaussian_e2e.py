@@ -213,3 +213,19 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   n_hal = int(hallucination.mixture_hallucinations(x, mix.means, mix.std, 4.0).sum())
   assert between["heavy-heavy"] + between["heavy-light"] + between["light-light"] == n_hal
   assert heavy["weight_share_heavy"] == pytest.approx(130 / 142)
+
+
+def test_sweep_trend_reads_the_intervals():
+  from experiments import gaussian
+  def row(v, lo, hi):
+    return {"value": v, "hallucination_rate": (lo + hi) / 2, "ci95": [lo, hi]}
+  falling = [row(1, 0.030, 0.032), row(2, 0.006, 0.007), row(3, 0.0062, 0.0068)]
+  t = gaussian.sweep_trend(falling)
+  assert (t["direction"], t["monotone"], t["steps"]) == ("falls", True, ["down", "flat"])
+  t = gaussian.sweep_trend([row(1, 0.01, 0.02), row(2, 0.03, 0.04), row(3, 0.05, 0.06)])
+  assert (t["direction"], t["monotone"]) == ("rises", True)
+  t = gaussian.sweep_trend([row(1, 0.01, 0.02), row(2, 0.03, 0.04), row(3, 0.012, 0.018)])
+  assert (t["direction"], t["monotone"]) == ("no clear trend", False)
+  t = gaussian.sweep_trend([row(1, 0.05, 0.06), row(2, 0.07, 0.08), row(3, 0.01, 0.02)])
+  assert (t["direction"], t["monotone"]) == ("falls", False)
+  assert gaussian.sweep_trend(falling[:1])["direction"] == "too few points"
