@@ -99,6 +99,89 @@ def reference_optimizer(c: ml_collections.ConfigDict) -> None:
   c.train.ema_decay = 0.0
 
 
+def _paper(c, data_name):
+  c.data.num_train = 20_000 if data_name == "gaussian1d" else 100_000
+  c.train.batch_size = 10_000
+  c.train.steps = 10_000 * c.data.num_train // c.train.batch_size  # 10,000 epochs
+  reference_optimizer(c)
+  c.train.log_every = 500
+  c.train.ckpt_every = 5_000
+  c.sample.num_samples = 100_000
+  c.sample.chunk_size = 100_000
+
+
+def _sweep(c, data_name):
+  c.sweep.enabled = True
+  if data_name != "gaussian1d":
+    c.sweep.num_train = (2_000, 5_000, 20_000, 50_000)
+    c.sweep.steps = 15_000
+
+
+def _tiny(c, data_name):
+  del data_name
+  c.data.num_train = 512
+  c.model.width = 32
+  c.diffusion.timesteps = 30
+  c.train.steps = 30
+  c.train.batch_size = 128
+  c.train.warmup_steps = 0
+  c.train.log_every = 10
+  c.train.ckpt_every = 10
+  c.sample.num_samples = 256
+  c.sample.chunk_size = 128
+  c.detect.window = 5
+  c.plots.predictor_times = (1, 10)
+
+
+def _distance(c, data_name):
+  if data_name != "gaussian1d":
+    raise ValueError("variant 'distance' is for configs/gaussian1d.py (the 1D modes' spacing)")
+  c.sweep.enabled = True
+  c.sweep.num_train, c.sweep.timesteps = (), ()
+  c.sweep.distance = (0.5, 1.0, 1.5, 2.0)
+
+
+def _imbalance(c, data_name):
+  del data_name
+  c.sweep.enabled = True
+  c.sweep.num_train, c.sweep.timesteps = (), ()
+  c.sweep.imbalance = (1.0, 3.0, 10.0)
+  c.sweep.steps = c.train.steps
+  c.sweep.num_samples = 20_000
+
+
+def _sweep_paper(c, data_name):
+  c.sweep.enabled = True
+  reference_optimizer(c)
+  c.train.batch_size = 10_000
+  c.sweep.epochs = 10_000
+  c.sweep.num_samples = 100_000
+  c.sample.chunk_size = 100_000
+  c.train.log_every = 500
+  c.train.ckpt_every = 5_000
+  if data_name == "gaussian1d":
+    c.sweep.distance = (0.5, 1.0, 1.5, 2.0)
+
+
+def _official(c, data_name):
+  # The parity recipe (python -m experiments.parity): the reference code's model, schedule
+  # and optimiser (constant Adam 1e-3, no warm-up, no EMA), random minibatches of 2,000,
+  # 20,000 steps, 20,000 samples: the budget of a run of the official code on a 2-core CPU.
+  del data_name
+  c.train.batch_size = 2_000
+  c.train.steps = 20_000
+  reference_optimizer(c)
+  c.train.log_every = 100
+  c.train.ckpt_every = 1_000
+  c.sample.num_samples = 20_000
+
+
+# variant name -> its changes to the CPU default, f(config, data_name); "" is the default.
+GAUSSIAN_VARIANTS = {"": lambda c, data_name: None, "paper": _paper, "sweep": _sweep,
+                     "distance": _distance, "imbalance": _imbalance,
+                     "sweep_paper": _sweep_paper, "official": _official, "tiny": _tiny}
+
+
 def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   """Config of the Gaussian-mixture experiments (1D mixture, 5x5 grid, rotated grid).
 
@@ -112,9 +195,9 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   ``official`` the reference code's own defaults for a side-by-side run; ``tiny``
   a seconds-long smoke run (tests).
   """
-  variants = ("", "paper", "sweep", "distance", "imbalance", "sweep_paper", "official", "tiny")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  if arg not in GAUSSIAN_VARIANTS:
+    raise ValueError(f"unknown variant {arg!r}; allowed: "
+                     f"{', '.join(repr(v) for v in GAUSSIAN_VARIANTS)}")
   c = base_config()
   c.experiment = "gaussian"
   toy_mlp(c)
@@ -162,66 +245,7 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   c.sweep.imbalance = ()       # weight ratio of even to odd modes
   c.sweep.num_samples = 10_000
 
-  if arg == "paper":
-    c.data.num_train = 20_000 if data_name == "gaussian1d" else 100_000
-    c.train.batch_size = 10_000
-    c.train.steps = 10_000 * c.data.num_train // c.train.batch_size  # 10,000 epochs
-    reference_optimizer(c)
-    c.train.log_every = 500
-    c.train.ckpt_every = 5_000
-    c.sample.num_samples = 100_000
-    c.sample.chunk_size = 100_000
-  elif arg == "sweep":
-    c.sweep.enabled = True
-    if data_name != "gaussian1d":
-      c.sweep.num_train = (2_000, 5_000, 20_000, 50_000)
-      c.sweep.steps = 15_000
-  elif arg == "tiny":
-    c.data.num_train = 512
-    c.model.width = 32
-    c.diffusion.timesteps = 30
-    c.train.steps = 30
-    c.train.batch_size = 128
-    c.train.warmup_steps = 0
-    c.train.log_every = 10
-    c.train.ckpt_every = 10
-    c.sample.num_samples = 256
-    c.sample.chunk_size = 128
-    c.detect.window = 5
-    c.plots.predictor_times = (1, 10)
-  elif arg == "distance":
-    if data_name != "gaussian1d":
-      raise ValueError("variant 'distance' is for configs/gaussian1d.py (the 1D modes' spacing)")
-    c.sweep.enabled = True
-    c.sweep.num_train, c.sweep.timesteps = (), ()
-    c.sweep.distance = (0.5, 1.0, 1.5, 2.0)
-  elif arg == "imbalance":
-    c.sweep.enabled = True
-    c.sweep.num_train, c.sweep.timesteps = (), ()
-    c.sweep.imbalance = (1.0, 3.0, 10.0)
-    c.sweep.steps = c.train.steps
-    c.sweep.num_samples = 20_000
-  elif arg == "sweep_paper":
-    c.sweep.enabled = True
-    reference_optimizer(c)
-    c.train.batch_size = 10_000
-    c.sweep.epochs = 10_000
-    c.sweep.num_samples = 100_000
-    c.sample.chunk_size = 100_000
-    c.train.log_every = 500
-    c.train.ckpt_every = 5_000
-    if data_name == "gaussian1d":
-      c.sweep.distance = (0.5, 1.0, 1.5, 2.0)
-  elif arg == "official":
-    # The parity recipe (python -m experiments.parity): the reference code's model, schedule
-    # and optimiser (constant Adam 1e-3, no warm-up, no EMA), random minibatches of 2,000,
-    # 20,000 steps, 20,000 samples: the budget of a run of the official code on a 2-core CPU.
-    c.train.batch_size = 2_000
-    c.train.steps = 20_000
-    reference_optimizer(c)
-    c.train.log_every = 100
-    c.train.ckpt_every = 1_000
-    c.sample.num_samples = 20_000
+  GAUSSIAN_VARIANTS[arg](c, data_name)
   return c
 
 
