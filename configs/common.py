@@ -8,6 +8,12 @@ The fields every experiment has, so users learn them once: ``seed``,
 import ml_collections
 
 
+def check_variant(arg: str, allowed) -> None:
+  """Refuses a ``:variant`` the config file does not have, naming the ones it has."""
+  if arg not in allowed:
+    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in allowed)}")
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = ""
@@ -195,9 +201,7 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   ``official`` the reference code's own defaults for a side-by-side run; ``tiny``
   a seconds-long smoke run (tests).
   """
-  if arg not in GAUSSIAN_VARIANTS:
-    raise ValueError(f"unknown variant {arg!r}; allowed: "
-                     f"{', '.join(repr(v) for v in GAUSSIAN_VARIANTS)}")
+  check_variant(arg, tuple(GAUSSIAN_VARIANTS))
   c = base_config()
   c.experiment = "gaussian"
   toy_mlp(c)

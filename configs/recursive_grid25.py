@@ -23,9 +23,7 @@ from configs import common
 
 
 def get_config(arg: str = ""):
-  variants = ("", "paper", "tiny")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "paper", "tiny"))
   c = common.gaussian_config("grid25", "")
   common.recursive_fields(c)
   # Each generation trains as configs/grid25.py does (cosine learning rate at batch 1,024):

@@ -28,9 +28,7 @@ from configs import shapes as shapes_config
 
 
 def get_config(arg: str = ""):
-  variants = ("", "gpu", "paper", "tiny")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "gpu", "paper", "tiny"))
   base = {"": "", "gpu": "paper", "paper": "paper", "tiny": "tiny"}[arg]
   c = shapes_config.get_config(base)
   common.recursive_fields(c)

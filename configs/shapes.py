@@ -44,9 +44,7 @@ from configs import common
 
 
 def get_config(arg: str = ""):
-  variants = ("", "paper", "tiny", "gpu")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "paper", "tiny", "gpu"))
   c = common.base_config()
   c.experiment = "shapes"
   c.data.name = "shapes"

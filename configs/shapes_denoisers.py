@@ -23,13 +23,11 @@ accelerators).
 
 import ml_collections
 
-from configs import shapes
+from configs import common, shapes
 
 
 def get_config(arg: str = ""):
-  variants = ("", "tiny", "paper")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "tiny", "paper"))
   c = shapes.get_config(arg)
   c.experiment = "denoisers"
   c.denoisers = ml_collections.ConfigDict()

@@ -20,13 +20,11 @@ Variants: ``:tiny`` (seconds; tests).
 
 import ml_collections
 
-from configs import shapes
+from configs import common, shapes
 
 
 def get_config(arg: str = ""):
-  variants = ("", "tiny")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "tiny"))
   c = shapes.get_config(arg)
   c.experiment = "scaling"
   c.scaling = ml_collections.ConfigDict()

@@ -20,9 +20,7 @@ from configs import common
 
 
 def get_config(arg: str = ""):
-  variants = ("", "paper", "tiny")
-  if arg not in variants:
-    raise ValueError(f"unknown variant {arg!r}; allowed: {', '.join(repr(v) for v in variants)}")
+  common.check_variant(arg, ("", "paper", "tiny"))
   c = common.gaussian_config("grid25", "")
   c.experiment = "timesteps"
   c.data.num_train = 10_000
