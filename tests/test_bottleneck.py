@@ -1,7 +1,6 @@
 """The bottleneck map: groups, positions along the top-bottom line, errors (its end-to-end
 run on a tiny shapes workdir is in test_shapes_e2e.py, which trains that workdir once)."""
 
-import json
 import os
 import subprocess
 import sys

@@ -6,7 +6,6 @@ steps and samples); a cell that raises fails the test, naming the cell.
 """
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
