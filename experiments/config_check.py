@@ -295,6 +295,8 @@ def validate(cfg) -> None:
     _check_scaling(cfg)
   if exp == "timesteps":
     _check_timesteps(cfg)
+  if exp == "hallbench":
+    _check_hallbench(cfg)
   if exp == "recursive":
     _int(cfg, "recursive.generations", lo=1)
     _int(cfg, "recursive.oversample", lo=0)
@@ -344,3 +346,118 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
     raise ConfigError("detect.t_lo", f"the window {lo}..{hi} holds none of the "
                       f"{len(samplers.reverse_timesteps(sampler, T, num_steps))} timesteps that "
                       f"sample.sampler={sampler!r} visits; widen it") from None
+
+
+# -- issue 26: the detector and mitigation benchmark (experiments/hallbench.py) -----------
+def _names(cfg, field, allowed, allow_empty=False):
+  v = _get(cfg, field)
+  if isinstance(v, str) or (not v and not allow_empty):
+    raise ConfigError(field, f"must be a {'' if allow_empty else 'non-empty '}tuple of names "
+                      f"from {', '.join(allowed)}, got {v!r}")
+  bad = [x for x in v if x not in allowed]
+  if bad:
+    raise ConfigError(field, f"{bad[0]!r} is not allowed; allowed: {', '.join(allowed)}")
+  if len(set(v)) != len(v):
+    raise ConfigError(field, f"names must not repeat, got {tuple(v)!r}")
+  return tuple(v)
+
+
+def _timestep(cfg, field, T, name):
+  return _int(cfg, field, lo=0, hi=T - 1,
+              hi_desc=f"testbeds.{name}.diffusion.timesteps - 1 = {T - 1}")
+
+
+def _check_hallbench(cfg) -> None:
+  """Every field of ``hallbench`` and every testbed's recipe, before any work: names from
+  the allowed lists, timesteps inside each testbed's schedule, windows inside ``[0, T)``."""
+  from experiments import hallbench
+  from mode_interp import detectors
+  from mode_interp.data import gaussians
+  names = _names(cfg, "hallbench.testbeds", gaussians.NAMES)
+  _names(cfg, "hallbench.detectors", detectors.NAMES)
+  _names(cfg, "hallbench.mitigations", hallbench.MITIGATIONS)
+  if "testbeds" not in cfg:
+    raise ConfigError("testbeds", "missing from the config (one recipe per hallbench.testbeds "
+                      "entry: data, diffusion, model, train)")
+  for name in names:
+    if name not in cfg.testbeds:
+      raise ConfigError(f"testbeds.{name}", f"missing: hallbench.testbeds names {name!r}, "
+                        f"recipes are given for {', '.join(cfg.testbeds) or 'none'}")
+    for s in hallbench.RECIPE:
+      if s not in cfg.testbeds[name]:
+        raise ConfigError(f"testbeds.{name}.{s}", "missing from the testbed's recipe")
+    if cfg.testbeds[name].data.name != name:
+      raise ConfigError(f"testbeds.{name}.data.name", f"must be {name!r} (the testbed's "
+                        f"name), got {cfg.testbeds[name].data.name!r}")
+  # The top-level sections mirror the first testbed's recipe (the shared checks read them).
+  first = cfg.testbeds[names[0]]
+  for s in hallbench.RECIPE:
+    mine, theirs = cfg[s].to_dict(), first[s].to_dict()
+    for k in sorted(set(mine) | set(theirs)):
+      if mine.get(k) != theirs.get(k):
+        raise ConfigError(f"{s}.{k}", f"the top-level {s} section mirrors the first testbed's "
+                          f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
+                          f"{mine.get(k)!r}, there {theirs.get(k)!r})")
+  if _get(cfg, "sample.sampler") != "ddpm":
+    raise ConfigError("sample.sampler", "must be 'ddpm': the plain sampler every mitigation is "
+                      "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'")
+  h = "hallbench."
+  n = _int(cfg, h + "num_samples", lo=4)
+  _int(cfg, h + "split_seed", lo=0)
+  _int(cfg, h + "chunk_size", lo=1)
+  drops = _get(cfg, h + "filter.drop")
+  if isinstance(drops, (str, bytes)) or any(
+      isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops):
+    raise ConfigError(h + "filter.drop", f"must be a tuple of shares in (0, 1), got {drops!r}")
+  ddim_steps = _int(cfg, h + "ddim.steps", lo=0)
+  _int(cfg, h + "ddim.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  ks = _get(cfg, h + "ddim.stochastic_last")
+  if isinstance(ks, (str, bytes)) or any(
+      isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks):
+    raise ConfigError(h + "ddim.stochastic_last", f"must be a tuple of step counts, got {ks!r}")
+  _int(cfg, h + "mi.num_samples", lo=4, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  m = _int(cfg, h + "mi.perturbations", lo=2)
+  _float(cfg, h + "mi.scale", lo=0.0, lo_open=True)
+  design = _choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
+  _int(cfg, h + "flipd.hutchinson_above", lo=1)
+  _int(cfg, h + "flipd.probes", lo=1)
+  _int(cfg, h + "lid.draws", lo=1)
+  _int(cfg, h + "renoise.draws", lo=2)
+  _float(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  _float(cfg, h + "iq.strength", lo=0.0)
+  cal = _int(cfg, h + "iq.calibration", lo=2)
+  _int(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  for name in names:
+    tcfg = hallbench.testbed_config(cfg, name)
+    try:
+      validate(tcfg)
+    except ConfigError as e:
+      raise ConfigError(f"testbeds.{name}.{e.field}",
+                        str(e)[len(e.field) + 2:]) from None
+    T = tcfg.diffusion.timesteps
+    if ddim_steps > T:
+      raise ConfigError(h + "ddim.steps", f"must be <= testbeds.{name}.diffusion.timesteps={T} "
+                        f"(0: all), got {ddim_steps}")
+    steps = len(samplers.ddim_timesteps(T, ddim_steps))
+    if cfg.detect.window > steps:
+      raise ConfigError("detect.window", f"must be <= the {steps} DDIM steps of testbed "
+                        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}")
+    bad = [k for k in ks if not 0 <= k <= steps]
+    if bad:
+      raise ConfigError(h + "ddim.stochastic_last", f"{bad[0]} is outside [0, {steps}] (the "
+                        f"DDIM steps of testbed {name!r})")
+    dim = 1 if name == "gaussian1d" else 2
+    if design == "orthogonal" and m % (2 * dim):
+      raise ConfigError(h + "mi.perturbations", f"the orthogonal design needs a multiple of "
+                        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
+                        f"hallbench.mi.design='gaussian'")
+    for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
+      _timestep(cfg, h + field, T, name)
+    lo = _timestep(cfg, h + "iq.t_lo", T, name)
+    hi = _timestep(cfg, h + "iq.t_hi", T, name)
+    if hi < lo:
+      raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
+    if cal > tcfg.data.num_train:
+      raise ConfigError(h + "iq.calibration", f"must be <= testbeds.{name}.data.num_train="
+                        f"{tcfg.data.num_train} (the calibration points are training points), "
+                        f"got {cal}")

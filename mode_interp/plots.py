@@ -312,3 +312,37 @@ def column_traces(path, timesteps, examples: dict, column_names):
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
   return _save(fig, path)
+
+
+def hallbench_testbed(path, roc_panels: dict, mitigations, title=""):
+  """One testbed of the detector and mitigation benchmark: a panel of ROC curves per sample
+  set (``roc_panels[panel_title][detector] = (fpr, tpr, auroc)``) and the hallucination rate
+  against the cost of each mitigation (``mitigations``: ``(label, network evaluations per
+  sample, rate, ci_low, ci_high)``; log-x)."""
+  n = len(roc_panels) + 1
+  fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.8), squeeze=False)
+  axes = axes[0]
+  for ax, (ptitle, curves) in zip(axes, roc_panels.items()):
+    for label, (fpr, tpr, auc) in curves.items():
+      ax.plot(fpr, tpr, lw=1.3, label=f"{label}: {auc:.3f}")
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls=":")
+    ax.set_xlabel("in-support samples removed (FPR)")
+    ax.set_ylabel("hallucinations removed (TPR)")
+    ax.set_title(ptitle, fontsize=10)
+    ax.legend(loc="lower right", fontsize=7)
+  ax = axes[-1]
+  for label, cost, rate, lo, hi in mitigations:
+    if rate is None:
+      continue
+    lo = rate if lo is None else lo
+    hi = rate if hi is None else hi
+    ax.errorbar([cost], [rate], yerr=[[rate - lo], [hi - rate]], marker="o", capsize=3,
+                label=label)
+  ax.set_xscale("log")
+  ax.set_xlabel("network evaluations per delivered sample")
+  ax.set_ylabel("hallucination rate (Wilson 95%)")
+  ax.set_title("mitigations", fontsize=10)
+  ax.legend(fontsize=7, loc="best")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)

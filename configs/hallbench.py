@@ -1,0 +1,105 @@
+r"""Hallucination detectors and mitigations that followed the paper, on common ground.
+
+Run (the CPU default: both testbeds, about 25 minutes on a 2-core CPU shared with other jobs)::
+
+  python -m experiments.main --config=configs/hallbench.py --workdir=/tmp/hallbench
+
+Variants: ``:grid25`` (the 5x5 grid alone), ``:tiny`` (the 1D mixture at toy sizes, seconds;
+tests). Override any field,
+e.g. ``--config.hallbench.iq.strength=0.5``; a testbed's model recipe lives under
+``testbeds.<name>`` (``--config.testbeds.grid25.train.steps=...``).
+
+Per testbed (``hallbench.testbeds``: the 1D mixture at 1, 2, 3 and the 5x5 grid; each model
+trained with its Gaussian experiment's CPU recipe, ``configs/gaussian1d.py`` /
+``configs/grid25.py``), one checkpoint is sampled by DDPM and by DDIM (eta = 0) with the same
+starting noise, and
+
+- every detector scores the same samples (the DDPM set, and a subset of the DDIM set, where
+  the manifold-instability filter, which needs a deterministic sampler, joins): the paper's
+  trajectory variance, manifold instability and its LID from the denoising loss
+  (arXiv:2605.05026), FLIPD (arXiv:2406.03537), re-noising consistency, and the oracle (the
+  true mixture's posterior probability of a hallucination); thresholds are chosen on one half
+  and reported on the other (AUROC with DeLong interval, removed at 96% kept, kept at 95%
+  removed, network passes per sample);
+- every mitigation is measured against plain DDPM of the same checkpoint: the paper's filter
+  at generation time (drop the highest-variance share), DDIM, DDIM with its last k steps
+  ancestral (arXiv:2605.06831), Intrinsic Quenching (arXiv:2605.05026): hallucination rate
+  (Wilson interval), in-support share, distance to the nearest mode, network passes per
+  delivered sample.
+
+What it should show: which detector separates the hallucinations best on each testbed and
+at what cost, and which mitigation lowers the rate at what cost. Writes config.json,
+metrics.jsonl, results.json (``tables``: one per testbed), figures/hallbench_<testbed>.png
+(ROC curves, rate against cost), checkpoints/<testbed>/ and the sample caches.
+
+The top-level ``data``/``diffusion``/``model``/``train`` sections mirror the first testbed's
+recipe (the shared checks read them); set a recipe under ``testbeds.<name>``.
+"""
+
+import ml_collections
+
+from configs import common
+
+DETECTORS = ("trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise",
+             "oracle")
+MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
+RECIPE = ("data", "diffusion", "model", "train")
+
+
+def _recipe(name: str, tiny: bool) -> ml_collections.ConfigDict:
+  g = common.gaussian_config(name, "tiny" if tiny else "")
+  return ml_collections.ConfigDict({s: g[s].to_dict() for s in RECIPE})
+
+
+def get_config(arg: str = ""):
+  common.check_variant(arg, ("", "grid25", "tiny"))
+  tiny = arg == "tiny"
+  # :tiny keeps one testbed (the 1D mixture) so that the end-to-end test stays short.
+  testbeds = {"grid25": ("grid25",), "tiny": ("gaussian1d",)}.get(arg, ("gaussian1d", "grid25"))
+  c = common.gaussian_config(testbeds[0], "tiny" if tiny else "")
+  del c["sweep"], c["plots"]
+  c.experiment = "hallbench"
+  c.testbeds = ml_collections.ConfigDict({n: _recipe(n, tiny) for n in testbeds})
+
+  h = c.hallbench = ml_collections.ConfigDict()
+  h.testbeds = testbeds
+  h.detectors = DETECTORS
+  h.mitigations = MITIGATIONS
+  h.num_samples = 10_000        # the DDPM and DDIM sets (the same starting noise)
+  h.split_seed = 0              # which half selects thresholds, which reports them
+  # The paper's filter at generation time: draw, drop this share with the highest trajectory
+  # variance (each a point of the rate-against-cost figure).
+  h.filter = ml_collections.ConfigDict({"drop": (0.05, 0.1, 0.2)})
+  # DDIM (eta = 0) over `steps` reverse steps (0: all T), and with its last k steps ancestral.
+  h.ddim = ml_collections.ConfigDict({"steps": 0, "stochastic_last": (10, 50, 200),
+                                      "num_samples": 5_000})
+  # Manifold instability: `perturbations` runs of DDIM per sample from the starting noise
+  # plus `scale` times a direction (`design`: gaussian, or orthogonal = +-sqrt(D) along the
+  # axes of a random rotation, a multiple of 2 D runs), on the first `num_samples` DDIM samples.
+  h.mi = ml_collections.ConfigDict({"num_samples": 2_000, "perturbations": 4, "scale": 0.05,
+                                    "design": "orthogonal"})
+  # FLIPD at timestep t0 (the exact trace up to `hutchinson_above` dimensions, else
+  # Hutchinson with `probes` Rademacher probes).
+  h.flipd = ml_collections.ConfigDict({"t0": 0, "hutchinson_above": 16, "probes": 4})
+  h.lid = ml_collections.ConfigDict({"t": 0, "draws": 8})       # LID from the denoising loss
+  h.renoise = ml_collections.ConfigDict({"t": 10, "draws": 8})  # noise to t, predict x0
+  h.oracle = ml_collections.ConfigDict({"t": 0})   # the noise level the sample is read at
+  # Intrinsic Quenching: inside timesteps t_lo..t_hi, rows whose LID exceeds the `quantile`
+  # of the training data's LID at that t (from `calibration` points) move down its
+  # gradient with `strength`; on the first `num_samples` of the DDPM set's starting noise.
+  h.iq = ml_collections.ConfigDict({"t_lo": 0, "t_hi": 50, "quantile": 0.9, "strength": 0.1,
+                                    "calibration": 2_000, "num_samples": 5_000})
+  h.chunk_size = 4_096          # rows per detector call
+
+  if tiny:
+    h.num_samples = 256
+    h.filter.drop = (0.1,)
+    h.ddim.stochastic_last = (5,)
+    h.ddim.num_samples = 128
+    h.mi.num_samples = 64
+    h.iq.t_lo, h.iq.t_hi = 0, 5
+    h.iq.calibration = 64
+    h.iq.num_samples = 128
+    h.renoise.t = 3
+    h.chunk_size = 128
+  return c
