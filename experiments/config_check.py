@@ -238,7 +238,7 @@ def validate(cfg) -> None:
   _int(cfg, "detect.window", lo=1, hi=reverse_steps,
        hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
   _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
-  _check_detect_window(cfg, T, sampler, steps)  # detect.t_lo / detect.t_hi (issue 10)
+  _check_detect_window(cfg, T, sampler, steps)  # detect.t_lo / detect.t_hi
   _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
@@ -321,7 +321,7 @@ def validate(cfg) -> None:
       raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")
 
 
-# -- issue 10: the main detector's window anywhere in the trajectory ----------------------
+# -- the main detector's window anywhere in the trajectory ----------------------
 def _check_detect_window(cfg, T, sampler, num_steps) -> None:
   """``detect.t_lo`` / ``detect.t_hi``: timesteps (inclusive) in [0, T), t_lo <= t_hi, holding
   at least one of the sampler's reverse steps; both -1 (or absent): the last
@@ -348,7 +348,7 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
                       f"sample.sampler={sampler!r} visits; widen it") from None
 
 
-# -- issue 26: the detector and mitigation benchmark (experiments/hallbench.py) -----------
+# -- the detector and mitigation benchmark (experiments/hallbench.py) -----------
 def _names(cfg, field, allowed, allow_empty=False):
   v = _get(cfg, field)
   if isinstance(v, str) or (not v and not allow_empty):

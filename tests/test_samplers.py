@@ -213,7 +213,7 @@ def test_single_step_chain(name):
   np.testing.assert_array_equal(out.traj_variance, 0.0)
 
 
-# -- issue 10: windows anywhere in the trajectory, study windows --------------------------
+# -- windows anywhere in the trajectory, study windows --------------------------
 
 def _pattern_eps(params, x_t, t):
   """eps that depends on t and the pixel but not on x_t: its trajectory is known exactly."""
@@ -350,7 +350,7 @@ def test_row_tiles_give_the_same_outputs(name, rows):
   assert samplers.row_tiled(fn, 0) is fn
 
 
-# -- issue 26: DDIM with ancestral steps at the end; x_init; one name per sampler ---------
+# -- DDIM with ancestral steps at the end; x_init; one name per sampler ---------
 
 def test_ddim_with_every_step_stochastic_is_the_ddpm_posterior_update():
   """DDIM over all T timesteps with every step at eta = 1 is the DDPM update with the

@@ -1,4 +1,4 @@
-"""The U-Net's bfloat16 path (``model.dtype = "bfloat16"``, issue 10) against float32, on the
+"""The U-Net's bfloat16 path (``model.dtype = "bfloat16"``) against float32, on the
 CPU: parameters stay float32, GroupNorm and the output head compute in float32, and the
 forward pass, one training step and a short sampling run stay within stated tolerances.
 
