@@ -399,6 +399,7 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   if "trajectory_variance" in dets:
     scores["trajectory_variance"], costs["trajectory_variance"] = tv, 0
   table_ddpm, roc_ddpm = tb.detection_table("ddpm", x, scores, costs, secs)
+  wd.save_arrays(f"{name}_scores_ddpm.npz", **scores)   # per sample, for re-analysis
   table_ddpm["non_finite"] = hallucination.non_finite_report(ok)
 
   mit_rows = []
@@ -459,6 +460,7 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
     co["manifold_instability"] = int(h.mi.perturbations) * tb.ddim_steps()
     se["manifold_instability"] = tb.seconds["manifold_instability"]
     table_ddim, roc_ddim = tb.detection_table("ddim", xs, sc, co, se)
+    wd.save_arrays(f"{name}_scores_ddim.npz", **sc)
     table_ddim["non_finite"] = hallucination.non_finite_report(ok)
     tables["ddim"], rocs["ddim"] = table_ddim, roc_ddim
   if "iq" in mits:
@@ -542,7 +544,17 @@ def _figure(wd, name, res, rocs):
                  h["ci95"][0], h["ci95"][1]))
   panels = {f"ROC, {s.upper()} samples (held-out half)":
             {LABELS[k]: v for k, v in curves.items()} for s, curves in rocs.items()}
-  plots.hallbench_testbed(wd.figure(f"hallbench_{name}.png"), panels, mits, title=name)
+  krows = [r for r in res["mitigation"]["rows"] if r["method"].startswith("ddim_k")]
+  k_curve = None
+  if krows:
+    pts = [(0, r["paired_baselines"]["ddim"]) for r in krows[:1]
+           if "ddim" in (r.get("paired_baselines") or {})]
+    pts += [(r["stochastic_last"], r["hallucination"]) for r in krows if r["stochastic_last"]]
+    k_curve = {"k": [p[0] for p in pts], "rate": [p[1]["rate"] for p in pts],
+               "lo": [p[1]["ci95"][0] for p in pts], "hi": [p[1]["ci95"][1] for p in pts],
+               "ddpm": krows[0]["paired_baselines"]["ddpm"]["rate"]}
+  plots.hallbench_testbed(wd.figure(f"hallbench_{name}.png"), panels, mits, title=name,
+                          k_curve=k_curve)
 
 
 def run(cfg, wd, mesh, info=None):

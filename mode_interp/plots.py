@@ -314,12 +314,14 @@ def column_traces(path, timesteps, examples: dict, column_names):
   return _save(fig, path)
 
 
-def hallbench_testbed(path, roc_panels: dict, mitigations, title=""):
+def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=None):
   """One testbed of the detector and mitigation benchmark: a panel of ROC curves per sample
-  set (``roc_panels[panel_title][detector] = (fpr, tpr, auroc)``) and the hallucination rate
+  set (``roc_panels[panel_title][detector] = (fpr, tpr, auroc)``), the hallucination rate
   against the cost of each mitigation (``mitigations``: ``(label, network evaluations per
-  sample, rate, ci_low, ci_high)``; log-x)."""
-  n = len(roc_panels) + 1
+  sample, rate, ci_low, ci_high)``; log-x; methods of equal cost are spread a little along x),
+  and with ``k_curve`` (``{"k": [...], "rate": [...], "lo": [...], "hi": [...], "ddpm":
+  rate}``) the rate of DDIM against its number of ancestral steps at the end."""
+  n = len(roc_panels) + 1 + (k_curve is not None)
   fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.8), squeeze=False)
   axes = axes[0]
   for ax, (ptitle, curves) in zip(axes, roc_panels.items()):
@@ -330,19 +332,35 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title=""):
     ax.set_ylabel("hallucinations removed (TPR)")
     ax.set_title(ptitle, fontsize=10)
     ax.legend(loc="lower right", fontsize=7)
-  ax = axes[-1]
+  ax = axes[len(roc_panels)]
+  seen = {}
   for label, cost, rate, lo, hi in mitigations:
     if rate is None:
       continue
     lo = rate if lo is None else lo
     hi = rate if hi is None else hi
-    ax.errorbar([cost], [rate], yerr=[[rate - lo], [hi - rate]], marker="o", capsize=3,
-                label=label)
+    j = seen.get(round(cost, 6), 0)
+    seen[round(cost, 6)] = j + 1
+    ax.errorbar([cost * 1.012 ** j], [rate], yerr=[[rate - lo], [hi - rate]], marker="o",
+                capsize=3, label=label)
   ax.set_xscale("log")
   ax.set_xlabel("network evaluations per delivered sample")
   ax.set_ylabel("hallucination rate (Wilson 95%)")
   ax.set_title("mitigations", fontsize=10)
   ax.legend(fontsize=7, loc="best")
+  if k_curve is not None:
+    ax = axes[-1]
+    k = np.asarray(k_curve["k"], np.float64)
+    r = np.asarray(k_curve["rate"], np.float64)
+    ax.errorbar(k + 1, r, yerr=[r - np.asarray(k_curve["lo"]), np.asarray(k_curve["hi"]) - r],
+                marker="o", capsize=3, label="DDIM, last k steps ancestral")
+    if k_curve.get("ddpm") is not None:
+      ax.axhline(k_curve["ddpm"], color="k", ls="--", lw=1, label="DDPM (same samples)")
+    ax.set_xscale("log")
+    ax.set_xlabel("k + 1 (k: ancestral steps at the end of DDIM)")
+    ax.set_ylabel("hallucination rate (Wilson 95%)")
+    ax.set_title("DDIM with k stochastic steps", fontsize=10)
+    ax.legend(fontsize=7)
   if title:
     fig.suptitle(title)
   return _save(fig, path)
