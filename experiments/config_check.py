@@ -6,6 +6,7 @@ from the module that knows it (data names, scales, schedules, samplers, reductio
 models, filters, learning-rate schedules).
 """
 
+import importlib
 import numbers
 
 from experiments import registry
@@ -19,7 +20,7 @@ MODELS = pipeline.MODELS
 FILTERS = hallucination.FILTERS
 
 
-def _get(cfg, field):
+def get(cfg, field):
   node = cfg
   for part in field.split("."):
     if part not in node:
@@ -28,8 +29,8 @@ def _get(cfg, field):
   return node
 
 
-def _int(cfg, field, lo=None, hi=None, hi_desc=None):
-  v = _get(cfg, field)
+def integer(cfg, field, lo=None, hi=None, hi_desc=None):
+  v = get(cfg, field)
   if isinstance(v, bool) or not isinstance(v, numbers.Integral):
     raise ConfigError(field, f"must be an integer, got {v!r}")
   if lo is not None and v < lo:
@@ -39,8 +40,8 @@ def _int(cfg, field, lo=None, hi=None, hi_desc=None):
   return v
 
 
-def _float(cfg, field, lo=None, hi=None, lo_open=False, hi_open=False):
-  v = _get(cfg, field)
+def number(cfg, field, lo=None, hi=None, lo_open=False, hi_open=False):
+  v = get(cfg, field)
   if isinstance(v, bool) or not isinstance(v, numbers.Real):
     raise ConfigError(field, f"must be a number, got {v!r}")
   if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -50,8 +51,8 @@ def _float(cfg, field, lo=None, hi=None, lo_open=False, hi_open=False):
   return v
 
 
-def _choice(cfg, field, allowed):
-  v = _get(cfg, field)
+def choice(cfg, field, allowed):
+  v = get(cfg, field)
   if v not in allowed:
     raise ConfigError(field, f"{v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
   return v
@@ -82,180 +83,108 @@ def _check_unet_resolutions(cfg, exp) -> None:
                       f"{', '.join(map(str, sides))}")
 
 
-def _check_timesteps(cfg) -> None:
-  """The T-vs-T' experiment's fields: positive step counts, known VDM schedules."""
-  for field in ("tsteps.train_T", "tsteps.sample_T"):
-    values = _get(cfg, field)
-    if isinstance(values, (str, bytes)) or not values or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-      raise ConfigError(field, f"must be a non-empty tuple of positive ints, got {values!r}")
-  window = cfg.detect.window
-  if min(_get(cfg, "tsteps.sample_T")) < window:
-    raise ConfigError("tsteps.sample_T", f"every T' must be >= detect.window={window}, got "
-                      f"{tuple(cfg.tsteps.sample_T)!r}")
-  from mode_interp import vdm
-  scheds = _get(cfg, "tsteps.vdm_schedules")
-  if isinstance(scheds, str) or any(s not in vdm.SCHEDULES for s in scheds):
-    raise ConfigError("tsteps.vdm_schedules", f"{scheds!r}: entries must be from "
-                      f"{', '.join(vdm.SCHEDULES)} (or empty)")
-  lo = _float(cfg, "tsteps.gamma_min")
-  _float(cfg, "tsteps.gamma_max", lo=lo, lo_open=True)
-
-
-def _check_denoisers(cfg) -> None:
-  """The training-set denoisers' section (experiments/denoisers.py)."""
-  if not isinstance(_get(cfg, "denoisers.exact"), bool):
-    raise ConfigError("denoisers.exact", "must be True or False")
-  patches = _get(cfg, "denoisers.patches")
-  bad = [p for p in patches if isinstance(p, bool) or not isinstance(p, numbers.Integral)
-         or p < 1 or p % 2 == 0]
-  if bad or len(set(patches)) != len(patches):
-    raise ConfigError("denoisers.patches", f"must be distinct odd positive integers (a patch "
-                      f"is centred on its pixel), got {tuple(patches)!r}")
-  if not patches and not cfg.denoisers.exact:
-    raise ConfigError("denoisers.patches", "is empty and denoisers.exact is False: nothing to "
-                      "sample")
-  _int(cfg, "denoisers.num_samples", lo=1)
-  _int(cfg, "denoisers.chunk_images", lo=1)
-  _float(cfg, "denoisers.copy_rms", lo=0.0, lo_open=True)
-  if not isinstance(_get(cfg, "denoisers.unet_workdir"), str):
-    raise ConfigError("denoisers.unet_workdir", "must be a path (or empty)")
-
-
-def _increasing(cfg, field, allow_empty=False):
-  v = tuple(_get(cfg, field))
+def increasing(cfg, field, allow_empty=False):
+  v = tuple(get(cfg, field))
   bad = [x for x in v if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1]
   if bad or (not v and not allow_empty) or any(b <= a for a, b in zip(v, v[1:])):
     raise ConfigError(field, f"must be increasing positive integers, got {v!r}")
   return v
 
 
-def _check_scaling(cfg) -> None:
-  """The detection-along-training sweep (experiments/scaling.py): its own fields, then every
-  model and step count it will train, validated as the shapes experiment it runs."""
-  from experiments import scaling
-  names = scaling.model_names(cfg)
-  bad = [m for m in names if m not in scaling.MODEL_VARIANTS]
-  if not names or bad or len(set(names)) != len(names):
-    raise ConfigError("scaling.models", f"must name distinct models of "
-                      f"{', '.join(scaling.MODEL_VARIANTS)} (comma-separated), got "
-                      f"{cfg.scaling.models!r}")
-  steps = _increasing(cfg, "scaling.steps")
-  seeds = tuple(_get(cfg, "scaling.seeds"))
-  if (not seeds or len(set(seeds)) != len(seeds)
-      or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
-    raise ConfigError("scaling.seeds", f"must be distinct non-negative integers, got {seeds!r}")
-  extra = _increasing(cfg, "scaling.seed_steps", allow_empty=len(seeds) == 1)
-  if set(extra) - set(steps):
-    raise ConfigError("scaling.seed_steps", f"must be among scaling.steps {steps}, got {extra}")
-  _int(cfg, "scaling.num_samples", lo=4)
-  _int(cfg, "scaling.study_chunk", lo=0)
-  for p in scaling.points(cfg):
-    c = scaling.point_config(cfg, p, p.steps[-1])
-    if c.train.warmup_steps >= p.steps[0]:
-      raise ConfigError("scaling.steps", f"the first step count {p.steps[0]} must exceed "
-                        f"train.warmup_steps={c.train.warmup_steps}")
-    try:
-      validate(c)
-    except ConfigError as e:
-      raise ConfigError("scaling.models", f"model {p.model!r} gives an invalid config: {e}") \
-          from None
-
-
 def validate(cfg) -> None:
   """Raises :class:`ConfigError` on the first bad field."""
-  exp = _choice(cfg, "experiment", EXPERIMENTS)
-  _int(cfg, "seed", lo=0)
-  _int(cfg, "num_devices", lo=0)
-  _choice(cfg, "data.name", DATA_NAMES[exp])
-  _int(cfg, "data.num_train", lo=1)
+  exp = choice(cfg, "experiment", EXPERIMENTS)
+  integer(cfg, "seed", lo=0)
+  integer(cfg, "num_devices", lo=0)
+  choice(cfg, "data.name", DATA_NAMES[exp])
+  integer(cfg, "data.num_train", lo=1)
 
-  T = _int(cfg, "diffusion.timesteps", lo=1)
-  _choice(cfg, "diffusion.schedule", diffusion.SCHEDULES)
-  b0 = _float(cfg, "diffusion.beta_start", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-  _float(cfg, "diffusion.beta_end", lo=b0, hi=1.0, hi_open=True)
+  T = integer(cfg, "diffusion.timesteps", lo=1)
+  choice(cfg, "diffusion.schedule", diffusion.SCHEDULES)
+  b0 = number(cfg, "diffusion.beta_start", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  number(cfg, "diffusion.beta_end", lo=b0, hi=1.0, hi_open=True)
 
-  model = _choice(cfg, "model.name", MODELS)
-  if "dtype" in cfg.model and _choice(cfg, "model.dtype", ("float32", "bfloat16")) == "bfloat16":
+  model = choice(cfg, "model.name", MODELS)
+  if "dtype" in cfg.model and choice(cfg, "model.dtype", ("float32", "bfloat16")) == "bfloat16":
     ok, what = sharding.bfloat16_support()
     if not ok:
       raise ConfigError("model.dtype", f"'bfloat16' needs bfloat16 arithmetic (a GPU of compute "
                         f"capability >= 8.0, a TPU, or a CPU with AVX512-BF16 or AMX-BF16); "
                         f"this backend is {what}; allowed here: 'float32'")
   if model == "mlp":
-    _int(cfg, "model.width", lo=2)
-    _int(cfg, "model.num_blocks", lo=1)
-    if not isinstance(_get(cfg, "model.share_blocks"), bool):
+    integer(cfg, "model.width", lo=2)
+    integer(cfg, "model.num_blocks", lo=1)
+    if not isinstance(get(cfg, "model.share_blocks"), bool):
       raise ConfigError("model.share_blocks", "must be True or False")
   else:
-    ch = _int(cfg, "model.ch", lo=1)
-    _int(cfg, "model.num_res_blocks", lo=1)
-    groups = _int(cfg, "model.num_groups", lo=1)
-    mult = _get(cfg, "model.ch_mult")
+    ch = integer(cfg, "model.ch", lo=1)
+    integer(cfg, "model.num_res_blocks", lo=1)
+    groups = integer(cfg, "model.num_groups", lo=1)
+    mult = get(cfg, "model.ch_mult")
     if not mult or any(not isinstance(m, int) or m < 1 for m in mult):
       raise ConfigError("model.ch_mult", f"must be a non-empty tuple of positive ints, got {mult!r}")
     bad = [ch * m for m in mult if (ch * m) % groups]
     if ch % groups or bad:
       raise ConfigError("model.num_groups",
                         f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
-    _float(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
-    attn = _get(cfg, "model.attn_resolutions")
+    number(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
+    attn = get(cfg, "model.attn_resolutions")
     if isinstance(attn, (str, bytes)) or any(
         isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn):
       raise ConfigError("model.attn_resolutions",
                         f"must be a tuple of positive ints (feature-map sizes), got {attn!r}")
 
-  _int(cfg, "train.steps", lo=0)
-  bs = _int(cfg, "train.batch_size", lo=1)
-  _float(cfg, "train.lr", lo=0.0, lo_open=True)
-  _choice(cfg, "train.lr_schedule", train.LR_SCHEDULES)
-  _float(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
-  _float(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
-  warmup = _int(cfg, "train.warmup_steps", lo=0)
+  integer(cfg, "train.steps", lo=0)
+  bs = integer(cfg, "train.batch_size", lo=1)
+  number(cfg, "train.lr", lo=0.0, lo_open=True)
+  choice(cfg, "train.lr_schedule", train.LR_SCHEDULES)
+  number(cfg, "train.b1", lo=0.0, hi=1.0, hi_open=True)
+  number(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
+  warmup = integer(cfg, "train.warmup_steps", lo=0)
   if warmup and warmup >= cfg.train.steps:
     raise ConfigError("train.warmup_steps", f"must be < train.steps ({cfg.train.steps}), "
                       f"got {warmup}; set it to 0 for short runs")
-  _float(cfg, "train.grad_clip", lo=0.0)
-  _float(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
-  _int(cfg, "train.log_every", lo=1)
-  _int(cfg, "train.ckpt_every", lo=1)
+  number(cfg, "train.grad_clip", lo=0.0)
+  number(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
+  integer(cfg, "train.log_every", lo=1)
+  integer(cfg, "train.ckpt_every", lo=1)
   if "micro_batch" in cfg.train:
-    _int(cfg, "train.micro_batch", lo=-1)   # -1 auto, 0 whole batch, else rows per pass
-  num_train = _get(cfg, "data.num_train")
+    integer(cfg, "train.micro_batch", lo=-1)   # -1 auto, 0 whole batch, else rows per pass
+  num_train = get(cfg, "data.num_train")
   if bs > num_train and exp != "shapes":
     raise ConfigError("train.batch_size", f"{bs} exceeds data.num_train={num_train}")
 
-  _int(cfg, "sample.num_samples", lo=1)
-  sampler = _choice(cfg, "sample.sampler", samplers.sampler_names())
-  _choice(cfg, "sample.variance", diffusion.VARIANCES)
-  _int(cfg, "sample.chunk_size", lo=1)
+  integer(cfg, "sample.num_samples", lo=1)
+  sampler = choice(cfg, "sample.sampler", samplers.sampler_names())
+  choice(cfg, "sample.variance", diffusion.VARIANCES)
+  integer(cfg, "sample.chunk_size", lo=1)
   if "tile_rows" in cfg.sample:
-    _int(cfg, "sample.tile_rows", lo=-1)    # -1 auto, 0 whole chunk, else rows per pass
-  steps = _int(cfg, "sample.num_steps", lo=0, hi=T, hi_desc=f"diffusion.timesteps={T}")
-  _float(cfg, "sample.eta", lo=0.0)
+    integer(cfg, "sample.tile_rows", lo=-1)    # -1 auto, 0 whole chunk, else rows per pass
+  steps = integer(cfg, "sample.num_steps", lo=0, hi=T, hi_desc=f"diffusion.timesteps={T}")
+  number(cfg, "sample.eta", lo=0.0)
   reverse_steps = T if sampler == "ddpm" or steps == 0 else \
       len(samplers.ddim_timesteps(T, steps))
-  _int(cfg, "detect.window", lo=1, hi=reverse_steps,
+  integer(cfg, "detect.window", lo=1, hi=reverse_steps,
        hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
-  _choice(cfg, "detect.reduction", samplers.REDUCTIONS)
+  choice(cfg, "detect.reduction", samplers.REDUCTIONS)
   _check_detect_window(cfg, T, sampler, steps)  # detect.t_lo / detect.t_hi
-  _float(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-  _float(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  number(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  number(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
   if exp in ("gaussian", "timesteps") or (
       exp == "recursive" and cfg.data.name not in ("mnist", "shapes")):
-    _float(cfg, "data.std", lo=0.0, lo_open=True)
-    _float(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
+    number(cfg, "data.std", lo=0.0, lo_open=True)
+    number(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
     if cfg.data.name == "gaussian1d":
-      means = _get(cfg, "data.means")
+      means = get(cfg, "data.means")
       if len(means) < 2 or any(not isinstance(m, numbers.Real) for m in means):
         raise ConfigError("data.means", f"must hold at least two numbers, got {means!r}")
   if cfg.data.name == "shapes":
-    _choice(cfg, "data.scale", tuple(sorted(SUPPORTED_SCALES)))
+    choice(cfg, "data.scale", tuple(sorted(SUPPORTED_SCALES)))
   if model == "unet":
     _check_unet_resolutions(cfg, exp)
   if "plots" in cfg and "predictor_times" in cfg.plots:
-    times = _get(cfg, "plots.predictor_times")
+    times = get(cfg, "plots.predictor_times")
     # Times >= diffusion.timesteps are skipped by the figure (a sweep over T shares them).
     if isinstance(times, (str, bytes)) or any(
         isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times):
@@ -263,20 +192,20 @@ def validate(cfg) -> None:
                         f"must be a tuple of timesteps >= 0 (those >= diffusion.timesteps are "
                         f"skipped), got {times!r}")
   if exp == "gaussian" and "sweep" in cfg:
-    if not isinstance(_get(cfg, "sweep.enabled"), bool):
+    if not isinstance(get(cfg, "sweep.enabled"), bool):
       raise ConfigError("sweep.enabled", "must be True or False")
-    _int(cfg, "sweep.steps", lo=0)
-    _int(cfg, "sweep.num_samples", lo=1)
+    integer(cfg, "sweep.steps", lo=0)
+    integer(cfg, "sweep.num_samples", lo=1)
   if exp in ("gaussian", "recursive") and "imbalance" in cfg.data:
-    _float(cfg, "data.imbalance", lo=0.0, lo_open=True)
+    number(cfg, "data.imbalance", lo=0.0, lo_open=True)
   if exp == "gaussian" and "sweep" in cfg and cfg.sweep.enabled:
-    epochs = _int(cfg, "sweep.epochs", lo=0) if "epochs" in cfg.sweep else 0
+    epochs = integer(cfg, "sweep.epochs", lo=0) if "epochs" in cfg.sweep else 0
     # Under sweep.epochs the batch shrinks to a point's data when larger.
     least, least_desc = (1, "1") if epochs else (bs, "train.batch_size")
-    for v in _get(cfg, "sweep.num_train"):
+    for v in get(cfg, "sweep.num_train"):
       if not isinstance(v, int) or isinstance(v, bool) or v < least:
         raise ConfigError("sweep.num_train", f"entries must be ints >= {least_desc}, got {v!r}")
-    for v in _get(cfg, "sweep.timesteps"):
+    for v in get(cfg, "sweep.timesteps"):
       if not isinstance(v, int) or v < cfg.detect.window:
         raise ConfigError("sweep.timesteps", f"entries must be ints >= detect.window, got {v!r}")
     for field in ("distance", "imbalance"):
@@ -289,25 +218,22 @@ def validate(cfg) -> None:
     if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
       raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
                         "sweep.timesteps, sweep.distance, sweep.imbalance")
-  if exp == "denoisers":
-    _check_denoisers(cfg)
-  if exp == "scaling":
-    _check_scaling(cfg)
-  if exp == "timesteps":
-    _check_timesteps(cfg)
+  check = getattr(importlib.import_module(registry.EXPERIMENTS[exp].module), "check_config", None)
+  if check is not None:  # the rules of the experiment's own fields, beside its code
+    check(cfg)
   if exp == "hallbench":
     _check_hallbench(cfg)
   if exp == "recursive":
-    _int(cfg, "recursive.generations", lo=1)
-    _int(cfg, "recursive.oversample", lo=0)
+    integer(cfg, "recursive.generations", lo=1)
+    integer(cfg, "recursive.oversample", lo=0)
     if cfg.data.name == "mnist":
-      _int(cfg, "recursive.classifier_steps", lo=1)
-      if not isinstance(_get(cfg, "data.download"), bool):
+      integer(cfg, "recursive.classifier_steps", lo=1)
+      if not isinstance(get(cfg, "data.download"), bool):
         raise ConfigError("data.download", "must be True or False")
-      if not isinstance(_get(cfg, "data.dir"), str):
+      if not isinstance(get(cfg, "data.dir"), str):
         raise ConfigError("data.dir", f"must be a path (a string; '' for the default), "
                           f"got {cfg.data.dir!r}")
-    filters = _get(cfg, "recursive.filters")
+    filters = get(cfg, "recursive.filters")
     if isinstance(filters, str) or not filters:
       raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "
                         f"{', '.join(FILTERS)}, got {filters!r}")
@@ -328,8 +254,8 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
   ``detect.window`` steps."""
   if "t_lo" not in cfg.detect and "t_hi" not in cfg.detect:
     return
-  lo = _int(cfg, "detect.t_lo", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
-  hi = _int(cfg, "detect.t_hi", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
+  lo = integer(cfg, "detect.t_lo", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
+  hi = integer(cfg, "detect.t_hi", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
   if (lo == -1) != (hi == -1):
     field = "detect.t_hi" if lo != -1 else "detect.t_lo"
     raise ConfigError(field, f"must be in [0, {T - 1}] when the other end is set (or both -1 "
@@ -349,8 +275,8 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
 
 
 # -- the detector and mitigation benchmark (experiments/hallbench.py) -----------
-def _names(cfg, field, allowed, allow_empty=False):
-  v = _get(cfg, field)
+def name_list(cfg, field, allowed, allow_empty=False):
+  v = get(cfg, field)
   if isinstance(v, str) or (not v and not allow_empty):
     raise ConfigError(field, f"must be a {'' if allow_empty else 'non-empty '}tuple of names "
                       f"from {', '.join(allowed)}, got {v!r}")
@@ -362,8 +288,8 @@ def _names(cfg, field, allowed, allow_empty=False):
   return tuple(v)
 
 
-def _timestep(cfg, field, T, name):
-  return _int(cfg, field, lo=0, hi=T - 1,
+def timestep(cfg, field, T, name):
+  return integer(cfg, field, lo=0, hi=T - 1,
               hi_desc=f"testbeds.{name}.diffusion.timesteps - 1 = {T - 1}")
 
 
@@ -373,9 +299,9 @@ def _check_hallbench(cfg) -> None:
   from experiments import hallbench
   from mode_interp import detectors
   from mode_interp.data import gaussians
-  names = _names(cfg, "hallbench.testbeds", gaussians.NAMES)
-  _names(cfg, "hallbench.detectors", detectors.NAMES)
-  _names(cfg, "hallbench.mitigations", hallbench.MITIGATIONS)
+  names = name_list(cfg, "hallbench.testbeds", gaussians.NAMES)
+  name_list(cfg, "hallbench.detectors", detectors.NAMES)
+  name_list(cfg, "hallbench.mitigations", hallbench.MITIGATIONS)
   if "testbeds" not in cfg:
     raise ConfigError("testbeds", "missing from the config (one recipe per hallbench.testbeds "
                       "entry: data, diffusion, model, train)")
@@ -398,35 +324,35 @@ def _check_hallbench(cfg) -> None:
         raise ConfigError(f"{s}.{k}", f"the top-level {s} section mirrors the first testbed's "
                           f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
                           f"{mine.get(k)!r}, there {theirs.get(k)!r})")
-  if _get(cfg, "sample.sampler") != "ddpm":
+  if get(cfg, "sample.sampler") != "ddpm":
     raise ConfigError("sample.sampler", "must be 'ddpm': the plain sampler every mitigation is "
                       "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'")
   h = "hallbench."
-  n = _int(cfg, h + "num_samples", lo=4)
-  _int(cfg, h + "split_seed", lo=0)
-  _int(cfg, h + "chunk_size", lo=1)
-  drops = _get(cfg, h + "filter.drop")
+  n = integer(cfg, h + "num_samples", lo=4)
+  integer(cfg, h + "split_seed", lo=0)
+  integer(cfg, h + "chunk_size", lo=1)
+  drops = get(cfg, h + "filter.drop")
   if isinstance(drops, (str, bytes)) or any(
       isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops):
     raise ConfigError(h + "filter.drop", f"must be a tuple of shares in (0, 1), got {drops!r}")
-  ddim_steps = _int(cfg, h + "ddim.steps", lo=0)
-  _int(cfg, h + "ddim.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  ks = _get(cfg, h + "ddim.stochastic_last")
+  ddim_steps = integer(cfg, h + "ddim.steps", lo=0)
+  integer(cfg, h + "ddim.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  ks = get(cfg, h + "ddim.stochastic_last")
   if isinstance(ks, (str, bytes)) or any(
       isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks):
     raise ConfigError(h + "ddim.stochastic_last", f"must be a tuple of step counts, got {ks!r}")
-  _int(cfg, h + "mi.num_samples", lo=4, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  m = _int(cfg, h + "mi.perturbations", lo=2)
-  _float(cfg, h + "mi.scale", lo=0.0, lo_open=True)
-  design = _choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
-  _int(cfg, h + "flipd.hutchinson_above", lo=1)
-  _int(cfg, h + "flipd.probes", lo=1)
-  _int(cfg, h + "lid.draws", lo=1)
-  _int(cfg, h + "renoise.draws", lo=2)
-  _float(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-  _float(cfg, h + "iq.strength", lo=0.0)
-  cal = _int(cfg, h + "iq.calibration", lo=2)
-  _int(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  integer(cfg, h + "mi.num_samples", lo=4, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  m = integer(cfg, h + "mi.perturbations", lo=2)
+  number(cfg, h + "mi.scale", lo=0.0, lo_open=True)
+  design = choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
+  integer(cfg, h + "flipd.hutchinson_above", lo=1)
+  integer(cfg, h + "flipd.probes", lo=1)
+  integer(cfg, h + "lid.draws", lo=1)
+  integer(cfg, h + "renoise.draws", lo=2)
+  number(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  number(cfg, h + "iq.strength", lo=0.0)
+  cal = integer(cfg, h + "iq.calibration", lo=2)
+  integer(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
   for name in names:
     tcfg = hallbench.testbed_config(cfg, name)
     try:
@@ -452,9 +378,9 @@ def _check_hallbench(cfg) -> None:
                         f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
                         f"hallbench.mi.design='gaussian'")
     for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
-      _timestep(cfg, h + field, T, name)
-    lo = _timestep(cfg, h + "iq.t_lo", T, name)
-    hi = _timestep(cfg, h + "iq.t_hi", T, name)
+      timestep(cfg, h + field, T, name)
+    lo = timestep(cfg, h + "iq.t_lo", T, name)
+    hi = timestep(cfg, h + "iq.t_hi", T, name)
     if hi < lo:
       raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
     if cal > tcfg.data.num_train:

@@ -23,6 +23,7 @@ from experiments import shapes as shapes_exp
 from experiments.rows import Row, get, proportion_row
 from mode_interp import empirical_denoiser, hallucination, pipeline, plots
 from mode_interp.data import shapes
+from mode_interp.errors import ConfigError
 
 
 def denoiser_list(cfg) -> list:
@@ -61,6 +62,28 @@ def _unet_reference(path: str):
           "mode_interpolation": {"rate": multi / n if n else None, "count": multi, "n": n,
                                  "ci95": [lo, hi]},
           "train_steps": (res.get("train") or {}).get("steps")}
+
+
+def check_config(cfg) -> None:
+  """The training-set denoisers' section: refused with the field named, before any work."""
+  import numbers
+  from experiments import config_check as cc
+  if not isinstance(cc.get(cfg, "denoisers.exact"), bool):
+    raise ConfigError("denoisers.exact", "must be True or False")
+  patches = cc.get(cfg, "denoisers.patches")
+  bad = [p for p in patches if isinstance(p, bool) or not isinstance(p, numbers.Integral)
+         or p < 1 or p % 2 == 0]
+  if bad or len(set(patches)) != len(patches):
+    raise ConfigError("denoisers.patches", f"must be distinct odd positive integers (a patch "
+                      f"is centred on its pixel), got {tuple(patches)!r}")
+  if not patches and not cfg.denoisers.exact:
+    raise ConfigError("denoisers.patches", "is empty and denoisers.exact is False: nothing to "
+                      "sample")
+  cc.integer(cfg, "denoisers.num_samples", lo=1)
+  cc.integer(cfg, "denoisers.chunk_images", lo=1)
+  cc.number(cfg, "denoisers.copy_rms", lo=0.0, lo_open=True)
+  if not isinstance(cc.get(cfg, "denoisers.unet_workdir"), str):
+    raise ConfigError("denoisers.unet_workdir", "must be a path (or empty)")
 
 
 def run(cfg, wd, mesh, info=None):

@@ -259,6 +259,39 @@ def _curves(table):
   return lines
 
 
+def check_config(cfg) -> None:
+  """The detection-along-training sweep (experiments/scaling.py): its own fields, then every
+  model and step count it will train, validated as the shapes experiment it runs."""
+  import numbers
+  from experiments import config_check as cc
+  names = model_names(cfg)
+  bad = [m for m in names if m not in MODEL_VARIANTS]
+  if not names or bad or len(set(names)) != len(names):
+    raise ConfigError("scaling.models", f"must name distinct models of "
+                      f"{', '.join(MODEL_VARIANTS)} (comma-separated), got "
+                      f"{cfg.scaling.models!r}")
+  steps = cc.increasing(cfg, "scaling.steps")
+  seeds = tuple(cc.get(cfg, "scaling.seeds"))
+  if (not seeds or len(set(seeds)) != len(seeds)
+      or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
+    raise ConfigError("scaling.seeds", f"must be distinct non-negative integers, got {seeds!r}")
+  extra = cc.increasing(cfg, "scaling.seed_steps", allow_empty=len(seeds) == 1)
+  if set(extra) - set(steps):
+    raise ConfigError("scaling.seed_steps", f"must be among scaling.steps {steps}, got {extra}")
+  cc.integer(cfg, "scaling.num_samples", lo=4)
+  cc.integer(cfg, "scaling.study_chunk", lo=0)
+  for p in points(cfg):
+    c = point_config(cfg, p, p.steps[-1])
+    if c.train.warmup_steps >= p.steps[0]:
+      raise ConfigError("scaling.steps", f"the first step count {p.steps[0]} must exceed "
+                        f"train.warmup_steps={c.train.warmup_steps}")
+    try:
+      cc.validate(c)
+    except ConfigError as e:
+      raise ConfigError("scaling.models", f"model {p.model!r} gives an invalid config: {e}") \
+          from None
+
+
 def run(cfg, wd, mesh, info=None):
   t0 = time.time()
   pts = points(cfg)

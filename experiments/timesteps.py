@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from mode_interp import exact_score, hallucination, pipeline, plots, train, vdm
+from mode_interp.errors import ConfigError
 from experiments import gaussian
 from typing import List
 
@@ -67,6 +68,27 @@ def _measure(cfg, mixture, x, tv):
           "hallucination_rate": float(hal.mean()) if len(hal) else None,
           "auroc": det["auroc"], "hallucinations_removed": det["hallucinations_removed"],
           "non_finite": hallucination.non_finite_report(ok)}, x, hal
+
+
+def check_config(cfg) -> None:
+  """The T-vs-T' experiment's fields: positive step counts, known VDM schedules."""
+  from experiments import config_check as cc
+  for field in ("tsteps.train_T", "tsteps.sample_T"):
+    values = cc.get(cfg, field)
+    if isinstance(values, (str, bytes)) or not values or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+      raise ConfigError(field, f"must be a non-empty tuple of positive ints, got {values!r}")
+  window = cfg.detect.window
+  if min(cc.get(cfg, "tsteps.sample_T")) < window:
+    raise ConfigError("tsteps.sample_T", f"every T' must be >= detect.window={window}, got "
+                      f"{tuple(cfg.tsteps.sample_T)!r}")
+  from mode_interp import vdm
+  scheds = cc.get(cfg, "tsteps.vdm_schedules")
+  if isinstance(scheds, str) or any(s not in vdm.SCHEDULES for s in scheds):
+    raise ConfigError("tsteps.vdm_schedules", f"{scheds!r}: entries must be from "
+                      f"{', '.join(vdm.SCHEDULES)} (or empty)")
+  lo = cc.number(cfg, "tsteps.gamma_min")
+  cc.number(cfg, "tsteps.gamma_max", lo=lo, lo_open=True)
 
 
 def run(cfg, wd, mesh, info=None):
