@@ -346,8 +346,6 @@ def write_markdown(path, res):
 
 
 def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from mode_interp import plots
   os.makedirs(fig_dir, exist_ok=True)
@@ -373,7 +371,7 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
     ax.set_xlabel(f"{name} (held-out half)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
-    plots._save(fig, path)
+    plots.save(fig, path)
 
   def roc(path, names, title):
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -388,7 +386,7 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
     ax.set_ylabel("hallucinations removed (TPR)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, loc="lower right")
-    plots._save(fig, path)
+    plots.save(fig, path)
 
   h = res["headline"]
   if held.sum() and hal[held].any() and (~hal[held]).any():

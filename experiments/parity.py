@@ -350,8 +350,6 @@ def format_table(results: dict) -> str:
 
 
 def _figures(wd, results, arrays, mixture):
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   shown = [(k, l, f) for k, l, f in METRICS[:4]]
   fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2))

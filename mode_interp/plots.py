@@ -1,16 +1,19 @@
-"""Matplotlib figures from arrays (no model, no sampling here)."""
+"""Matplotlib figures from arrays (no model, no sampling here).
+
+Every function writes its figure to a file and closes it. The backend is left to matplotlib
+(a file-only one where there is no display, the notebook's own in Jupyter).
+"""
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 HALLU_COLOR = "#d62728"
 OK_COLOR = "#1f77b4"
 
 
-def _save(fig, path, tight=True):
+def save(fig, path, tight=True):
+  """Writes ``fig`` to ``path`` and closes it (for figures made outside this module too)."""
   # Figures made with layout="constrained" keep theirs; image grids place their own axes.
   if tight and fig.get_layout_engine() is None:
     fig.tight_layout()
@@ -38,7 +41,7 @@ def hist_1d(path, train, generated, exact=None, means=None, bins=300):
   ax.set_xlabel("x")
   ax.set_ylabel("count (log)")
   ax.legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
@@ -63,7 +66,7 @@ def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
     ax.set_aspect("equal")
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def predictor_curves(path, xs, learned, exact, times, means=None, xlabel="x_t"):
@@ -81,7 +84,7 @@ def predictor_curves(path, xs, learned, exact, times, means=None, xlabel="x_t"):
     ax.set_xlabel(xlabel)
   axes[0].set_ylabel("predicted x0")
   axes[0].legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def variance_hist(path, scores, groups: dict, threshold=None, bins=80):
@@ -102,7 +105,7 @@ def variance_hist(path, scores, groups: dict, threshold=None, bins=80):
   ax.set_xlabel("trajectory variance of predicted x0")
   ax.set_ylabel("density")
   ax.legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def roc(path, fpr, tpr, auroc, point=None):
@@ -114,7 +117,7 @@ def roc(path, fpr, tpr, auroc, point=None):
   ax.set_xlabel("in-support samples removed (FPR)")
   ax.set_ylabel("hallucinations removed (TPR)")
   ax.legend(loc="lower right")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
@@ -135,7 +138,7 @@ def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
     ax.set_xlabel(field)
     ax.set_ylabel(ylabel)
     ax.legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def embedding_scatter(path, points, groups: dict, title=""):
@@ -149,7 +152,7 @@ def embedding_scatter(path, points, groups: dict, title=""):
   ax.set_yticks([])
   ax.set_title(title, fontsize=9)
   ax.legend(loc="best", fontsize=8)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
@@ -177,7 +180,7 @@ def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
       ax.scatter(x[h, 0], x[h, 1], s=0.8, c=HALLU_COLOR)
       ax.text(0.02, 0.02, f"{h.mean():.1%}" if len(h) else "-", transform=ax.transAxes,
               fontsize=8, color=HALLU_COLOR)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap="gray"):
@@ -218,7 +221,7 @@ def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap=
               va="bottom", fontsize=6, color=colors[i] if colors is not None else "k")
   if title:
     fig.suptitle(title, y=1.0 - 0.1 / (nrows * 1.15 + 0.4))
-  return _save(fig, path, tight=False)
+  return save(fig, path, tight=False)
 
 
 def generation_curves(path, records, filters, keys):
@@ -233,7 +236,7 @@ def generation_curves(path, records, filters, keys):
     ax.set_xlabel("generation")
     ax.set_ylabel(key)
     ax.legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def scaling_curves(path, lines: dict):
@@ -274,7 +277,7 @@ def scaling_curves(path, lines: dict):
   h1, l1 = axes[1].get_legend_handles_labels()
   h2, l2 = twin.get_legend_handles_labels()
   axes[1].legend(h1 + h2, l1 + l2, fontsize=7)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def commit_histograms(path, groups: dict, T: int, xlabel: str):
@@ -291,7 +294,7 @@ def commit_histograms(path, groups: dict, T: int, xlabel: str):
   ax.set_xlabel(xlabel)
   ax.set_ylabel("density")
   ax.legend(fontsize=8)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def column_traces(path, timesteps, examples: dict, column_names):
@@ -311,7 +314,7 @@ def column_traces(path, timesteps, examples: dict, column_names):
   for ax in list(axes.flat)[len(examples):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=None):
@@ -363,4 +366,4 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=Non
     ax.legend(fontsize=7)
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save(fig, path)
