@@ -30,7 +30,7 @@ Nothing here imports ``experiments/`` or ``configs/``; numpy-only functions say 
 """
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ import pytest
 
 from configs import hallbench as hb_config
 from experiments import config_check, hallbench, main, registry
-from mode_interp import detectors, hallucination, pipeline
+from mode_interp import detectors, hallucination
 from mode_interp.errors import ConfigError, WorkdirError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
