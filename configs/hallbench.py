@@ -1,6 +1,6 @@
 r"""Hallucination detectors and mitigations that followed the paper, on common ground.
 
-Run (the CPU default: both testbeds, about 25 minutes on a 2-core CPU shared with other jobs)::
+Run (the CPU default: both testbeds, under half an hour on a 2-core CPU; reports/hallbench.md)::
 
   python -m experiments.main --config=configs/hallbench.py --workdir=/tmp/hallbench
 
