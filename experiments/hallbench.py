@@ -34,7 +34,7 @@ from experiments.rows import Row, proportion_row
 from mode_interp import detectors, hallucination, pipeline, plots, samplers, sharding
 from mode_interp import trajectory_scores
 from mode_interp.errors import WorkdirError
-from mode_interp.workdir import frozen_fields
+from mode_interp.workdir import flatten, frozen_fields
 
 RECIPE = ("data", "diffusion", "model", "train")
 MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
@@ -81,16 +81,6 @@ def _variant(tcfg, **sample):
   return c
 
 
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-  return out
-
-
 def check_recipe(wd, name: str, tcfg) -> None:
   """Refuses (before any work) a testbed recipe whose model-defining fields changed under
   its checkpoint, with the workdir's own rules (:func:`mode_interp.workdir.frozen_fields`),
@@ -102,7 +92,7 @@ def check_recipe(wd, name: str, tcfg) -> None:
     with open(path) as f:
       old = json.load(f)
     frozen = frozen_fields(old)
-    fo, fn = _flatten(old), _flatten(new)
+    fo, fn = flatten(old), flatten(new)
     bad = [(k, fo.get(k), fn.get(k)) for k in sorted(set(fo) | set(fn))
            if k in fo and fo.get(k) != fn.get(k)
            and any(k.startswith(f) if f.endswith(".") else k == f for f in frozen)]

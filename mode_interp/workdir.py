@@ -87,13 +87,14 @@ def write_json(path: str, obj, indent: int = 1) -> None:
   os.replace(tmp, path)
 
 
-def _flatten(d, prefix=""):
+def flatten(d, prefix=""):
+  """``{"a": {"b": v}}`` -> ``{"a.b": v}`` (tuples as lists, as JSON reads them back)."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
-      out[f"{prefix}{k}"] = v
+      out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
   return out
 
 
@@ -186,8 +187,8 @@ class Workdir:
       with open(path) as f:
         old_config = json.load(f)
       frozen = frozen_fields(old_config) if frozen is None else tuple(frozen)
-      old = _flatten(old_config)
-      new = _flatten(config)
+      old = flatten(old_config)
+      new = flatten(config)
       for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
           changes.append((key, old.get(key), new.get(key)))
