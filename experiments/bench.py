@@ -656,8 +656,11 @@ def _net_flops(model, params, x_shape):
       params, jnp.zeros(x_shape, jnp.float32), jnp.zeros((1,), jnp.int32)))
 
 
-def plan(cases, quick: bool, full: bool = False):
-  """The rows to run, as ``(label, fn(mesh, probe) -> record)``."""
+def plan(cases, quick: bool, full: bool = False, unet_variant: str = ""):
+  """The rows to run, as ``(label, fn(mesh, probe) -> record)``.
+
+  ``unet_variant``: the ``configs/shapes.py`` variant the ``unet`` case times (``""``: the
+  CPU default; the tests pass ``"tiny"``, which checks the rows, not the speed)."""
   rows = []
   if "sampler" in cases:
     if quick:
@@ -688,22 +691,25 @@ def plan(cases, quick: bool, full: bool = False):
                      lambda mesh, probe, bs=bs, dt=dt, d=defaults: _maybe_xla_defaults(
                          d, bench_train_mlp)(mesh, bs, probe, steps=30, dtype=dt)))
   if "unet" in cases:
-    # The CPU default U-Net: float32 with the project's compile options, float32 with XLA's
-    # defaults (the options' gain, in the same run), bfloat16.
+    # The CPU default U-Net (or `unet_variant`'s): float32 with the project's compile
+    # options, float32 with XLA's defaults (the options' gain, in the same run), bfloat16.
     # --quick (tests): the XLA-defaults row for training only, bfloat16 for sampling only
     # (each U-Net training step costs ~15 s of compilation on a 2-core CPU).
+    where = f"configs/shapes.py{':' + unet_variant if unet_variant else ''}"
     for dt, defaults in (("float32", False), ("float32", True), ("bfloat16", False)):
       tag = f"{dt}{', XLA default options' if defaults else ''}"
       if not (quick and dt == "bfloat16"):
-        rows.append((f"train unet (configs/shapes.py) {tag}",
+        rows.append((f"train unet ({where}) {tag}",
                      lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(
                          d, bench_train_unet)(mesh, probe, steps=2 if quick else 10, dtype=dt,
-                                              batch_size=8 if quick else None)))
+                                              batch_size=8 if quick else None,
+                                              variant=unet_variant)))
       if quick and defaults:
         continue
-      rows.append((f"sampler unet (configs/shapes.py) {tag}",
+      rows.append((f"sampler unet ({where}) {tag}",
                    lambda mesh, probe, dt=dt, d=defaults: _maybe_xla_defaults(d, bench_sample_unet)(
-                       mesh, probe, 8 if quick else 256, dtype=dt, steps=2 if quick else 10)))
+                       mesh, probe, 8 if quick else 256, variant=unet_variant, dtype=dt,
+                       steps=2 if quick else 10)))
   if "unet_paper" in cases:  # the paper's U-Net (64x64): for accelerators
     for dt in ("float32", "bfloat16"):
       rows.append((f"train unet:paper batch=128 {dt}",
@@ -783,10 +789,11 @@ def format_reference(records, ref=None) -> str:
 
 
 def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
-        full: bool = False, reference=None) -> list:
+        full: bool = False, reference=None, unet_variant: str = "") -> list:
   """Runs the benchmark; returns the records (and writes them to ``json_path``).
 
   ``reference``: ``(path, python, threads)`` to time the official code in the same run.
+  ``unet_variant``: the ``configs/shapes.py`` variant of the ``unet`` case (see :func:`plan`).
   """
   bad = [c for c in cases if c not in CASES]
   if bad or not cases:
@@ -797,7 +804,7 @@ def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
   mesh = sharding.make_mesh(devices or None)
   probe = _MemProbe()
   records = []
-  for label, fn in plan(cases, quick, full):
+  for label, fn in plan(cases, quick, full, unet_variant=unet_variant):
     log(f"bench: {label} on {sharding.num_shards(mesh)} device(s) ...")
     rec = fn(mesh, probe)
     rec["quick"] = bool(quick)
