@@ -72,12 +72,20 @@ def get_config(arg: str = ""):
     c.recursive.filters = ("none", "random", "variance")
     c.recursive.oversample = 10_000
   elif arg == "tiny":
+    # The U-Net, schedule and optimiser of configs/recursive_shapes.py:tiny (64 images at
+    # batch 16 too): the tests' compiled initialisation and training step are the same
+    # programs, compiled once for both (the persistent compilation cache).
     c.data.num_train = 64
     common.unet(c, ch=8, ch_mult=(1, 2), num_groups=4)
-    c.diffusion.timesteps = 10
+    c.diffusion.timesteps = 20
+    c.diffusion.beta_start = 0.005
+    c.diffusion.beta_end = 0.5
     c.train.steps = 10
     c.train.batch_size = 16
+    c.train.lr = 1e-3
+    c.train.lr_schedule = "constant"
     c.train.warmup_steps = 0
+    c.train.ema_decay = 0.9
     c.train.log_every = 5
     c.train.ckpt_every = 10
     c.sample.chunk_size = 48

@@ -61,6 +61,7 @@ def get_config(arg: str = ""):
     c.data.num_train = 64
     c.recursive.oversample = 16
     c.recursive.generations = 2
+    c.train.steps = 10
     c.sample.chunk_size = 40
   c.sample.num_samples = c.data.num_train + c.recursive.oversample
   return c

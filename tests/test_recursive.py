@@ -1,4 +1,6 @@
-"""Recursive training: a two-generation tiny run, its records, and resumption mid-way."""
+"""Recursive training on the 5x5 grid: a two-generation tiny run, its records, and
+resumption mid-way. (MNIST and SIMPLE SHAPES: tests/test_recursive_mnist.py and
+tests/test_recursive_shapes.py, separate files so that parallel workers share them out.)"""
 
 import json
 import os
@@ -6,9 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from configs import recursive_grid25, recursive_mnist
+from configs import recursive_grid25
 from experiments import main, recursive
-from mode_interp.data import mnist
 
 pytestmark = pytest.mark.e2e
 
@@ -104,69 +105,3 @@ def test_grid_measure_counts_each_mode():
   assert m["in_support_per_mode_kept"] == [4] * 12 + [0] * 13
   # 4 samples per mode is above 10% of the fair share 106 / 25: every mode but the centre.
   assert m["mode_coverage"] == pytest.approx(24 / 25)
-
-
-def test_mnist_two_generations(tmp_path):
-  try:
-    mnist.load_mnist("test", download=False)
-  except mnist.MnistNotFoundError:
-    pytest.skip("MNIST test split not found (set MODE_INTERP_MNIST_DIR)")
-  wd = str(tmp_path / "run")
-  res = main.run(recursive_mnist.get_config("tiny"), wd)
-  gens = {(r["filter"], r["generation"]): r for r in res["generations"]}
-  assert set(gens) == {("none", 0), ("none", 1), ("variance", 0), ("variance", 1)}
-  for r in gens.values():
-    assert np.isfinite(r["frechet_distance"]) and r["frechet_distance"] > 0
-    assert 0.0 <= r["low_confidence_rate"] <= 1.0
-  assert os.path.isdir(os.path.join(wd, "classifier"))
-  figs = set(os.listdir(os.path.join(wd, "figures")))
-  assert {"samples_gen0.png", "samples_variance_gen1.png", "filtered_gen0.png",
-          "filtered_variance_gen1.png", "recursive_curves.png"} <= figs
-  assert "filtered_none_gen1.png" not in figs
-
-
-def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
-  monkeypatch.setenv("MODE_INTERP_MNIST_DIR", str(tmp_path / "nothing"))
-  monkeypatch.setenv("HOME", str(tmp_path))
-  cfg = recursive_mnist.get_config("tiny")
-  cfg.data.download = False
-  from mode_interp.errors import DataError
-  with pytest.raises(DataError, match="MODE_INTERP_MNIST_DIR"):
-    main.run(cfg, str(tmp_path / "run"))
-
-
-def test_more_mnist_images_than_the_split_holds_is_refused(tmp_path):
-  try:
-    split = mnist.load_mnist("train", download=False, allow_test_fallback=True)
-  except mnist.MnistNotFoundError:
-    pytest.skip("MNIST not found (set MODE_INTERP_MNIST_DIR)")
-  cfg = recursive_mnist.get_config("tiny")
-  cfg.data.num_train = len(split) + 1
-  cfg.data.download = False
-  from mode_interp.errors import DataError
-  with pytest.raises(DataError, match=f"data.num_train={len(split) + 1}.*{len(split)} images"):
-    main.run(cfg, str(tmp_path / "run"))
-  assert not os.path.exists(tmp_path / "run" / "classifier")  # refused before any training
-
-
-def test_shapes_two_generations(tmp_path):
-  wd = str(tmp_path / "run")
-  from configs import recursive_shapes
-  from mode_interp.data import shapes
-  cfg = recursive_shapes.get_config("tiny")
-  res = main.run(cfg, wd)
-  gens = res["generations"]
-  assert {(r["filter"], r["generation"]) for r in gens} == {
-      ("random", 0), ("variance", 0), ("random", 1), ("variance", 1)}
-  for r in gens:
-    tag = "gen0" if r["generation"] == 0 else f"{r['filter']}_gen{r['generation']}"
-    with np.load(os.path.join(wd, f"samples_{tag}.npz")) as z:
-      drawn = z["samples"]
-    assert len(drawn) == 64 + 16 == r["num_drawn"]
-    v = shapes.check(np.clip(drawn, -1, 1), scale=cfg.data.scale).verdicts
-    assert r["counts"] == shapes.count_verdicts(v)
-    assert r["hallucination_rate"] == float(np.mean(v != shapes.IN_SUPPORT))
-    assert r["mode_interpolation_rate"] == float(np.mean(v == shapes.MULTIPLE_IN_COLUMN))
-    assert sum(r["counts_kept"].values()) == 64
-  figs = os.listdir(os.path.join(wd, "figures"))
-  assert "recursive_curves.png" in figs and "samples_variance_gen1.png" in figs
