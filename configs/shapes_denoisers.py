@@ -39,6 +39,10 @@ def get_config(arg: str = ""):
   c.denoisers.unet_workdir = ""         # a configs/shapes.py workdir: its U-Net's rates beside
   c.sample.chunk_size = 32
   if arg == "tiny":
+    # The U-Net is only probed for its receptive field (two levels, as :tiny's: the whole
+    # canvas). Equal widths at both levels leave fewer distinct parameter shapes; the
+    # experiment initialises it eagerly, one compiled initialiser per shape.
+    common.unet(c, ch=8, ch_mult=(1, 1), num_groups=4)
     c.denoisers.patches = (3,)
     c.denoisers.num_samples = 8
     c.denoisers.chunk_images = 64
