@@ -177,20 +177,39 @@ def test_unet_rows_report_flops_and_dtype():
   form is checked here, their speed is the benchmark's business (``--cases=unet``)."""
   from mode_interp import sharding
   records = bench.run(["unet"], quick=True, log=lambda s: None, unet_variant="tiny")
+  # --quick: float32 training and bfloat16 sampling only (the full run has both dtypes of
+  # each, and float32 with XLA's default options).
   assert [(r["case"], r["dtype"], r["xla_defaults"]) for r in records] == [
-      ("train", "float32", False), ("sampler", "float32", False),
-      ("train", "float32", True),   # --quick: the XLA-defaults row for training only
-      ("sampler", "bfloat16", False)]  # and bfloat16 for sampling only
-  options = sharding.compiler_options(sharding.make_mesh(1))
+      ("train", "float32", False), ("sampler", "bfloat16", False)]
+  mesh = sharding.make_mesh(1)
   for r in records:
-    assert r["compile_options"] == ({} if r["xla_defaults"] else options)
+    assert r["compile_options"] == sharding.compiler_options(
+        mesh, convolutional=True, training=r["case"] == "train")
     assert r["model"] == "unet:tiny" and r["shape"] == [32, 32, 1]
     assert r["gflop_per_step"] > 0 and r["tflops"] > 0
     # On a CPU the share is of the dense matmul rate measured in the same run.
     assert r["peak_flops_measured"] > 0
     assert r["peak_share"] == pytest.approx(r["tflops"] * 1e12 / r["peak_flops_measured"])
   table = bench.format_table(records)
-  assert "bf16" in table and "unet:tiny*" in table and "XLA's default options" in table
+  assert "bf16" in table and "unet:tiny" in table
+
+
+def test_rows_made_under_xla_defaults_say_so():
+  """A row timed inside ``sharding.xla_default_options()`` (the full run's comparison rows)
+  records no compile options and is marked, in its record and in the table."""
+  from mode_interp import sharding
+  mesh = sharding.make_mesh(1)
+  kw = dict(case="train", model="unet:tiny", dim=1024, shape=[32, 32, 1], batch_size=8,
+            timesteps=20, ms_per_step=10.0, compile_s=1.0, dtype="float32")
+  plain = bench._record(mesh, **kw)
+  with sharding.xla_default_options():
+    defaults = bench._record(mesh, **kw)
+  assert plain["compile_options"] == sharding.compiler_options(mesh, convolutional=True,
+                                                               training=True)
+  assert not plain["xla_defaults"]
+  assert defaults["compile_options"] == {} and defaults["xla_defaults"]
+  table = bench.format_table([plain, defaults])
+  assert "unet:tiny*" in table and "XLA's default options" in table
 
 
 def test_toy_rows_report_flops_against_the_measured_peak(quick_run):
