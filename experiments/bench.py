@@ -364,8 +364,9 @@ def bench_sampler(mesh, dim: int, num_samples: int, timesteps: int, probe: _MemP
   cfg = _toy_config(timesteps, dtype=dtype)
   model = pipeline.make_model(cfg)
   repl, ds = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, dim)), jnp.zeros((1,), jnp.int32)),
-                   out_shardings=repl)(jax.random.key(0))["params"]
+  params = sharding.jit_once(
+      lambda k: model.init(k, jnp.zeros((1, dim)), jnp.zeros((1,), jnp.int32)), mesh,
+      out_shardings=repl)(jax.random.key(0))["params"]
   sample_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), (dim,), mesh=mesh)
   key = jax.device_put(jax.random.key(1), repl)
   idx = jax.device_put(np.arange(n, dtype=np.int32), ds)
@@ -614,8 +615,9 @@ def bench_sample_unet(mesh, probe: _MemProbe, chunk: int, variant: str = "",
   shape = (side, side, 1)
   model = pipeline.make_model(cfg)
   repl, ds = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  params = jax.jit(lambda k: model.init(k, jnp.zeros((1,) + shape), jnp.zeros((1,), jnp.int32)),
-                   out_shardings=repl)(jax.random.key(0))["params"]
+  params = sharding.jit_once(
+      lambda k: model.init(k, jnp.zeros((1,) + shape), jnp.zeros((1,), jnp.int32)), mesh,
+      out_shardings=repl)(jax.random.key(0))["params"]
   sample_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh,
                                      clip_x0=1.0)
   key = jax.device_put(jax.random.key(1), repl)

@@ -21,7 +21,7 @@ from absl import logging
 
 from experiments import shapes as shapes_exp
 from experiments.rows import Row, get, proportion_row
-from mode_interp import empirical_denoiser, hallucination, pipeline, plots
+from mode_interp import empirical_denoiser, hallucination, pipeline, plots, sharding
 from mode_interp.data import shapes
 from mode_interp.errors import ConfigError
 
@@ -95,7 +95,8 @@ def run(cfg, wd, mesh, info=None):
   # The receptive field of the config's U-Net (random weights: zero-initialised layers
   # would hide paths), the scale a local denoiser's patch is compared with.
   x1 = np.zeros((1,) + shape, np.float32)
-  params = model.init(jax.random.key(0), x1, np.zeros((1,), np.int32))["params"]
+  params = sharding.jit_once(lambda k: model.init(k, x1, np.zeros((1,), np.int32)))(
+      jax.random.key(0))["params"]
   params = jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.key(1), a.shape), params)
   rf = empirical_denoiser.receptive_field(pipeline.eps_fn_for(model), params, shape)
   logging.info("denoisers: %d training images %s; the U-Net's receptive field %s", len(ds),

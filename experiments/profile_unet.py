@@ -228,7 +228,7 @@ def profile(cfg, batch: int, chunk: int, repeats: int = 5, trace: bool = False) 
   shape = (side, side, 1)
   options = sharding.compiler_options(None, convolutional=True, training=False)
   x1 = jnp.zeros((1,) + shape)
-  params = jax.jit(lambda k: model.init(k, x1, jnp.zeros((1,), jnp.int32)))(
+  params = sharding.jit_once(lambda k: model.init(k, x1, jnp.zeros((1,), jnp.int32)))(
       jax.random.key(0))["params"]
   peak = bench.measured_matmul_peak("float32")
   out = {"config": {"model": cfg.model.to_dict(), "image_shape": list(shape),

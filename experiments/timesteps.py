@@ -49,8 +49,9 @@ def _vdm_trainer(cfg, schedule: str, mesh):
                                    tc.lr_schedule, tc.steps)
   from mode_interp import sharding
   repl = sharding.replicated(mesh)
-  init = jax.jit(lambda x1, key: vdm.init_state(model, gamma_init, optimizer, x1, key),
-                 out_shardings=repl)
+  init = sharding.jit_once(
+      lambda x1, key: vdm.init_state(model, gamma_init, optimizer, x1, key), mesh,
+      out_shardings=repl)
   step = sharding.jit(vdm.make_train_step(net_apply, gamma_apply, optimizer, tc.batch_size,
                                           tc.ema_decay, learned_schedule=schedule == "learned"),
                       mesh, convolutional=False, training=True, donate_argnums=(0,),

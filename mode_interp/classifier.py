@@ -122,7 +122,7 @@ def train_classifier(images, labels, *, steps: int = 800, batch_size: int = 128,
   model = MnistCNN()
   key = jax.random.key(seed)
   init_key, data_key = jax.random.split(key)
-  variables = model.init(init_key, x[:1])
+  variables = sharding.jit_once(model.init)(init_key, x[:1])
   schedule = optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.1)
   tx = optax.adam(schedule)
   opt_state = tx.init(variables)

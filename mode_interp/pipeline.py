@@ -81,8 +81,8 @@ def make_trainer(cfg, mesh) -> Trainer:
                                    tc.lr_schedule, tc.steps)
   repl = sharding.replicated(mesh)
   conv = is_convolutional(cfg)
-  init_jit = sharding.jit(functools.partial(train.init_state, model, optimizer), mesh,
-                          convolutional=conv, out_shardings=repl)
+  init_jit = sharding.jit_once(functools.partial(train.init_state, model, optimizer), mesh,
+                               out_shardings=repl)
   step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
                                   tc.batch_size, tc.ema_decay, mesh=mesh,
                                   micro_batch=rows_per_pass(tc.get("micro_batch", -1), mesh, "train"))
