@@ -191,60 +191,11 @@ def validate(cfg) -> None:
       raise ConfigError("plots.predictor_times",
                         f"must be a tuple of timesteps >= 0 (those >= diffusion.timesteps are "
                         f"skipped), got {times!r}")
-  if exp == "gaussian" and "sweep" in cfg:
-    if not isinstance(get(cfg, "sweep.enabled"), bool):
-      raise ConfigError("sweep.enabled", "must be True or False")
-    integer(cfg, "sweep.steps", lo=0)
-    integer(cfg, "sweep.num_samples", lo=1)
   if exp in ("gaussian", "recursive") and "imbalance" in cfg.data:
     number(cfg, "data.imbalance", lo=0.0, lo_open=True)
-  if exp == "gaussian" and "sweep" in cfg and cfg.sweep.enabled:
-    epochs = integer(cfg, "sweep.epochs", lo=0) if "epochs" in cfg.sweep else 0
-    # Under sweep.epochs the batch shrinks to a point's data when larger.
-    least, least_desc = (1, "1") if epochs else (bs, "train.batch_size")
-    for v in get(cfg, "sweep.num_train"):
-      if not isinstance(v, int) or isinstance(v, bool) or v < least:
-        raise ConfigError("sweep.num_train", f"entries must be ints >= {least_desc}, got {v!r}")
-    for v in get(cfg, "sweep.timesteps"):
-      if not isinstance(v, int) or v < cfg.detect.window:
-        raise ConfigError("sweep.timesteps", f"entries must be ints >= detect.window, got {v!r}")
-    for field in ("distance", "imbalance"):
-      values = cfg.sweep.get(field, ())
-      if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0 for v in values):
-        raise ConfigError(f"sweep.{field}", f"entries must be numbers > 0, got {tuple(values)!r}")
-    if cfg.sweep.get("distance", ()) and cfg.data.name != "gaussian1d":
-      raise ConfigError("sweep.distance", f"is for data.name='gaussian1d' (the 1D modes' "
-                        f"spacing), not {cfg.data.name!r}; leave it empty ()")
-    if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
-      raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
-                        "sweep.timesteps, sweep.distance, sweep.imbalance")
   check = getattr(importlib.import_module(registry.EXPERIMENTS[exp].module), "check_config", None)
   if check is not None:  # the rules of the experiment's own fields, beside its code
     check(cfg)
-  if exp == "hallbench":
-    _check_hallbench(cfg)
-  if exp == "recursive":
-    integer(cfg, "recursive.generations", lo=1)
-    integer(cfg, "recursive.oversample", lo=0)
-    if cfg.data.name == "mnist":
-      integer(cfg, "recursive.classifier_steps", lo=1)
-      if not isinstance(get(cfg, "data.download"), bool):
-        raise ConfigError("data.download", "must be True or False")
-      if not isinstance(get(cfg, "data.dir"), str):
-        raise ConfigError("data.dir", f"must be a path (a string; '' for the default), "
-                          f"got {cfg.data.dir!r}")
-    filters = get(cfg, "recursive.filters")
-    if isinstance(filters, str) or not filters:
-      raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "
-                        f"{', '.join(FILTERS)}, got {filters!r}")
-    for f in filters:
-      if f not in FILTERS:
-        hint = (" (on the command line a tuple is written "
-                "--config.recursive.filters=\"('random','variance')\")") if "," in str(f) else ""
-        raise ConfigError("recursive.filters",
-                          f"{f!r} is not allowed; allowed: {', '.join(FILTERS)}{hint}")
-    if len(set(filters)) != len(filters):
-      raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")
 
 
 # -- the main detector's window anywhere in the trajectory ----------------------
@@ -274,7 +225,7 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
                       f"sample.sampler={sampler!r} visits; widen it") from None
 
 
-# -- the detector and mitigation benchmark (experiments/hallbench.py) -----------
+# -- helpers the experiments' own checks share ---------------------------------
 def name_list(cfg, field, allowed, allow_empty=False):
   v = get(cfg, field)
   if isinstance(v, str) or (not v and not allow_empty):
@@ -293,97 +244,3 @@ def timestep(cfg, field, T, name):
               hi_desc=f"testbeds.{name}.diffusion.timesteps - 1 = {T - 1}")
 
 
-def _check_hallbench(cfg) -> None:
-  """Every field of ``hallbench`` and every testbed's recipe, before any work: names from
-  the allowed lists, timesteps inside each testbed's schedule, windows inside ``[0, T)``."""
-  from experiments import hallbench
-  from mode_interp import detectors
-  from mode_interp.data import gaussians
-  names = name_list(cfg, "hallbench.testbeds", gaussians.NAMES)
-  name_list(cfg, "hallbench.detectors", detectors.NAMES)
-  name_list(cfg, "hallbench.mitigations", hallbench.MITIGATIONS)
-  if "testbeds" not in cfg:
-    raise ConfigError("testbeds", "missing from the config (one recipe per hallbench.testbeds "
-                      "entry: data, diffusion, model, train)")
-  for name in names:
-    if name not in cfg.testbeds:
-      raise ConfigError(f"testbeds.{name}", f"missing: hallbench.testbeds names {name!r}, "
-                        f"recipes are given for {', '.join(cfg.testbeds) or 'none'}")
-    for s in hallbench.RECIPE:
-      if s not in cfg.testbeds[name]:
-        raise ConfigError(f"testbeds.{name}.{s}", "missing from the testbed's recipe")
-    if cfg.testbeds[name].data.name != name:
-      raise ConfigError(f"testbeds.{name}.data.name", f"must be {name!r} (the testbed's "
-                        f"name), got {cfg.testbeds[name].data.name!r}")
-  # The top-level sections mirror the first testbed's recipe (the shared checks read them).
-  first = cfg.testbeds[names[0]]
-  for s in hallbench.RECIPE:
-    mine, theirs = cfg[s].to_dict(), first[s].to_dict()
-    for k in sorted(set(mine) | set(theirs)):
-      if mine.get(k) != theirs.get(k):
-        raise ConfigError(f"{s}.{k}", f"the top-level {s} section mirrors the first testbed's "
-                          f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
-                          f"{mine.get(k)!r}, there {theirs.get(k)!r})")
-  if get(cfg, "sample.sampler") != "ddpm":
-    raise ConfigError("sample.sampler", "must be 'ddpm': the plain sampler every mitigation is "
-                      "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'")
-  h = "hallbench."
-  n = integer(cfg, h + "num_samples", lo=4)
-  integer(cfg, h + "split_seed", lo=0)
-  integer(cfg, h + "chunk_size", lo=1)
-  drops = get(cfg, h + "filter.drop")
-  if isinstance(drops, (str, bytes)) or any(
-      isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops):
-    raise ConfigError(h + "filter.drop", f"must be a tuple of shares in (0, 1), got {drops!r}")
-  ddim_steps = integer(cfg, h + "ddim.steps", lo=0)
-  integer(cfg, h + "ddim.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  ks = get(cfg, h + "ddim.stochastic_last")
-  if isinstance(ks, (str, bytes)) or any(
-      isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks):
-    raise ConfigError(h + "ddim.stochastic_last", f"must be a tuple of step counts, got {ks!r}")
-  integer(cfg, h + "mi.num_samples", lo=4, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  m = integer(cfg, h + "mi.perturbations", lo=2)
-  number(cfg, h + "mi.scale", lo=0.0, lo_open=True)
-  design = choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
-  integer(cfg, h + "flipd.hutchinson_above", lo=1)
-  integer(cfg, h + "flipd.probes", lo=1)
-  integer(cfg, h + "lid.draws", lo=1)
-  integer(cfg, h + "renoise.draws", lo=2)
-  number(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-  number(cfg, h + "iq.strength", lo=0.0)
-  cal = integer(cfg, h + "iq.calibration", lo=2)
-  integer(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  for name in names:
-    tcfg = hallbench.testbed_config(cfg, name)
-    try:
-      validate(tcfg)
-    except ConfigError as e:
-      raise ConfigError(f"testbeds.{name}.{e.field}",
-                        str(e)[len(e.field) + 2:]) from None
-    T = tcfg.diffusion.timesteps
-    if ddim_steps > T:
-      raise ConfigError(h + "ddim.steps", f"must be <= testbeds.{name}.diffusion.timesteps={T} "
-                        f"(0: all), got {ddim_steps}")
-    steps = len(samplers.ddim_timesteps(T, ddim_steps))
-    if cfg.detect.window > steps:
-      raise ConfigError("detect.window", f"must be <= the {steps} DDIM steps of testbed "
-                        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}")
-    bad = [k for k in ks if not 0 <= k <= steps]
-    if bad:
-      raise ConfigError(h + "ddim.stochastic_last", f"{bad[0]} is outside [0, {steps}] (the "
-                        f"DDIM steps of testbed {name!r})")
-    dim = 1 if name == "gaussian1d" else 2
-    if design == "orthogonal" and m % (2 * dim):
-      raise ConfigError(h + "mi.perturbations", f"the orthogonal design needs a multiple of "
-                        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
-                        f"hallbench.mi.design='gaussian'")
-    for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
-      timestep(cfg, h + field, T, name)
-    lo = timestep(cfg, h + "iq.t_lo", T, name)
-    hi = timestep(cfg, h + "iq.t_hi", T, name)
-    if hi < lo:
-      raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
-    if cal > tcfg.data.num_train:
-      raise ConfigError(h + "iq.calibration", f"must be <= testbeds.{name}.data.num_train="
-                        f"{tcfg.data.num_train} (the calibration points are training points), "
-                        f"got {cal}")

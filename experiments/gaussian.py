@@ -2,6 +2,7 @@
 and trajectory-variance detection (1D mixture, 5x5 grid, rotated grid)."""
 
 import json
+import numbers
 import os
 import time
 
@@ -12,9 +13,11 @@ from absl import logging
 
 from mode_interp import diffusion, exact_score, hallucination, pipeline, plots, samplers
 from mode_interp.data import gaussians
+from mode_interp.errors import ConfigError
 from mode_interp.workdir import write_json
 from typing import List
 
+from experiments import config_check
 from experiments.rows import Row, detection_rows, get, is_number, proportion_row, rate_block
 
 
@@ -175,6 +178,38 @@ def run_single(cfg, wd, mesh, mixture, train_data, subdir="", prefix=""):
                  figures=not subdir, prefix=prefix)
   res["train"] = {"steps": step, "seconds_this_run": train_s}
   return res
+
+
+def check_config(cfg) -> None:
+  """The sweep's fields (``sweep``), before any work (``config_check.validate`` has checked
+  the shared sections)."""
+  if "sweep" not in cfg:
+    return
+  if not isinstance(config_check.get(cfg, "sweep.enabled"), bool):
+    raise ConfigError("sweep.enabled", "must be True or False")
+  config_check.integer(cfg, "sweep.steps", lo=0)
+  config_check.integer(cfg, "sweep.num_samples", lo=1)
+  if not cfg.sweep.enabled:
+    return
+  epochs = config_check.integer(cfg, "sweep.epochs", lo=0) if "epochs" in cfg.sweep else 0
+  # Under sweep.epochs the batch shrinks to a point's data when larger.
+  least, least_desc = (1, "1") if epochs else (cfg.train.batch_size, "train.batch_size")
+  for v in config_check.get(cfg, "sweep.num_train"):
+    if not isinstance(v, int) or isinstance(v, bool) or v < least:
+      raise ConfigError("sweep.num_train", f"entries must be ints >= {least_desc}, got {v!r}")
+  for v in config_check.get(cfg, "sweep.timesteps"):
+    if not isinstance(v, int) or v < cfg.detect.window:
+      raise ConfigError("sweep.timesteps", f"entries must be ints >= detect.window, got {v!r}")
+  for field in ("distance", "imbalance"):
+    values = cfg.sweep.get(field, ())
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0 for v in values):
+      raise ConfigError(f"sweep.{field}", f"entries must be numbers > 0, got {tuple(values)!r}")
+  if cfg.sweep.get("distance", ()) and cfg.data.name != "gaussian1d":
+    raise ConfigError("sweep.distance", f"is for data.name='gaussian1d' (the 1D modes' "
+                      f"spacing), not {cfg.data.name!r}; leave it empty ()")
+  if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
+    raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
+                      "sweep.timesteps, sweep.distance, sweep.imbalance")
 
 
 # The axes a sweep can vary (each a tuple in the config's `sweep` section; empty: not swept),

@@ -19,6 +19,7 @@ wall seconds of the run are recorded beside them (near 0 for what a rerun found 
 
 import hashlib
 import json
+import numbers
 import os
 import time
 from typing import List
@@ -29,11 +30,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments import gaussian
+from experiments import config_check, gaussian
 from experiments.rows import Row, proportion_row
 from mode_interp import detectors, hallucination, pipeline, plots, samplers, sharding
 from mode_interp import trajectory_scores
-from mode_interp.errors import WorkdirError
+from mode_interp.data import gaussians
+from mode_interp.errors import ConfigError, WorkdirError
 from mode_interp.workdir import flatten, frozen_fields
 
 RECIPE = ("data", "diffusion", "model", "train")
@@ -660,3 +662,99 @@ def render_markdown(res) -> str:
                  f"{row['network_evaluations_per_sample']:,.0f} | {paper} |")
     out.append("")
   return "\n".join(out)
+
+
+def check_config(cfg) -> None:
+  """Every field of ``hallbench`` and every testbed's recipe, before any work: names from
+  the allowed lists, timesteps inside each testbed's schedule, windows inside ``[0, T)``."""
+  names = config_check.name_list(cfg, "hallbench.testbeds", gaussians.NAMES)
+  config_check.name_list(cfg, "hallbench.detectors", detectors.NAMES)
+  config_check.name_list(cfg, "hallbench.mitigations", MITIGATIONS)
+  if "testbeds" not in cfg:
+    raise ConfigError("testbeds", "missing from the config (one recipe per hallbench.testbeds "
+                      "entry: data, diffusion, model, train)")
+  for name in names:
+    if name not in cfg.testbeds:
+      raise ConfigError(f"testbeds.{name}", f"missing: hallbench.testbeds names {name!r}, "
+                        f"recipes are given for {', '.join(cfg.testbeds) or 'none'}")
+    for s in RECIPE:
+      if s not in cfg.testbeds[name]:
+        raise ConfigError(f"testbeds.{name}.{s}", "missing from the testbed's recipe")
+    if cfg.testbeds[name].data.name != name:
+      raise ConfigError(f"testbeds.{name}.data.name", f"must be {name!r} (the testbed's "
+                        f"name), got {cfg.testbeds[name].data.name!r}")
+  # The top-level sections mirror the first testbed's recipe (the shared checks read them).
+  first = cfg.testbeds[names[0]]
+  for s in RECIPE:
+    mine, theirs = cfg[s].to_dict(), first[s].to_dict()
+    for k in sorted(set(mine) | set(theirs)):
+      if mine.get(k) != theirs.get(k):
+        raise ConfigError(f"{s}.{k}", f"the top-level {s} section mirrors the first testbed's "
+                          f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
+                          f"{mine.get(k)!r}, there {theirs.get(k)!r})")
+  if config_check.get(cfg, "sample.sampler") != "ddpm":
+    raise ConfigError("sample.sampler", "must be 'ddpm': the plain sampler every mitigation is "
+                      "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'")
+  h = "hallbench."
+  n = config_check.integer(cfg, h + "num_samples", lo=4)
+  config_check.integer(cfg, h + "split_seed", lo=0)
+  config_check.integer(cfg, h + "chunk_size", lo=1)
+  drops = config_check.get(cfg, h + "filter.drop")
+  if isinstance(drops, (str, bytes)) or any(
+      isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops):
+    raise ConfigError(h + "filter.drop", f"must be a tuple of shares in (0, 1), got {drops!r}")
+  ddim_steps = config_check.integer(cfg, h + "ddim.steps", lo=0)
+  config_check.integer(cfg, h + "ddim.num_samples", lo=1, hi=n,
+                       hi_desc=f"hallbench.num_samples={n}")
+  ks = config_check.get(cfg, h + "ddim.stochastic_last")
+  if isinstance(ks, (str, bytes)) or any(
+      isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks):
+    raise ConfigError(h + "ddim.stochastic_last", f"must be a tuple of step counts, got {ks!r}")
+  config_check.integer(cfg, h + "mi.num_samples", lo=4, hi=n,
+                       hi_desc=f"hallbench.num_samples={n}")
+  m = config_check.integer(cfg, h + "mi.perturbations", lo=2)
+  config_check.number(cfg, h + "mi.scale", lo=0.0, lo_open=True)
+  design = config_check.choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
+  config_check.integer(cfg, h + "flipd.hutchinson_above", lo=1)
+  config_check.integer(cfg, h + "flipd.probes", lo=1)
+  config_check.integer(cfg, h + "lid.draws", lo=1)
+  config_check.integer(cfg, h + "renoise.draws", lo=2)
+  config_check.number(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+  config_check.number(cfg, h + "iq.strength", lo=0.0)
+  cal = config_check.integer(cfg, h + "iq.calibration", lo=2)
+  config_check.integer(cfg, h + "iq.num_samples", lo=1, hi=n,
+                       hi_desc=f"hallbench.num_samples={n}")
+  for name in names:
+    tcfg = testbed_config(cfg, name)
+    try:
+      config_check.validate(tcfg)
+    except ConfigError as e:
+      raise ConfigError(f"testbeds.{name}.{e.field}",
+                        str(e)[len(e.field) + 2:]) from None
+    T = tcfg.diffusion.timesteps
+    if ddim_steps > T:
+      raise ConfigError(h + "ddim.steps", f"must be <= testbeds.{name}.diffusion.timesteps={T} "
+                        f"(0: all), got {ddim_steps}")
+    steps = len(samplers.ddim_timesteps(T, ddim_steps))
+    if cfg.detect.window > steps:
+      raise ConfigError("detect.window", f"must be <= the {steps} DDIM steps of testbed "
+                        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}")
+    bad = [k for k in ks if not 0 <= k <= steps]
+    if bad:
+      raise ConfigError(h + "ddim.stochastic_last", f"{bad[0]} is outside [0, {steps}] (the "
+                        f"DDIM steps of testbed {name!r})")
+    dim = 1 if name == "gaussian1d" else 2
+    if design == "orthogonal" and m % (2 * dim):
+      raise ConfigError(h + "mi.perturbations", f"the orthogonal design needs a multiple of "
+                        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
+                        f"hallbench.mi.design='gaussian'")
+    for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
+      config_check.timestep(cfg, h + field, T, name)
+    lo = config_check.timestep(cfg, h + "iq.t_lo", T, name)
+    hi = config_check.timestep(cfg, h + "iq.t_hi", T, name)
+    if hi < lo:
+      raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
+    if cal > tcfg.data.num_train:
+      raise ConfigError(h + "iq.calibration", f"must be <= testbeds.{name}.data.num_train="
+                        f"{tcfg.data.num_train} (the calibration points are training points), "
+                        f"got {cal}")

@@ -18,8 +18,8 @@ import numpy as np
 from absl import logging
 
 from mode_interp import hallucination, pipeline, plots
-from mode_interp.errors import DataError, TrainingDivergedError
-from experiments import gaussian
+from mode_interp.errors import ConfigError, DataError, TrainingDivergedError
+from experiments import config_check, gaussian
 from typing import List
 
 from experiments.rows import Row, is_number, proportion_row
@@ -157,6 +157,30 @@ class MnistKind:
     colors = ["tab:blue"] * len(kept) + ["tab:red"] * len(dropped)
     plots.image_grid(path, images, labels=labels, colors=colors, title=title)
 
+
+def check_config(cfg) -> None:
+  """The ``recursive`` section (and MNIST's data fields), before any work."""
+  config_check.integer(cfg, "recursive.generations", lo=1)
+  config_check.integer(cfg, "recursive.oversample", lo=0)
+  if cfg.data.name == "mnist":
+    config_check.integer(cfg, "recursive.classifier_steps", lo=1)
+    if not isinstance(config_check.get(cfg, "data.download"), bool):
+      raise ConfigError("data.download", "must be True or False")
+    if not isinstance(config_check.get(cfg, "data.dir"), str):
+      raise ConfigError("data.dir", f"must be a path (a string; '' for the default), "
+                        f"got {cfg.data.dir!r}")
+  filters = config_check.get(cfg, "recursive.filters")
+  if isinstance(filters, str) or not filters:
+    raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "
+                      f"{', '.join(hallucination.FILTERS)}, got {filters!r}")
+  for f in filters:
+    if f not in hallucination.FILTERS:
+      hint = (" (on the command line a tuple is written "
+              "--config.recursive.filters=\"('random','variance')\")") if "," in str(f) else ""
+      raise ConfigError("recursive.filters",
+                        f"{f!r} is not allowed; allowed: {', '.join(hallucination.FILTERS)}{hint}")
+  if len(set(filters)) != len(filters):
+    raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")
 
 def _measure_keys(kind):
   if isinstance(kind, GridKind):
