@@ -10,7 +10,8 @@ trained and sampled with the same recipe and seeds, measured by the same code, s
 ``PATH`` is a checkout of the official repository (locuslab/diffusion-model-hallucination),
 run in its own environment: ``--reference_python`` (or ``$MODE_INTERP_REFERENCE_PYTHON``) is a
 Python with CPU torch, numpy and scikit-learn. Torch is never imported here: the official side
-is ``experiments/reference_toy.py``, run in that Python with ``PATH/gaussian_experiments`` on
+is ``experiments/torch_reference/reference_toy.py``, run in that Python with
+``PATH/gaussian_experiments`` on
 ``PYTHONPATH``; it builds the official ``Decoder``, toy ``GaussianDiffusion`` and data classes,
 trains with torch Adam and samples with ``p_sample_step``, and writes its samples and trajectory
 variances to ``WORKDIR/reference/seed<S>.npz``. This side is ``experiments.main`` on
@@ -77,7 +78,8 @@ def define_flags():
                        "process may run on).")
 
 
-REFERENCE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_toy.py")
+REFERENCE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference",
+                                "reference_toy.py")
 SIDES = ("this", "official")
 # (key, label, format) of the per-seed measurements, in table order.
 METRICS = (("hallucination_rate", "hallucination rate", "pct"),

@@ -130,7 +130,7 @@ def time_part(module, shape, dtype, backward: bool, repeats: int, options):
   else:
     fn = layer.apply
   compiled = jax.jit(fn, compiler_options=options or None).lower(variables, x).compile()
-  return _time(compiled, (variables, x), repeats), (bench._flops(compiled) or 0.0) / 1e9
+  return _time(compiled, (variables, x), repeats), (bench.flops(compiled) or 0.0) / 1e9
 
 
 def profile_parts(calls, backward: bool, repeats: int, options) -> list:
@@ -206,7 +206,7 @@ def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace):
   def call_step(state, data, key):
     return compiled(jax.tree.map(jnp.copy, state), data, key)
   train_ms = _time(call_step, args, repeats)
-  train_gflop = (bench._flops(compiled) or 0.0) / 1e9
+  train_gflop = (bench.flops(compiled) or 0.0) / 1e9
   train_ops = trace_op_classes(call_step, args) if trace else []
 
   eps = jax.jit(pipeline.eps_fn_for(model), compiler_options=options or None)
@@ -214,7 +214,7 @@ def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace):
   t = jnp.full((chunk,), cfg.diffusion.timesteps // 2, jnp.int32)
   fwd = eps.lower(params, x, t).compile()
   sample_ms = _time(fwd, (params, x, t), repeats)
-  sample_gflop = (bench._flops(fwd) or 0.0) / 1e9
+  sample_gflop = (bench.flops(fwd) or 0.0) / 1e9
   sample_ops = trace_op_classes(fwd, (params, x, t)) if trace else []
   return train_ms, train_gflop, train_ops, sample_ms, sample_gflop, sample_ops
 

@@ -109,6 +109,19 @@ def test_unknown_case_is_refused():
     bench.run(["bogus"])
 
 
+def test_records_are_written_with_the_json_keys_in_order():
+  """A record's JSON form has every key of RECORD_KEYS, in that order, and nothing else: the
+  products a case lists for later timing are a field of the record, never a key of its JSON."""
+  rec = bench.Record(case="train", model="mlp", shape=[1], compile_options={"a": 1},
+                     pending_products=bench.PendingProducts([], 1))
+  out = rec.to_json()
+  assert tuple(out) == bench.RECORD_KEYS and len(bench.RECORD_KEYS) == 35
+  assert out["case"] == "train" and out["dim"] is None and "pending_products" not in out
+  assert json.loads(json.dumps(out)) == out
+  out["shape"].append(2)
+  assert rec.shape == [1]  # the JSON form is a copy
+
+
 def test_table_formats_records_without_memory_figures():
   rec = dict.fromkeys(bench.RECORD_KEYS)
   rec.update(case="train", model="unet", dim=1024, shape=[32, 32, 1], batch_size=64,
@@ -117,6 +130,8 @@ def test_table_formats_records_without_memory_figures():
              mem_source="process_peak_rss_lifetime")
   table = bench.format_table([rec])
   assert "unet" in table and "120.000" in table
+  # A Record and its JSON mapping (a --json file read back) print the same.
+  assert bench.format_table([bench.Record(**rec)]) == table
   rec["machine"] = bench.machine_info()
   assert "No comparison" in bench.format_reference([rec])
   ref = {"torch": "2.x", "threads": 1, "stubbed": []}
@@ -137,11 +152,10 @@ def _records_with_reference(monkeypatch, tmp_path, stdout, returncode=0, stderr=
   monkeypatch.setattr(subprocess, "run", fake_run)
   recs = []
   for case, size in (("train", 2000), ("sampler", 10_000)):
-    r = dict.fromkeys(bench.RECORD_KEYS)
-    r.update(case=case, model="mlp", dim=1, timesteps=1000, ms_per_step=10.0, devices=1,
-             platform="cpu", batch_size=size if case == "train" else None,
-             num_samples=size if case == "sampler" else None)
-    recs.append(r)
+    recs.append(bench.Record(case=case, model="mlp", dim=1, timesteps=1000, ms_per_step=10.0,
+                             devices=1, platform="cpu",
+                             batch_size=size if case == "train" else None,
+                             num_samples=size if case == "sampler" else None))
   return str(ref_root), recs, calls
 
 
@@ -152,10 +166,12 @@ def test_reference_times_fill_the_ratio_columns(monkeypatch, tmp_path):
   path, recs, calls = _records_with_reference(monkeypatch, tmp_path, "Timesteps: 1000\n" + out)
   bench.time_reference(path, "/some/python", recs, log=lambda s: None)
   assert "--train-batch=2000" in calls[0] and "--sampler-n=10000" in calls[0]
-  assert recs[0]["speedup_vs_reference"] == 2.5 and recs[1]["speedup_vs_reference"] == 4.0
-  assert recs[0]["reference_threads"] == 2
-  text = bench.format_reference([dict(r, machine=bench.machine_info()) for r in recs],
-                                json.loads(out))
+  assert recs[0].speedup_vs_reference == 2.5 and recs[1].speedup_vs_reference == 4.0
+  assert recs[0].reference_threads == 2
+  assert calls[0][1] == bench.REFERENCE_SCRIPT and os.path.isfile(bench.REFERENCE_SCRIPT)
+  for r in recs:
+    r.machine = bench.machine_info()
+  text = bench.format_reference(recs, json.loads(out))
   assert "25.00 ms official: 2.50x" in text and "40.00 ms official: 4.00x" in text
 
 
@@ -176,20 +192,24 @@ def test_unet_rows_report_flops_and_dtype():
   XLA's defaults, and bfloat16, per case, with XLA's FLOPs. On the ``:tiny`` U-Net: the rows'
   form is checked here, their speed is the benchmark's business (``--cases=unet``)."""
   from mode_interp import sharding
-  records = bench.run(["unet"], quick=True, log=lambda s: None, unet_variant="tiny")
+  results = bench.run(["unet"], quick=True, log=lambda s: None, unet_variant="tiny")
+  assert results.reference is None
+  records = results.records
   # --quick: float32 training and bfloat16 sampling only (the full run has both dtypes of
   # each, and float32 with XLA's default options).
-  assert [(r["case"], r["dtype"], r["xla_defaults"]) for r in records] == [
+  assert [(r.case, r.dtype, r.xla_defaults) for r in records] == [
       ("train", "float32", False), ("sampler", "bfloat16", False)]
   mesh = sharding.make_mesh(1)
   for r in records:
-    assert r["compile_options"] == sharding.compiler_options(
-        mesh, convolutional=True, training=r["case"] == "train")
-    assert r["model"] == "unet:tiny" and r["shape"] == [32, 32, 1]
-    assert r["gflop_per_step"] > 0 and r["tflops"] > 0
+    assert r.compile_options == sharding.compiler_options(
+        mesh, convolutional=True, training=r.case == "train")
+    assert r.model == "unet:tiny" and r.shape == [32, 32, 1]
+    assert r.gflop_per_step > 0 and r.tflops > 0
     # On a CPU the share is of the dense matmul rate measured in the same run.
-    assert r["peak_flops_measured"] > 0
-    assert r["peak_share"] == pytest.approx(r["tflops"] * 1e12 / r["peak_flops_measured"])
+    assert r.peak_flops_measured > 0
+    assert r.peak_share == pytest.approx(r.tflops * 1e12 / r.peak_flops_measured)
+  # The matmul rate is measured once per process and dtype (later calls: the same figure).
+  assert bench.measured_matmul_peak("float32") == records[0].peak_flops_measured
   table = bench.format_table(records)
   assert "bf16" in table and "unet:tiny" in table
 
@@ -201,13 +221,13 @@ def test_rows_made_under_xla_defaults_say_so():
   mesh = sharding.make_mesh(1)
   kw = dict(case="train", model="unet:tiny", dim=1024, shape=[32, 32, 1], batch_size=8,
             timesteps=20, ms_per_step=10.0, compile_s=1.0, dtype="float32")
-  plain = bench._record(mesh, **kw)
+  plain = bench.new_record(mesh, **kw)
   with sharding.xla_default_options():
-    defaults = bench._record(mesh, **kw)
-  assert plain["compile_options"] == sharding.compiler_options(mesh, convolutional=True,
-                                                               training=True)
-  assert not plain["xla_defaults"]
-  assert defaults["compile_options"] == {} and defaults["xla_defaults"]
+    defaults = bench.new_record(mesh, **kw)
+  assert plain.compile_options == sharding.compiler_options(mesh, convolutional=True,
+                                                            training=True)
+  assert not plain.xla_defaults
+  assert defaults.compile_options == {} and defaults.xla_defaults
   table = bench.format_table([plain, defaults])
   assert "unet:tiny*" in table and "XLA's default options" in table
 

@@ -180,7 +180,7 @@ def _official():
   src = os.path.join(root, "gaussian_experiments")
   if not root or not os.path.isdir(os.path.join(src, "ddpm_torch", "toy")):
     pytest.skip("set $MODE_INTERP_REFERENCE to a checkout of the official repository")
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  sys.path.insert(0, os.path.join(ROOT, "experiments", "torch_reference"))
   try:
     import reference_toy
   finally:

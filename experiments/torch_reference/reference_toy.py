@@ -4,7 +4,7 @@ Not part of the package and not importable from it at run time: it runs in the r
 code's own environment (CPU torch, numpy, scikit-learn), with the official repository's
 ``gaussian_experiments`` folder on ``sys.path``::
 
-  PYTHONPATH=REF/gaussian_experiments REF_PYTHON experiments/reference_toy.py \
+  PYTHONPATH=REF/gaussian_experiments REF_PYTHON experiments/torch_reference/reference_toy.py \
       --data=gaussian1d --means=1,2,3 --num-train=20000 --steps=20000 --batch-size=2000 \
       --num-samples=20000 --window=10 --seed=0 --batching=random --out=OUT.npz
 

@@ -4,7 +4,7 @@ Not part of the package and not importable from it: it runs in the reference cod
 environment (CPU torch), with the official repository's ``gaussian_experiments`` folder
 on ``sys.path``::
 
-  PYTHONPATH=REF/gaussian_experiments REF_PYTHON experiments/bench_reference.py \
+  PYTHONPATH=REF/gaussian_experiments REF_PYTHON experiments/torch_reference/bench_reference.py \
       --train-batch=2000 --sampler-n=10000 --json=OUT.json
 
 It builds what the official ``train_toy.py`` builds (``Decoder(1, 128, 3)``, the toy
