@@ -243,3 +243,14 @@ def test_toy_rows_report_flops_against_the_measured_peak(quick_run):
   assert by_case["train"]["gflop_per_step"] >= 3 * 2000 * 6 * 2 * 128 * 128 / 1e9
   for r in records:
     assert r["peak_flops_measured"] > 0 and 0 < r["peak_share"] < 5
+
+
+def test_compile_times_row_compares_both_option_sets():
+  """The initialisation compile-time rows: both option sets compiled, the parameters compared."""
+  from experiments.bench import compile_times
+  row = compile_times.time_init("gaussian1d", once_first=True)
+  assert row["config"] == "gaussian1d" and row["param_arrays"] > 0 and row["first"] == "once"
+  assert row["defaults_s"] > 0 and row["once_s"] > 0
+  assert row["speedup"] == pytest.approx(row["defaults_s"] / row["once_s"], rel=0.05)
+  assert row["bit_identical"] is True
+  assert "gaussian1d" in compile_times.format_table([row])
