@@ -24,18 +24,23 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-CKPT_EVERY = 100
-ARGS = ["--config=configs/gaussian1d.py", "--config.model.width=32",
-        "--config.data.num_train=2000", "--config.train.batch_size=256",
-        "--config.train.steps=300", f"--config.train.ckpt_every={CKPT_EVERY}",
-        "--config.train.log_every=50", "--config.diffusion.timesteps=50",
-        "--config.detect.window=5", "--config.sample.num_samples=2000",
-        "--config.sample.chunk_size=500", "--config.plots.predictor_times=(1,5)"]
+# The tests' smoke config (30 steps, a checkpoint every 10, timesteps 30; the same shapes as
+# tests/test_preemption.py's runs, so their compilations are shared through the persistent
+# cache), with 512 samples: 4 chunks of 128.
+ARGS = ["--config=configs/gaussian1d.py:tiny", "--config.sample.num_samples=512"]
+
+
+def _env():
+  # Every compilation goes to the persistent cache (not only those over the default 0.5 s):
+  # the many runs of this file compile the same programs, and the first one's serve the rest.
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.pop("MODE_INTERP_KILL_AT", None)
+  return env
 
 
 def _run(workdir, kill_at=None, expect_killed=False):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  env.pop("MODE_INTERP_KILL_AT", None)
+  env = _env()
   if kill_at:
     env["MODE_INTERP_KILL_AT"] = kill_at
   proc = subprocess.run([sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={workdir}"],
@@ -87,29 +92,27 @@ def _assert_same_as(baseline, wd):
 
 def test_kills_in_training_checkpointing_and_sampling_lose_nothing(baseline, tmp_path):
   wd = tmp_path / "run"
-  # 1. Killed at step 150, between the checkpoints of steps 100 and 200.
-  _run(wd, "train:150", expect_killed=True)
-  assert sorted(os.listdir(wd / "checkpoints")) == ["100"]
-  # 2. Resumes at 100 (50 steps repeated, < one interval); killed while writing step 200.
-  log = _run(wd, "checkpoint:200", expect_killed=True)
-  assert _resumed_from(log) == 100
-  # 3. The half-written 200 is not taken for a checkpoint: resumes at 100 again (100 steps
+  # 1. Killed at step 15, between the checkpoints of steps 10 and 20.
+  _run(wd, "train:15", expect_killed=True)
+  assert sorted(os.listdir(wd / "checkpoints")) == ["10"]
+  # 2. Resumes at 10 (5 steps repeated, < one interval); killed while writing step 20.
+  log = _run(wd, "checkpoint:20", expect_killed=True)
+  assert _resumed_from(log) == 10
+  # 3. The half-written 20 is not taken for a checkpoint: resumes at 10 again (10 steps
   #    repeated: one interval); finishes training, killed after 2 of 4 sample chunks.
   log = _run(wd, "sample:2", expect_killed=True)
-  assert _resumed_from(log) == 100
+  assert _resumed_from(log) == 10
   # 4. Nothing to train; the sampling continues at chunk 3.
   log = _run(wd)
-  assert "checkpoint at step 300 >= train.steps=300" in log
-  assert "samples.npz: 1000 of 2000 samples already drawn" in log
+  assert "checkpoint at step 30 >= train.steps=30" in log
+  assert "samples.npz: 256 of 512 samples already drawn" in log
   _assert_same_as(baseline, wd)
 
 
 def test_external_sigkill_during_training(baseline, tmp_path):
   wd = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  env.pop("MODE_INTERP_KILL_AT", None)
   proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={wd}"],
-                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None:
     if (wd / "metrics.jsonl").exists() and (wd / "metrics.jsonl").stat().st_size:
@@ -127,13 +130,13 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(baseline, tmp
   shutil.copytree(baseline, wd)
   os.remove(wd / "samples.npz")
   # Damage every file of the latest checkpoint (as a disk error or a partial copy would).
-  for root, _, files in os.walk(wd / "checkpoints" / "300"):
+  for root, _, files in os.walk(wd / "checkpoints" / "30"):
     for name in files:
       with open(os.path.join(root, name), "r+b") as f:
         f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
   log = _run(wd)
-  assert "checkpoint at step 300" in log and "unreadable" in log
-  assert _resumed_from(log) == 200
+  assert "checkpoint at step 30" in log and "unreadable" in log
+  assert _resumed_from(log) == 20
   _assert_same_as(baseline, wd)
 
 
@@ -142,9 +145,8 @@ def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
   wd = Workdir(str(tmp_path / "run"))
   wd.lock()
   try:
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-m", "experiments.main", *ARGS,
-                           f"--workdir={wd.path}"], cwd=REPO, env=env, capture_output=True,
+                           f"--workdir={wd.path}"], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=120)
   finally:
     wd.unlock()

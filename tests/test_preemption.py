@@ -31,7 +31,10 @@ LINE = "preempted at step {}: checkpoint saved; rerun the same command to resume
 
 
 def _env(signal_at=None, **extra):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **extra)
+  # Every compilation goes to the persistent cache (not only those over the default 0.5 s):
+  # the many runs of this file compile the same programs, and the first one's serve the rest.
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **extra)
   for name in ("MODE_INTERP_KILL_AT", "MODE_INTERP_SIGNAL_AT"):
     env.pop(name, None)
   if signal_at:
