@@ -78,12 +78,12 @@ def jsonable(x):
   return x
 
 
-def write_json(path: str, obj, indent: int = 1) -> None:
+def write_json(path: str, obj, indent: int = 1, sort_keys: bool = False) -> None:
   """Writes ``jsonable(obj)`` to ``path`` atomically (a temporary file, then a rename): a
   reader, or a run killed mid-write, sees the old file or the new one, never half of one."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(jsonable(obj), f, indent=indent)
+    json.dump(jsonable(obj), f, indent=indent, sort_keys=sort_keys)
   os.replace(tmp, path)
 
 
@@ -204,9 +204,8 @@ class Workdir:
         raise WorkdirError(
             f"{self.path} holds a run with a different config ({lines}); {why}. Use a new "
             f"--workdir, or delete this one.")
-    if self.main:
-      with open(path, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    if self.main:  # atomically: the other processes of a multi-host job read it meanwhile
+      write_json(path, config, indent=2, sort_keys=True)
     return changes
 
   # -- results -------------------------------------------------------------
