@@ -7,10 +7,23 @@ from typing import Optional
 
 import numpy as np
 from absl import logging
-from scipy import stats
-from sklearn import metrics as skm
-from sklearn import neighbors as skn
 
+
+# scipy.stats and scikit-learn cost over a second to import: loaded when first used, so a
+# process that never measures (a refused config, a run killed in training) does not pay it.
+def _stats():
+  from scipy import stats
+  return stats
+
+
+def _skm():
+  from sklearn import metrics
+  return metrics
+
+
+def _skn():
+  from sklearn import neighbors
+  return neighbors
 
 def _nearest(samples, means):
   """Index of and Euclidean distance to the nearest mode ``[K, D]`` of each sample ``[N, D]``."""
@@ -18,7 +31,7 @@ def _nearest(samples, means):
   samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
   if not len(samples):
     return np.zeros(0, np.int64), np.zeros(0)
-  return skm.pairwise_distances_argmin_min(samples, means)
+  return _skm().pairwise_distances_argmin_min(samples, means)
 
 
 def nearest_mode_distance(samples, means):
@@ -42,20 +55,20 @@ def nearest_modes(samples, means, k: int = 2):
   samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])
   if not len(samples):
     return np.zeros((0, k), np.int64)
-  return skn.NearestNeighbors(n_neighbors=k).fit(means).kneighbors(
+  return _skn().NearestNeighbors(n_neighbors=k).fit(means).kneighbors(
       samples, return_distance=False)
 
 
 def rule_false_positive_rate(dim: int, k: float) -> float:
   """Probability that a true in-mode sample ``N(mu, s^2 I_dim)`` is farther than ``k s``."""
-  return float(stats.chi2.sf(k ** 2, df=dim))
+  return float(_stats().chi2.sf(k ** 2, df=dim))
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
   """Wilson score interval for a proportion, as ``(low, high)`` (scipy's ``binomtest``)."""
   if trials == 0:
     return (float("nan"), float("nan"))
-  ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
+  ci = _stats().binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
   p = successes / trials
   # Clamped to contain p: at p = 0 or 1 rounding can put an end a few ulps past it.
   return (float(max(0.0, min(p, ci.low))), float(min(1.0, max(p, ci.high))))
@@ -67,7 +80,7 @@ def auroc_interval(auroc, n_pos: int, n_neg: int, confidence: float = 0.95):
   if auroc is None or not np.isfinite(auroc) or not n_pos or not n_neg:
     return None
   a = float(auroc)
-  z = stats.norm.ppf(0.5 + confidence / 2)
+  z = _stats().norm.ppf(0.5 + confidence / 2)
   q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
   var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
   half = z * np.sqrt(max(var, 0.0))
@@ -111,7 +124,7 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
                at_removal=None)
     return out
   thr = float(np.quantile(scores[ins], keep_in_support, method="higher"))
-  out["auroc"] = float(skm.roc_auc_score(hal, scores))
+  out["auroc"] = float(_skm().roc_auc_score(hal, scores))
   out["threshold"] = thr
   out["in_support_retained"] = float(np.mean(scores[ins] <= thr))
   out["hallucinations_removed"] = float(np.mean(scores[hal] > thr))
@@ -132,7 +145,7 @@ def roc_curve(scores, is_hallucination):
   scores are left out, as in :func:`detection_metrics`."""
   scores = np.asarray(scores, np.float64)
   finite = np.isfinite(scores)
-  fpr, tpr, _ = skm.roc_curve(np.asarray(is_hallucination, bool)[finite], scores[finite])
+  fpr, tpr, _ = _skm().roc_curve(np.asarray(is_hallucination, bool)[finite], scores[finite])
   return fpr, tpr
 
 

@@ -54,7 +54,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 SHAPES: tuple[str, ...] = ("triangle", "square", "pentagon")
 SUPPORTED_SCALES: tuple[float, ...] = (1.0, 0.5)
@@ -494,6 +493,7 @@ _STRUCTURE[1] = True
 
 def _blob_table(mask: np.ndarray) -> dict[str, np.ndarray]:
   """Connected components of a batch of masks and their statistics."""
+  from scipy import ndimage  # imported when first needed: it costs a quarter second
   labels, n = ndimage.label(mask, structure=_STRUCTURE)
   flat = labels.ravel()
   idx = np.flatnonzero(flat)
