@@ -36,6 +36,20 @@ def _points(means, abar, n, seed):
 CASES = [("1d", MEANS_1D, STD), ("grid25", GRID.means, GRID.std)]
 
 
+# Autodiff of the log density, jitted with the time an argument: one compilation per case
+# instead of op-by-op dispatch of the gradient's many small operations.
+@jax.jit
+def _autodiff_score(means, std, x, t, weights=None):
+  return jax.grad(lambda y: jnp.sum(exact_score.mixture_log_density(TOY, means, std, y, t,
+                                                                    weights)))(x)
+
+
+@jax.jit
+def _autodiff_score_per_point(means, std, x, t, weights=None):
+  return jax.vmap(jax.grad(lambda p: exact_score.mixture_log_density(
+      TOY, means, std, p[None], t, weights)[0]))(x)
+
+
 @pytest.mark.parametrize("name,means,std", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("t", TIMES)
 def test_log_density_and_score(name, means, std, t):
@@ -54,7 +68,7 @@ def test_log_density_and_score(name, means, std, t):
   scale = np.abs(x).max() / v + 1.0  # the size of the score's terms
 
   # Against autodiff of the log density (both float32).
-  grad = jax.grad(lambda y: jnp.sum(exact_score.mixture_log_density(TOY, means, std, y, t)))(xj)
+  grad = _autodiff_score(means, std, xj, t)
   np.testing.assert_allclose(score, grad, rtol=1e-4, atol=1e-4 * scale)
 
   # Against central finite differences of the float64 reference density.
@@ -139,8 +153,7 @@ def test_weighted_mixture_density_score_and_posterior_mean(t):
   logp = np.asarray(exact_score.mixture_log_density(TOY, mix.means, mix.std, xj, t, w))
   np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
   score = np.asarray(exact_score.mixture_score(TOY, mix.means, mix.std, xj, t, w), np.float64)
-  g = np.asarray(jax.vmap(jax.grad(lambda p: exact_score.mixture_log_density(
-      TOY, mix.means, mix.std, p[None], t, w)[0]))(xj), np.float64)
+  g = np.asarray(_autodiff_score_per_point(mix.means, mix.std, xj, t, w), np.float64)
   np.testing.assert_allclose(score, g, rtol=2e-3, atol=2e-3)
   # Far from the data the weights decide: the posterior mean is the weighted mean of the modes.
   big = jnp.zeros((1, 2), jnp.float32)
