@@ -4,7 +4,9 @@ modes far more often than the exact score does, and far less often than a broken
 import pytest
 
 from configs import gaussian1d
-from experiments import main
+from experiments import config_check, gaussian
+from mode_interp import sharding
+from mode_interp.workdir import Workdir
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +25,12 @@ def test_learned_score_hallucinates_and_the_exact_score_does_not(tmp_path):
   # 10,000 samples: the two intervals are still an order of magnitude apart.
   cfg.sample.num_samples = 10_000
   cfg.sample.chunk_size = 10_000
-  res = main.run(cfg, str(tmp_path / "g1d"))
+  config_check.validate(cfg)
+  # The default run's training, sampling and measurements (gaussian.run_single), without the
+  # figures (a run under a subdirectory draws none; the end-to-end tests check those).
+  mixture = gaussian.make_mixture(cfg)
+  res = gaussian.run_single(cfg, Workdir(str(tmp_path / "g1d")), sharding.make_mesh(1), mixture,
+                            mixture.sample(cfg.data.num_train, seed=cfg.seed), subdir="contrast")
   learned, exact = res["hallucination"], res["true_score_hallucination"]
   print("learned", learned, "exact", exact)
   # Between the modes far more often than the exact score (disjoint 95% intervals) ...

@@ -25,7 +25,7 @@ def _unet_config():
   # Every kind of layer of the image U-Net (convolutions, GroupNorm, the timestep embedding's
   # dense layers, attention), at the fewest parameter arrays.
   cfg = shapes.get_config("tiny")
-  common.unet(cfg, ch=4, ch_mult=(1,), num_groups=2, attn_resolutions=(16,))
+  common.unet(cfg, ch=4, ch_mult=(1,), num_res_blocks=0, num_groups=2, attn_resolutions=(16,))
   cfg.data.scale = 0.25
   return cfg
 
