@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mode_interp import exact_score, hallucination, pipeline, plots, train, vdm
+from mode_interp import exact_score, hallucination, pipeline, plots, vdm
 from mode_interp.errors import ConfigError
 from experiments import gaussian
 from typing import List
@@ -45,8 +45,7 @@ def _vdm_trainer(cfg, schedule: str, mesh):
   net_apply = lambda p, z, t: model.apply({"params": p}, z, t)
   gamma_init, gamma_apply = vdm.make_gamma(schedule, cfg.tsteps.gamma_min, cfg.tsteps.gamma_max)
   tc = cfg.train
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
-                                   tc.lr_schedule, tc.steps)
+  optimizer = pipeline.make_optimizer(cfg)
   from mode_interp import sharding
   repl = sharding.replicated(mesh)
   init = sharding.jit_once(

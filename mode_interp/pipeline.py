@@ -73,12 +73,18 @@ def is_convolutional(cfg) -> bool:
   return cfg.model.name != "mlp"
 
 
+def make_optimizer(cfg):
+  """The config's optimiser (``train`` section: Adam, warm-up, clipping, schedule)."""
+  tc = cfg.train
+  return train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
+                              tc.lr_schedule, tc.steps)
+
+
 def make_trainer(cfg, mesh) -> Trainer:
   """The :class:`Trainer` for the config's model, diffusion and train sections."""
   tc = cfg.train
   model = make_model(cfg)
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
-                                   tc.lr_schedule, tc.steps)
+  optimizer = make_optimizer(cfg)
   repl = sharding.replicated(mesh)
   conv = is_convolutional(cfg)
   init_jit = sharding.jit_once(functools.partial(train.init_state, model, optimizer), mesh,

@@ -100,13 +100,18 @@ def using_xla_defaults() -> bool:
   return _XLA_DEFAULTS[-1]
 
 
+def _platform(mesh: Optional[Mesh]) -> str:
+  """The platform of ``mesh``'s devices (default: the default backend's)."""
+  return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+
+
 def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True,
                      training: bool = False) -> dict:
   """XLA compile options for a program on ``mesh`` (default: the default backend): on CPUs,
   :func:`cpu_ynn_options` for training steps and convolutional networks, none otherwise."""
   if not (convolutional or training) or using_xla_defaults():
     return {}
-  platform = (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
+  platform = _platform(mesh)
   return dict(cpu_ynn_options()) if platform == "cpu" else {}
 
 
@@ -127,7 +132,7 @@ ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 def once_options(mesh: Optional[Mesh] = None) -> dict:
   """XLA compile options for a program that runs once (see :data:`ONCE_OPTIONS`): CPUs only
   (other backends keep their defaults), none inside :func:`xla_default_options`."""
-  platform = (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
+  platform = _platform(mesh)
   return {} if using_xla_defaults() or platform != "cpu" else dict(ONCE_OPTIONS)
 
 

@@ -35,10 +35,7 @@ def _unet_config():
 def test_initial_state_is_bit_identical_to_xla_defaults(make_config, shape):
   cfg = make_config()
   model = pipeline.make_model(cfg)
-  optimizer = train.make_optimizer(cfg.train.lr, cfg.train.b1, cfg.train.b2,
-                                   cfg.train.warmup_steps, cfg.train.grad_clip,
-                                   cfg.train.lr_schedule, cfg.train.steps)
-  init = functools.partial(train.init_state, model, optimizer)
+  init = functools.partial(train.init_state, model, pipeline.make_optimizer(cfg))
   x1, key = jnp.zeros((1,) + shape), jax.random.key(3)
   assert sharding.once_options() == sharding.ONCE_OPTIONS   # on this CPU
   _same_bits(sharding.jit_once(init)(x1, key), jax.jit(init)(x1, key))

@@ -43,9 +43,7 @@ def time_init(spec: str, once_first: bool) -> dict:
   """One row: ``spec``'s initial training state compiled both ways."""
   cfg = _config(spec)
   model = pipeline.make_model(cfg)
-  tc = cfg.train
-  optimizer = train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
-                                   tc.lr_schedule, tc.steps)
+  optimizer = pipeline.make_optimizer(cfg)
   x1, key = jnp.zeros((1,) + _input_shape(cfg)), jax.random.key(cfg.seed)
 
   def init(x, k):
