@@ -3,35 +3,44 @@
 Everything takes numpy arrays and returns numpy/python values: no model, no JAX.
 """
 
+import statistics
 from typing import Optional
 
 import numpy as np
 from absl import logging
 
 
-# scipy.stats and scikit-learn cost over a second to import: loaded when first used, so a
-# process that never measures (a refused config, a run killed in training) does not pay it.
-def _stats():
-  from scipy import stats
-  return stats
+# Every measured run needs nearest modes, AUROCs and Wilson intervals. scikit-learn and
+# scipy.stats (its import) cost about 2 s of each process's start, as much as a tiny run's
+# training: the few closed forms below are written with numpy and the standard library
+# instead, and tests/test_hallucination.py checks them against scikit-learn and scipy.
+_ROWS_PER_CHUNK_ELEMENTS = 1 << 22   # distance matrix entries per chunk (32 MiB of float64)
 
 
-def _skm():
-  from sklearn import metrics
-  return metrics
+def normal_quantile(confidence: float) -> float:
+  """The two-sided normal quantile of ``confidence`` (1.96 at 0.95)."""
+  return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def _skn():
-  from sklearn import neighbors
-  return neighbors
+def _mode_distances(samples, means):
+  """``(means [K, D], row chunks)``: the squared distances ``[n, K]`` of each chunk of samples
+  to every mode, computed as differences (exact for 1D and 2D points), chunk by chunk."""
+  means = np.asarray(means, np.float64).reshape(len(means), -1)
+  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
+  rows = max(1, _ROWS_PER_CHUNK_ELEMENTS // max(1, len(means) * means.shape[1]))
+  for i in range(0, len(samples), rows):
+    d = samples[i:i + rows, None, :] - means[None]
+    yield np.einsum("nkd,nkd->nk", d, d)
+
 
 def _nearest(samples, means):
   """Index of and Euclidean distance to the nearest mode ``[K, D]`` of each sample ``[N, D]``."""
-  means = np.asarray(means, np.float64).reshape(len(means), -1)
-  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
-  if not len(samples):
-    return np.zeros(0, np.int64), np.zeros(0)
-  return _skm().pairwise_distances_argmin_min(samples, means)
+  idx, dist = [np.zeros(0, np.int64)], [np.zeros(0)]
+  for d2 in _mode_distances(samples, means):
+    i = np.argmin(d2, axis=1)
+    idx.append(i)
+    dist.append(np.sqrt(d2[np.arange(len(i)), i]))
+  return np.concatenate(idx), np.concatenate(dist)
 
 
 def nearest_mode_distance(samples, means):
@@ -51,27 +60,53 @@ def nearest_mode(samples, means):
 
 def nearest_modes(samples, means, k: int = 2):
   """Indices ``[N, k]`` of the ``k`` nearest modes of each sample, nearest first."""
-  means = np.asarray(means, np.float64).reshape(len(means), -1)
-  samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])
-  if not len(samples):
-    return np.zeros((0, k), np.int64)
-  return _skn().NearestNeighbors(n_neighbors=k).fit(means).kneighbors(
-      samples, return_distance=False)
+  out = [np.zeros((0, k), np.int64)]
+  for d2 in _mode_distances(samples, means):
+    out.append(np.argsort(d2, axis=1, kind="stable")[:, :k])
+  return np.concatenate(out)
+
+
+def average_ranks(x) -> np.ndarray:
+  """Ranks 1..N of ``x`` with ties given their average rank (scipy's ``rankdata``)."""
+  x = np.asarray(x).ravel()
+  order = np.argsort(x, kind="stable")
+  xs = x[order]
+  # Group starts in the sorted order; a group of ties at positions [a, b) shares (a + b + 1) / 2.
+  starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]]) if len(x) else np.zeros(0, np.int64)
+  ends = np.r_[starts[1:], len(x)]
+  ranks = np.empty(len(x), np.float64)
+  ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+  return ranks
+
+
+def auroc(is_positive, scores) -> float:
+  """Area under the ROC curve (positives scored high), ties counted half: the Mann-Whitney
+  statistic over ``n_pos * n_neg`` (scikit-learn's ``roc_auc_score``)."""
+  pos = np.asarray(is_positive, bool)
+  n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+  if not n_pos or not n_neg:
+    raise ValueError("the AUROC needs at least one positive and one negative")
+  r = average_ranks(np.asarray(scores, np.float64))
+  return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def rule_false_positive_rate(dim: int, k: float) -> float:
   """Probability that a true in-mode sample ``N(mu, s^2 I_dim)`` is farther than ``k s``."""
-  return float(_stats().chi2.sf(k ** 2, df=dim))
+  from scipy import special  # a tenth of scipy.stats' import
+  return float(special.gammaincc(dim / 2.0, k * k / 2.0))   # the chi-square(dim) tail at k^2
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
-  """Wilson score interval for a proportion, as ``(low, high)`` (scipy's ``binomtest``)."""
+  """Wilson score interval for a proportion, as ``(low, high)`` (scipy's ``binomtest(...)
+  .proportion_ci(method="wilson")``, without continuity correction)."""
   if trials == 0:
     return (float("nan"), float("nan"))
-  ci = _stats().binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
+  n, p, z = float(trials), successes / trials, normal_quantile(confidence)
+  centre, spread = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+  lo, hi = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
   p = successes / trials
   # Clamped to contain p: at p = 0 or 1 rounding can put an end a few ulps past it.
-  return (float(max(0.0, min(p, ci.low))), float(min(1.0, max(p, ci.high))))
+  return (float(max(0.0, min(p, lo))), float(min(1.0, max(p, hi))))
 
 
 def auroc_interval(auroc, n_pos: int, n_neg: int, confidence: float = 0.95):
@@ -80,7 +115,7 @@ def auroc_interval(auroc, n_pos: int, n_neg: int, confidence: float = 0.95):
   if auroc is None or not np.isfinite(auroc) or not n_pos or not n_neg:
     return None
   a = float(auroc)
-  z = _stats().norm.ppf(0.5 + confidence / 2)
+  z = normal_quantile(confidence)
   q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
   var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
   half = z * np.sqrt(max(var, 0.0))
@@ -124,7 +159,7 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
                at_removal=None)
     return out
   thr = float(np.quantile(scores[ins], keep_in_support, method="higher"))
-  out["auroc"] = float(_skm().roc_auc_score(hal, scores))
+  out["auroc"] = auroc(hal, scores)
   out["threshold"] = thr
   out["in_support_retained"] = float(np.mean(scores[ins] <= thr))
   out["hallucinations_removed"] = float(np.mean(scores[hal] > thr))
@@ -145,8 +180,15 @@ def roc_curve(scores, is_hallucination):
   scores are left out, as in :func:`detection_metrics`."""
   scores = np.asarray(scores, np.float64)
   finite = np.isfinite(scores)
-  fpr, tpr, _ = _skm().roc_curve(np.asarray(is_hallucination, bool)[finite], scores[finite])
-  return fpr, tpr
+  y, s = np.asarray(is_hallucination, bool)[finite], scores[finite]
+  order = np.argsort(-s, kind="stable")
+  y, s = y[order], s[order]
+  # One point per distinct threshold (the last sample scored at it), from (0, 0).
+  last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1] if len(s) else np.zeros(0, int)
+  tps = np.r_[0, np.cumsum(y)[last]].astype(np.float64)
+  fps = np.r_[0, last + 1 - tps[1:]]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return fps / fps[-1], tps / tps[-1]
 
 
 def finite_rows(samples, scores=None):

@@ -30,7 +30,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from mode_interp import hallucination
 
@@ -164,13 +163,14 @@ def auroc_delong(scores, labels, confidence: float = 0.95) -> dict:
   m, n = len(pos), len(neg)
   if m == 0 or n == 0:
     return {"auroc": None, "ci95": [None, None], "n_pos": m, "n_neg": n}
-  tz = stats.rankdata(np.concatenate([pos, neg]))
-  tx, ty = stats.rankdata(pos), stats.rankdata(neg)
+  ranks = hallucination.average_ranks
+  tz = ranks(np.concatenate([pos, neg]))
+  tx, ty = ranks(pos), ranks(neg)
   auc = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
   v10 = (tz[:m] - tx) / n          # per positive: share of negatives below it
   v01 = 1.0 - (tz[m:] - ty) / m    # per negative: share of positives above it
   var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
-  z = stats.norm.ppf(0.5 + confidence / 2)
+  z = hallucination.normal_quantile(confidence)
   half = z * math.sqrt(max(var, 0.0))
   return {"auroc": float(auc), "ci95": [float(max(0.0, auc - half)), float(min(1.0, auc + half))],
           "n_pos": m, "n_neg": n}

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 _MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 if _MNIST_DIR.is_dir():
   os.environ.setdefault("MODE_INTERP_MNIST_DIR", str(_MNIST_DIR))
@@ -42,3 +44,41 @@ def pytest_collection_modifyitems(session, config, items):
     order.setdefault(item.path.name, len(order))
   # A stable sort: the tests of a file keep their order.
   items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[item.path.name]))
+
+
+# -- one trained `configs/shapes.py:tiny` workdir for the commands that read one ----------------
+
+def _shared_root(tmp_path_factory) -> Path:
+  """A folder every xdist worker of this session sees (the workers' base temps' parent)."""
+  root = tmp_path_factory.getbasetemp()
+  return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session")
+def _shapes_tiny_original(tmp_path_factory):
+  """A finished ``configs/shapes.py:tiny`` run, trained once per session by whichever worker
+  asks first (the others wait on a file lock), read by the tests of commands that take a
+  trained workdir (the detection study, the decision analysis). Tests get a copy each
+  (``shapes_tiny_run``); ``test_shapes_e2e`` keeps its own run, the contract under test."""
+  import fcntl
+  root = _shared_root(tmp_path_factory)
+  path = root / "shapes_tiny_shared" / "run"
+  with open(root / "shapes_tiny_shared.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if not (path / "results.json").exists():
+        from configs import shapes as shapes_config
+        from experiments import main
+        main.run(shapes_config.get_config("tiny"), str(path), "configs/shapes.py:tiny")
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return path
+
+
+@pytest.fixture
+def shapes_tiny_run(_shapes_tiny_original, tmp_path) -> str:
+  """This test's own copy of the session's trained ``configs/shapes.py:tiny`` workdir."""
+  import shutil
+  dest = tmp_path / "shapes_tiny"
+  shutil.copytree(_shapes_tiny_original, dest)
+  return str(dest)

@@ -6,8 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import shapes as shapes_config
-from experiments import decision, main
+from experiments import decision
 from mode_interp import trajectory_scores as ts
 from mode_interp.data import shapes
 
@@ -47,9 +46,8 @@ def test_later_commit_contrast_and_image_score():
 
 
 @pytest.mark.e2e
-def test_tiny_run_commit_times(tmp_path):
-  path = str(tmp_path / "shapes")
-  main.run(shapes_config.get_config("tiny"), path, "configs/shapes.py:tiny")
+def test_tiny_run_commit_times(shapes_tiny_run):
+  path = shapes_tiny_run   # a trained configs/shapes.py:tiny workdir (conftest)
   res = decision.run(path, num_samples=8, stride=2)
   T = res["timesteps"]
   assert res["num_samples"] == 8 and sum(res["counts"].values()) == 8

@@ -92,6 +92,46 @@ def test_binomial_interval():
   assert all(np.isnan(hallucination.binomial_interval(0, 0)))
 
 
+def test_closed_forms_match_scipy_and_scikit_learn():
+  """The numpy forms the library uses (scipy.stats and scikit-learn cost ~2 s to import)
+  give the libraries' values: Wilson intervals, midranks, AUROC (ties included), ROC points,
+  nearest modes."""
+  from sklearn import metrics, neighbors
+  for n, k in ((1, 0), (7, 3), (10, 10), (1000, 17), (10_000, 9_999)):
+    for conf in (0.9, 0.95, 0.99):
+      ci = stats.binomtest(k, n).proportion_ci(conf, method="wilson")
+      np.testing.assert_allclose(hallucination.binomial_interval(k, n, conf),
+                                 [max(0.0, min(k / n, ci.low)), min(1.0, max(k / n, ci.high))],
+                                 rtol=1e-10, atol=1e-15)
+    assert hallucination.normal_quantile(0.95) == pytest.approx(stats.norm.ppf(0.975), rel=1e-12)
+  rng = np.random.default_rng(0)
+  for scores in (rng.normal(size=500), rng.integers(0, 5, 500).astype(float)):  # ties too
+    y = rng.random(500) < 0.3
+    np.testing.assert_array_equal(hallucination.average_ranks(scores), stats.rankdata(scores))
+    assert hallucination.auroc(y, scores) == pytest.approx(metrics.roc_auc_score(y, scores),
+                                                           rel=1e-12)
+    fpr, tpr = hallucination.roc_curve(scores, y)
+    ref_fpr, ref_tpr, _ = metrics.roc_curve(y, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, rtol=1e-12)
+    np.testing.assert_allclose(tpr, ref_tpr, rtol=1e-12)
+  means = rng.normal(size=(25, 2)) * 5
+  x = rng.normal(size=(3000, 2)) * 5
+  hallucination._ROWS_PER_CHUNK_ELEMENTS, saved = 1000, hallucination._ROWS_PER_CHUNK_ELEMENTS
+  try:                                 # several chunks of rows
+    idx, dist = metrics.pairwise_distances_argmin_min(x, means)
+    np.testing.assert_array_equal(hallucination.nearest_mode(x, means), idx)
+    np.testing.assert_allclose(hallucination.nearest_mode_distance(x, means), dist, rtol=1e-9)
+    np.testing.assert_array_equal(
+        hallucination.nearest_modes(x, means, k=3),
+        neighbors.NearestNeighbors(n_neighbors=3).fit(means).kneighbors(x, return_distance=False))
+  finally:
+    hallucination._ROWS_PER_CHUNK_ELEMENTS = saved
+  assert hallucination.nearest_mode(np.zeros((0, 2)), means).shape == (0,)
+  assert hallucination.nearest_modes(np.zeros((0, 2)), means).shape == (0, 2)
+  with pytest.raises(ValueError, match="positive and one negative"):
+    hallucination.auroc(np.ones(3, bool), np.arange(3.0))
+
+
 def test_filter_indices():
   tv = np.random.default_rng(0).random(100)
   keep = hallucination.filter_indices(30, "variance", traj_variance=tv)
