@@ -95,9 +95,10 @@ def run(cfg, wd, mesh, info=None):
   # The receptive field of the config's U-Net (random weights: zero-initialised layers
   # would hide paths), the scale a local denoiser's patch is compared with.
   x1 = np.zeros((1,) + shape, np.float32)
-  params = sharding.jit_once(lambda k: model.init(k, x1, np.zeros((1,), np.int32)))(
-      jax.random.key(0))["params"]
-  params = jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.key(1), a.shape), params)
+  def random_params(k):   # one program (eagerly: one compilation per parameter shape)
+    p = model.init(k, x1, np.zeros((1,), np.int32))["params"]
+    return jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.key(1), a.shape), p)
+  params = sharding.jit_once(random_params)(jax.random.key(0))
   rf = empirical_denoiser.receptive_field(pipeline.eps_fn_for(model), params, shape)
   logging.info("denoisers: %d training images %s; the U-Net's receptive field %s", len(ds),
                shape, rf)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mode_interp import diffusion
+from mode_interp import diffusion, sharding
 
 DENOISERS = ("exact", "local")
 
@@ -153,7 +153,10 @@ def receptive_field(eps_fn, params, shape, key=None) -> tuple:
   h, w = shape[0], shape[1]
   key = jax.random.key(0) if key is None else key
   x = jax.random.normal(key, (1,) + tuple(shape))
-  g = jax.grad(lambda x: eps_fn(params, x, jnp.zeros((1,), jnp.int32))[0, h // 2, w // 2].sum())(x)
+  # Jitted (once): run eagerly, the gradient is hundreds of one-op programs to compile.
+  g = sharding.jit_once(jax.grad(
+      lambda p, x: eps_fn(p, x, jnp.zeros((1,), jnp.int32))[0, h // 2, w // 2].sum(),
+      argnums=1))(params, x)
   nz = np.abs(np.asarray(g[0])).reshape(h, w, -1).max(-1) > 0
   rows, cols = np.flatnonzero(nz.any(1)), np.flatnonzero(nz.any(0))
   return (int(rows.max() - rows.min() + 1) if len(rows) else 0,
