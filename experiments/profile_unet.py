@@ -122,7 +122,7 @@ def time_part(module, shape, dtype, backward: bool, repeats: int, options):
   """(ms, GFLOP) of one layer alone at ``shape``: forward, or forward and backward."""
   layer = module.clone(parent=None)
   x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), dtype)
-  variables = layer.init(jax.random.key(0), x)
+  variables = sharding.jit_once(layer.init)(jax.random.key(0), x)  # eagerly: a compile per shape
   if backward:
     def fn(v, x):
       y, vjp = jax.vjp(lambda v, x: layer.apply(v, x), v, x)
