@@ -66,9 +66,7 @@ def load_run(workdir: str):
                      f"configs/shapes.py run")
   mesh = sharding.make_mesh(1)
   trainer = pipeline.make_trainer(cfg, mesh)
-  from mode_interp.data import shapes
-  side = shapes.get_geometry(cfg.data.scale).canvas
-  x1 = np.zeros((1, side, side, 1), np.float32)
+  x1 = np.zeros((1,) + pipeline.input_shape(cfg), np.float32)
   manager = Workdir(workdir).checkpoint_manager()
   state, step = train.restore_checkpoint(manager, trainer.abstract_state(x1))
   manager.close()

@@ -108,8 +108,7 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
   wd = Workdir(workdir)
   wd.lock()
   try:
-    side = shapes.get_geometry(cfg.data.scale).canvas
-    shape = (side, side, 1)
+    shape = pipeline.input_shape(cfg)
     trainer = pipeline.make_trainer(cfg, mesh)
     manager = wd.checkpoint_manager()
     state, step = train.restore_checkpoint(manager, trainer.abstract_state(

@@ -114,13 +114,12 @@ def data_spec(cfg):
   """(sample shape, clip_x0, is_image, hallucination labeller)."""
   if cfg.experiment == "shapes":
     from mode_interp.data import shapes
-    side = shapes.get_geometry(cfg.data.scale).canvas
 
     def label(x):
       images = np.clip(x, -1.0, 1.0)
       verdicts = shapes.check(images, scale=cfg.data.scale).verdicts
       return np.asarray(verdicts)
-    return (side, side, 1), 1.0, True, label
+    return pipeline.input_shape(cfg), 1.0, True, label
   from experiments import gaussian
   mixture = gaussian.make_mixture(cfg)
 

@@ -51,7 +51,6 @@ from ml_collections import config_flags
 
 from experiments import bench
 from mode_interp import pipeline, sharding
-from mode_interp.data import shapes as shapes_data
 from mode_interp.networks import unet
 
 FLAGS = flags.FLAGS
@@ -224,8 +223,7 @@ def profile(cfg, batch: int, chunk: int, repeats: int = 5, trace: bool = False) 
   if cfg.model.name != "unet":
     raise ValueError(f"model.name: profile_unet profiles U-Nets; got {cfg.model.name!r}")
   model = pipeline.make_model(cfg)
-  side = shapes_data.get_geometry(cfg.data.scale).canvas
-  shape = (side, side, 1)
+  shape = pipeline.input_shape(cfg)
   options = sharding.compiler_options(None, convolutional=True, training=False)
   x1 = jnp.zeros((1,) + shape)
   params = sharding.jit_once(lambda k: model.init(k, x1, jnp.zeros((1,), jnp.int32)))(

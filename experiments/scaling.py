@@ -30,7 +30,6 @@ from absl import logging
 from experiments import shapes as shapes_exp
 from experiments.rows import Row, proportion_row
 from mode_interp import hallucination, pipeline, plots, sharding
-from mode_interp.data import shapes as shapes_data
 from mode_interp.errors import ConfigError
 from mode_interp.workdir import Workdir, write_json
 
@@ -243,8 +242,7 @@ def external_row(workdir: str, label: str) -> dict:
                       f"--workdir={workdir} first")
   with open(study) as f:
     res = json.load(f)
-  side = shapes_data.get_geometry(cfg.data.scale).canvas
-  x = jnp.zeros((1, side, side, 1), jnp.float32)
+  x = jnp.zeros((1,) + pipeline.input_shape(cfg), jnp.float32)
   mesh = sharding.make_mesh(cfg.num_devices or None)
   flops = step_flops(cfg, x, mesh)
   return study_row(label, int(cfg.seed), int(res["checkpoint_step"]),

@@ -44,6 +44,24 @@ def make_model(cfg):
   raise ValueError(f"unknown model.name {m.name!r}; allowed: {', '.join(MODELS)}")
 
 
+def input_shape(cfg) -> tuple:
+  """The shape of one example of the config's data, batch aside: ``(1,)`` or ``(2,)`` for the
+  Gaussian mixtures, ``(side, side, 1)`` for SIMPLE SHAPES (the canvas of ``data.scale``) and
+  MNIST (padded to 32x32)."""
+  name = cfg.data.name
+  if name == "shapes":
+    from mode_interp.data import shapes
+    side = shapes.get_geometry(cfg.data.scale).canvas
+    return (side, side, 1)
+  if name == "mnist":
+    return (32, 32, 1)
+  if name == "gaussian1d":
+    return (1,)
+  if name in ("grid25", "grid25_rotated"):
+    return (2,)
+  raise ValueError(f"unknown data.name {name!r}")
+
+
 def eps_fn_for(model):
   """The network as a pure ``eps_fn(params, x_t, t)``."""
   return lambda params, x, t: model.apply({"params": params}, x, t)

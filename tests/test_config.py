@@ -272,3 +272,17 @@ def test_every_registered_experiment_has_a_runner_and_report_rows():
     module = importlib.import_module(e.module)
     assert callable(module.run) and callable(module.report_rows), name
     assert e.data_names, name
+
+
+def test_input_shape_of_each_data_kind():
+  from configs import gaussian1d, grid25, recursive_mnist, shapes
+  from mode_interp import pipeline
+  assert pipeline.input_shape(gaussian1d.get_config()) == (1,)
+  assert pipeline.input_shape(grid25.get_config()) == (2,)
+  assert pipeline.input_shape(shapes.get_config("paper")) == (64, 64, 1)
+  assert pipeline.input_shape(shapes.get_config("tiny")) == (32, 32, 1)   # data.scale = 0.5
+  assert pipeline.input_shape(recursive_mnist.get_config("tiny")) == (32, 32, 1)
+  cfg = gaussian1d.get_config()
+  cfg.data.name = "cifar"
+  with pytest.raises(ValueError, match="data.name 'cifar'"):
+    pipeline.input_shape(cfg)

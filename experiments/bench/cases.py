@@ -206,8 +206,7 @@ def bench_train_unet(mesh, probe: MemProbe, steps: int, warmup: int = 2, num_tra
   cfg = _unet_config(variant, dtype, batch_size)
   cfg.train.batch_size = _round_up(cfg.train.batch_size, mesh)
   probe.start()
-  side = int(round(64 * cfg.data.scale))
-  shape = (side, side, 1)
+  shape = pipeline.input_shape(cfg)
   data = np.random.default_rng(0).uniform(-1, 1, (max(num_train, cfg.train.batch_size),)
                                           + shape).astype(np.float32)
   ms, compile_s, wall, temp, step_flops = _bench_train_step(
@@ -234,8 +233,7 @@ def bench_sample_unet(mesh, probe: MemProbe, chunk: int, variant: str = "",
       cfg.detect.window, steps)
   n = _round_up(chunk, mesh)
   probe.start()
-  side = int(round(64 * cfg.data.scale))
-  shape = (side, side, 1)
+  shape = pipeline.input_shape(cfg)
   model = pipeline.make_model(cfg)
   repl, ds = sharding.replicated(mesh), sharding.data_sharding(mesh)
   params = sharding.jit_once(

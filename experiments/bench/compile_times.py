@@ -19,7 +19,6 @@ from absl import app, flags
 
 from experiments.bench import cli  # noqa: F401 - defines --json, shared with the benchmark
 from mode_interp import pipeline, sharding, train
-from mode_interp.data import shapes as shapes_data
 
 flags.DEFINE_list("configs", ["shapes", "shapes:tiny", "recursive_mnist", "gaussian1d"],
                   "Configs (configs/<name>.py[:variant]) whose initialisation is compiled.")
@@ -31,20 +30,12 @@ def _config(spec: str):
   return importlib.import_module(f"configs.{name}").get_config(variant)
 
 
-def _input_shape(cfg) -> tuple:
-  if cfg.model.name == "mlp":
-    return (1 if cfg.data.name == "gaussian1d" else 2,)
-  if cfg.data.name == "mnist":
-    return (32, 32, 1)
-  return (shapes_data.get_geometry(cfg.data.scale).canvas,) * 2 + (1,)
-
-
 def time_init(spec: str, once_first: bool) -> dict:
   """One row: ``spec``'s initial training state compiled both ways."""
   cfg = _config(spec)
   model = pipeline.make_model(cfg)
   optimizer = pipeline.make_optimizer(cfg)
-  x1, key = jnp.zeros((1,) + _input_shape(cfg)), jax.random.key(cfg.seed)
+  x1, key = jnp.zeros((1,) + pipeline.input_shape(cfg)), jax.random.key(cfg.seed)
 
   def init(x, k):
     return train.init_state(model, optimizer, x, k)
@@ -61,7 +52,7 @@ def time_init(spec: str, once_first: bool) -> dict:
   same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
              zip(jax.tree.leaves(states["once"]), jax.tree.leaves(states["defaults"])))
   return {"config": spec, "param_arrays": len(jax.tree.leaves(states["once"].params)),
-          "defaults_s": round(seconds["defaults"], 2), "once_s": round(seconds["once"], 2),
+          "defaults_s": round(seconds["defaults"], 3), "once_s": round(seconds["once"], 3),
           "speedup": round(seconds["defaults"] / seconds["once"], 2),
           "once_options": sharding.once_options(), "bit_identical": bool(same),
           "first": order[0], "platform": jax.default_backend(), "jax": jax.__version__}
