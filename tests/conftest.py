@@ -20,9 +20,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # `--dist loadfile` hands whole files to the workers in collection order: started first, the
 # long files no longer come last and leave one worker running alone while the other idles.
 # Every other file follows in its usual order.
+# test_bench.py and test_recursive_mnist.py compile the same tiny U-Net training step: with
+# a file between them, the second finds it in the persistent cache instead of compiling it
+# at the same time as the first.
 SLOW_FILES_FIRST = (
-    "test_bench.py", "test_recursive_mnist.py", "test_denoisers_e2e.py", "test_detect.py",
-    "test_vdm.py", "test_profile_unet.py", "test_recursive_shapes.py", "test_scaling.py",
+    "test_bench.py", "test_vdm.py", "test_recursive_mnist.py", "test_denoisers_e2e.py",
+    "test_detect.py", "test_profile_unet.py", "test_recursive_shapes.py", "test_scaling.py",
     "test_sharding.py", "test_preemption.py", "test_central_contrast.py", "test_crash.py",
     "test_recursive.py", "test_unet_bf16.py", "test_shapes_e2e.py", "test_decision.py",
     "test_gaussian_e2e.py", "test_parity.py", "test_compiler_options.py",
