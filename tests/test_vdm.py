@@ -68,21 +68,22 @@ def test_t_vs_t_prime_tiny_run(tmp_path):
   # One (shared) residual block instead of three: the run compiles 14 samplers and 4 training
   # steps of this network, and what is checked here is the experiment's grid, not the network.
   cfg.model.num_blocks = 1
-  # Two sampling T' (fewer samplers to compile); the rule below still shows.
+  # Two sampling T' and the learned VDM schedule only (fewer programs to compile; the fixed
+  # one is the unit tests'); the rule below still shows.
   cfg.tsteps.sample_T = (5, 40)
+  cfg.tsteps.vdm_schedules = ("learned",)
   res = main.run(cfg, wd)
   cells = [c for c in res["cells"] if "sample_T" in c]
   got = {(c["model"], c["sample_T"]) for c in cells}
   # DDPM T=20 has no T'=40 cell; the exact score uses the largest T (40).
-  assert got == {("DDPM T=20", 5), ("DDPM T=40", 5), ("DDPM T=40", 40), ("VDM fixed", 5),
-                 ("VDM fixed", 40), ("VDM learned", 5), ("VDM learned", 40),
-                 ("exact score (T=40)", 5), ("exact score (T=40)", 40)}
+  assert got == {("DDPM T=20", 5), ("DDPM T=40", 5), ("DDPM T=40", 40), ("VDM learned", 5),
+                 ("VDM learned", 40), ("exact score (T=40)", 5), ("exact score (T=40)", 40)}
   for c in cells:
     assert c["hallucination"]["n"] + c["non_finite"]["count"] == 128
   assert os.path.getsize(os.path.join(wd, "figures", "tsteps_grid.png")) > 1000
   with open(os.path.join(wd, "results.json")) as f:
     assert json.load(f)["experiment"] == "timesteps"
-  for sub in ("ddpm_T20", "ddpm_T40", "vdm_fixed", "vdm_learned"):
+  for sub in ("ddpm_T20", "ddpm_T40", "vdm_learned"):
     assert "20" in os.listdir(os.path.join(wd, "checkpoints", sub))
   # The report reads the real results.json: one rate row per cell.
   from experiments import report
