@@ -23,8 +23,9 @@ def normal_quantile(confidence: float) -> float:
 
 
 def _mode_distances(samples, means):
-  """``(means [K, D], row chunks)``: the squared distances ``[n, K]`` of each chunk of samples
-  to every mode, computed as differences (exact for 1D and 2D points), chunk by chunk."""
+  """Yields, chunk of rows by chunk of rows of ``samples [N, D]``, the squared distances
+  ``[n, K]`` to every mode of ``means [K, D]`` (computed as differences, not by the dot-product
+  expansion); nothing when N is 0."""
   means = np.asarray(means, np.float64).reshape(len(means), -1)
   samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
   rows = max(1, _ROWS_PER_CHUNK_ELEMENTS // max(1, len(means) * means.shape[1]))
@@ -104,7 +105,6 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
   n, p, z = float(trials), successes / trials, normal_quantile(confidence)
   centre, spread = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
   lo, hi = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
-  p = successes / trials
   # Clamped to contain p: at p = 0 or 1 rounding can put an end a few ulps past it.
   return (float(max(0.0, min(p, lo))), float(min(1.0, max(p, hi))))
 

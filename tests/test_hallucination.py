@@ -92,7 +92,7 @@ def test_binomial_interval():
   assert all(np.isnan(hallucination.binomial_interval(0, 0)))
 
 
-def test_closed_forms_match_scipy_and_scikit_learn():
+def test_closed_forms_match_scipy_and_scikit_learn(monkeypatch):
   """The numpy forms the library uses (scipy.stats and scikit-learn cost ~2 s to import)
   give the libraries' values: Wilson intervals, midranks, AUROC (ties included), ROC points,
   nearest modes."""
@@ -116,16 +116,13 @@ def test_closed_forms_match_scipy_and_scikit_learn():
     np.testing.assert_allclose(tpr, ref_tpr, rtol=1e-12)
   means = rng.normal(size=(25, 2)) * 5
   x = rng.normal(size=(3000, 2)) * 5
-  hallucination._ROWS_PER_CHUNK_ELEMENTS, saved = 1000, hallucination._ROWS_PER_CHUNK_ELEMENTS
-  try:                                 # several chunks of rows
-    idx, dist = metrics.pairwise_distances_argmin_min(x, means)
-    np.testing.assert_array_equal(hallucination.nearest_mode(x, means), idx)
-    np.testing.assert_allclose(hallucination.nearest_mode_distance(x, means), dist, rtol=1e-9)
-    np.testing.assert_array_equal(
-        hallucination.nearest_modes(x, means, k=3),
-        neighbors.NearestNeighbors(n_neighbors=3).fit(means).kneighbors(x, return_distance=False))
-  finally:
-    hallucination._ROWS_PER_CHUNK_ELEMENTS = saved
+  monkeypatch.setattr(hallucination, "_ROWS_PER_CHUNK_ELEMENTS", 1000)  # several row chunks
+  idx, dist = metrics.pairwise_distances_argmin_min(x, means)
+  np.testing.assert_array_equal(hallucination.nearest_mode(x, means), idx)
+  np.testing.assert_allclose(hallucination.nearest_mode_distance(x, means), dist, rtol=1e-9)
+  np.testing.assert_array_equal(
+      hallucination.nearest_modes(x, means, k=3),
+      neighbors.NearestNeighbors(n_neighbors=3).fit(means).kneighbors(x, return_distance=False))
   assert hallucination.nearest_mode(np.zeros((0, 2)), means).shape == (0,)
   assert hallucination.nearest_modes(np.zeros((0, 2)), means).shape == (0, 2)
   with pytest.raises(ValueError, match="positive and one negative"):
