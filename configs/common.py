@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = ""
   c.seed = 0
-  c.num_devices = 0            # 0: every device jax sees
+  c.num_devices = 0  # 0: every device jax sees
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ""
@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000
   c.train.batch_size = 128
   c.train.lr = 1e-3
-  c.train.lr_schedule = "constant"   # or "cosine": decays to 0 at train.steps
+  c.train.lr_schedule = "constant"  # or "cosine": decays to 0 at train.steps
   c.train.b1 = 0.9
   c.train.b2 = 0.999
   c.train.warmup_steps = 0
@@ -54,23 +54,30 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_samples = 10_000
   c.sample.sampler = "ddpm"
   c.sample.variance = "fixed_large"
-  c.sample.num_steps = 0       # DDIM only: reverse steps (0 = all)
-  c.sample.eta = 0.0           # DDIM only
+  c.sample.num_steps = 0  # DDIM only: reverse steps (0 = all)
+  c.sample.eta = 0.0  # DDIM only
   c.sample.chunk_size = 10_000
   # Samples per device and pass through the network: -1 (auto) 2,048 on CPUs, where larger
   # blocks fall out of the cache, everything at once on accelerators; 0: everything at once.
   c.sample.tile_rows = -1
 
   c.detect = ml_collections.ConfigDict()
-  c.detect.window = 10         # trajectory variance over the last `window` reverse steps
+  c.detect.window = 10  # trajectory variance over the last `window` reverse steps
   c.detect.reduction = "mean"  # over dimensions: "mean" (the paper) or "max" (one pixel)
   c.detect.keep_in_support = 0.96
   c.detect.remove_hallucinations = 0.95
   return c
 
 
-def unet(c: ml_collections.ConfigDict, ch: int, ch_mult: tuple, num_res_blocks: int = 1,
-         attn_resolutions: tuple = (), dropout: float = 0.0, num_groups: int = 8) -> None:
+def unet(
+  c: ml_collections.ConfigDict,
+  ch: int,
+  ch_mult: tuple,
+  num_res_blocks: int = 1,
+  attn_resolutions: tuple = (),
+  dropout: float = 0.0,
+  num_groups: int = 8,
+) -> None:
   """The image experiments' DDPM U-Net fields."""
   c.model.name = "unet"
   c.model.ch = ch
@@ -183,9 +190,16 @@ def _official(c, data_name):
 
 
 # variant name -> its changes to the CPU default, f(config, data_name); "" is the default.
-GAUSSIAN_VARIANTS = {"": lambda c, data_name: None, "paper": _paper, "sweep": _sweep,
-                     "distance": _distance, "imbalance": _imbalance,
-                     "sweep_paper": _sweep_paper, "official": _official, "tiny": _tiny}
+GAUSSIAN_VARIANTS = {
+  "": lambda c, data_name: None,
+  "paper": _paper,
+  "sweep": _sweep,
+  "distance": _distance,
+  "imbalance": _imbalance,
+  "sweep_paper": _sweep_paper,
+  "official": _official,
+  "tiny": _tiny,
+}
 
 
 def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
@@ -210,7 +224,7 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   if data_name == "gaussian1d":
     c.data.means = (1.0, 2.0, 3.0)
   c.data.num_train = 20_000
-  c.data.imbalance = 1.0       # even modes weigh this many times the others (1: equal)
+  c.data.imbalance = 1.0  # even modes weigh this many times the others (1: equal)
   # CPU defaults (a few minutes on 2 cores), far below the paper's 10,000 epochs at
   # batch 10,000; an EMA of the weights recovers much of the sharpness of the modes.
   if data_name == "gaussian1d":
@@ -234,7 +248,7 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
     c.train.ckpt_every = 5_000
   c.sample.num_samples = 20_000
   c.sample.chunk_size = 10_000
-  c.detect.k_sigma = 4.0       # hallucination: farther than k std from every mode
+  c.detect.k_sigma = 4.0  # hallucination: farther than k std from every mode
   c.plots = ml_collections.ConfigDict()
   c.plots.predictor_times = (1, 5, 10, 25, 50)  # timesteps at which to draw learned vs exact x0
   c.sweep = ml_collections.ConfigDict()
@@ -244,9 +258,9 @@ def gaussian_config(data_name: str, arg: str) -> ml_collections.ConfigDict:
   # Each point trains as long as the 1D default: much shorter, the EMA (0.999) average still
   # holds a sizeable share of the initial weights and every point is mostly off-mode.
   c.sweep.steps = 6_000
-  c.sweep.epochs = 0           # > 0: each point trains this many epochs instead of sweep.steps
-  c.sweep.distance = ()        # 1D: spacing of the modes around their centre
-  c.sweep.imbalance = ()       # weight ratio of even to odd modes
+  c.sweep.epochs = 0  # > 0: each point trains this many epochs instead of sweep.steps
+  c.sweep.distance = ()  # 1D: spacing of the modes around their centre
+  c.sweep.imbalance = ()  # weight ratio of even to odd modes
   c.sweep.num_samples = 10_000
 
   GAUSSIAN_VARIANTS[arg](c, data_name)
@@ -258,5 +272,5 @@ def recursive_fields(c: ml_collections.ConfigDict) -> None:
   c.recursive = ml_collections.ConfigDict()
   c.recursive.generations = 3
   c.recursive.filters = ("none", "random", "variance")
-  c.recursive.oversample = 2_500     # the reference samples num_train + 2,500 and keeps num_train
+  c.recursive.oversample = 2_500  # the reference samples num_train + 2,500 and keeps num_train
   c.recursive.classifier_steps = 800  # MNIST only: the CNN behind the collapse metrics

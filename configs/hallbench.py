@@ -40,8 +40,14 @@ import ml_collections
 
 from configs import common
 
-DETECTORS = ("trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise",
-             "oracle")
+DETECTORS = (
+  "trajectory_variance",
+  "manifold_instability",
+  "lid_loss",
+  "flipd",
+  "renoise",
+  "oracle",
+)
 MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
 RECIPE = ("data", "diffusion", "model", "train")
 
@@ -65,31 +71,41 @@ def get_config(arg: str = ""):
   h.testbeds = testbeds
   h.detectors = DETECTORS
   h.mitigations = MITIGATIONS
-  h.num_samples = 10_000        # the DDPM and DDIM sets (the same starting noise)
-  h.split_seed = 0              # which half selects thresholds, which reports them
+  h.num_samples = 10_000  # the DDPM and DDIM sets (the same starting noise)
+  h.split_seed = 0  # which half selects thresholds, which reports them
   # The paper's filter at generation time: draw, drop this share with the highest trajectory
   # variance (each a point of the rate-against-cost figure).
   h.filter = ml_collections.ConfigDict({"drop": (0.05, 0.1, 0.2)})
   # DDIM (eta = 0) over `steps` reverse steps (0: all T), and with its last k steps ancestral.
-  h.ddim = ml_collections.ConfigDict({"steps": 0, "stochastic_last": (10, 50, 200),
-                                      "num_samples": 5_000})
+  h.ddim = ml_collections.ConfigDict(
+    {"steps": 0, "stochastic_last": (10, 50, 200), "num_samples": 5_000}
+  )
   # Manifold instability: `perturbations` runs of DDIM per sample from the starting noise
   # plus `scale` times a direction (`design`: gaussian, or orthogonal = +-sqrt(D) along the
   # axes of a random rotation, a multiple of 2 D runs), on the first `num_samples` DDIM samples.
-  h.mi = ml_collections.ConfigDict({"num_samples": 2_000, "perturbations": 4, "scale": 0.05,
-                                    "design": "orthogonal"})
+  h.mi = ml_collections.ConfigDict(
+    {"num_samples": 2_000, "perturbations": 4, "scale": 0.05, "design": "orthogonal"}
+  )
   # FLIPD at timestep t0 (the exact trace up to `hutchinson_above` dimensions, else
   # Hutchinson with `probes` Rademacher probes).
   h.flipd = ml_collections.ConfigDict({"t0": 0, "hutchinson_above": 16, "probes": 4})
-  h.lid = ml_collections.ConfigDict({"t": 0, "draws": 8})       # LID from the denoising loss
+  h.lid = ml_collections.ConfigDict({"t": 0, "draws": 8})  # LID from the denoising loss
   h.renoise = ml_collections.ConfigDict({"t": 10, "draws": 8})  # noise to t, predict x0
-  h.oracle = ml_collections.ConfigDict({"t": 0})   # the noise level the sample is read at
+  h.oracle = ml_collections.ConfigDict({"t": 0})  # the noise level the sample is read at
   # Intrinsic Quenching: inside timesteps t_lo..t_hi, rows whose LID exceeds the `quantile`
   # of the training data's LID at that t (from `calibration` points) move down its
   # gradient with `strength`; on the first `num_samples` of the DDPM set's starting noise.
-  h.iq = ml_collections.ConfigDict({"t_lo": 0, "t_hi": 50, "quantile": 0.9, "strength": 0.1,
-                                    "calibration": 2_000, "num_samples": 5_000})
-  h.chunk_size = 4_096          # rows per detector call
+  h.iq = ml_collections.ConfigDict(
+    {
+      "t_lo": 0,
+      "t_hi": 50,
+      "quantile": 0.9,
+      "strength": 0.1,
+      "calibration": 2_000,
+      "num_samples": 5_000,
+    }
+  )
+  h.chunk_size = 4_096  # rows per detector call
 
   if tiny:
     h.num_samples = 256

@@ -26,7 +26,7 @@ def get_config(arg: str = ""):
   c = common.base_config()
   common.recursive_fields(c)
   c.data.name = "mnist"
-  c.data.dir = ""               # "" -> $MODE_INTERP_MNIST_DIR, then ~/.cache/mode_interp/mnist
+  c.data.dir = ""  # "" -> $MODE_INTERP_MNIST_DIR, then ~/.cache/mode_interp/mnist
   c.data.download = True
   # CPU default: a small U-Net, 1,000 images per generation, three generations and
   # the random / variance filters (``none`` keeps the first samples drawn, which for
@@ -54,8 +54,9 @@ def get_config(arg: str = ""):
   c.recursive.classifier_steps = 800
   if arg == "paper":
     c.data.num_train = 60_000
-    common.unet(c, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                num_groups=32)
+    common.unet(
+      c, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), num_groups=32
+    )
     c.diffusion.timesteps = 1_000
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02

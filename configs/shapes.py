@@ -49,10 +49,10 @@ def get_config(arg: str = ""):
   c.experiment = "shapes"
   c.data.name = "shapes"
   c.data.num_train = 5_000
-  c.data.scale = 0.5            # 0.5: 32x32 canvas (CPU default); 1.0: the paper's 64x64
+  c.data.scale = 0.5  # 0.5: 32x32 canvas (CPU default); 1.0: the paper's 64x64
 
   common.unet(c, ch=16, ch_mult=(1, 2, 2))
-  c.model.dtype = "float32"     # or "bfloat16": U-Net compute dtype (float32 parameters)
+  c.model.dtype = "float32"  # or "bfloat16": U-Net compute dtype (float32 parameters)
 
   c.diffusion.schedule = "linear"
   c.diffusion.timesteps = 100
@@ -81,8 +81,15 @@ def get_config(arg: str = ""):
 
   if arg == "paper":
     c.data.scale = 1.0
-    common.unet(c, ch=64, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                dropout=0.1, num_groups=32)
+    common.unet(
+      c,
+      ch=64,
+      ch_mult=(1, 2, 2, 2),
+      num_res_blocks=2,
+      attn_resolutions=(16,),
+      dropout=0.1,
+      num_groups=32,
+    )
     c.diffusion.timesteps = 1_000
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
@@ -99,15 +106,22 @@ def get_config(arg: str = ""):
     # Sized for a few minutes of one GPU (train + sample + study; experiments/device_check.sh
     # gives it its time limit): the :paper U-Net's width at 32x32, one level less, a quarter
     # of the pixels, in bfloat16.
-    common.unet(c, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                dropout=0.1, num_groups=32)
+    common.unet(
+      c,
+      ch=64,
+      ch_mult=(1, 2, 2),
+      num_res_blocks=2,
+      attn_resolutions=(16,),
+      dropout=0.1,
+      num_groups=32,
+    )
     c.model.dtype = "bfloat16"
     c.diffusion.timesteps = 1_000
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
     c.train.steps = 4_000
     c.train.batch_size = 128
-    c.train.lr = 5e-4            # the paper's 2e-4 is for 100k+ steps; a short run needs more
+    c.train.lr = 5e-4  # the paper's 2e-4 is for 100k+ steps; a short run needs more
     c.train.warmup_steps = 200
     c.train.ema_decay = 0.999
     c.train.log_every = 100

@@ -34,9 +34,9 @@ def get_config(arg: str = ""):
   c.denoisers.exact = True
   c.denoisers.patches = (3, 7, 11, 15)  # odd patch sides of the local denoisers
   c.denoisers.num_samples = 128
-  c.denoisers.chunk_images = 500        # training images per step of the streamed softmax
-  c.denoisers.copy_rms = 0.1            # a sample within this RMS of a training image copies it
-  c.denoisers.unet_workdir = ""         # a configs/shapes.py workdir: its U-Net's rates beside
+  c.denoisers.chunk_images = 500  # training images per step of the streamed softmax
+  c.denoisers.copy_rms = 0.1  # a sample within this RMS of a training image copies it
+  c.denoisers.unet_workdir = ""  # a configs/shapes.py workdir: its U-Net's rates beside
   c.sample.chunk_size = 32
   if arg == "tiny":
     # The U-Net is only probed for its receptive field (two levels, as :tiny's: the whole

@@ -29,11 +29,11 @@ def get_config(arg: str = ""):
   c.experiment = "scaling"
   c.scaling = ml_collections.ConfigDict()
   c.scaling.models = "default,attn16,wide,t1000,canvas64"
-  c.scaling.steps = (250, 500, 1_000, 2_000, 4_000)   # a 16x range of training
-  c.scaling.seeds = (0, 1)            # seeds after the first train the default model only
+  c.scaling.steps = (250, 500, 1_000, 2_000, 4_000)  # a 16x range of training
+  c.scaling.seeds = (0, 1)  # seeds after the first train the default model only
   c.scaling.seed_steps = (1_000, 4_000)
   c.scaling.num_samples = 512
-  c.scaling.study_chunk = 0           # samples per study call (0: the study's default)
+  c.scaling.study_chunk = 0  # samples per study call (0: the study's default)
   if arg == "tiny":
     c.scaling.models = "default,attn16"
     c.scaling.steps = (4, 8)

@@ -30,12 +30,12 @@ def get_config(arg: str = ""):
   c.tsteps.train_T = (100, 1_000)
   c.tsteps.sample_T = (10, 100, 1_000)
   c.tsteps.vdm_schedules = ("fixed", "learned")
-  c.tsteps.gamma_min = -13.3   # VDM's log-SNR endpoints (gamma = -log SNR)
+  c.tsteps.gamma_min = -13.3  # VDM's log-SNR endpoints (gamma = -log SNR)
   c.tsteps.gamma_max = 5.0
   if arg == "paper":
     c.data.num_train = 10_000
     c.train.batch_size = 10_000
-    c.train.steps = 10_000     # 10,000 epochs of 10,000 points
+    c.train.steps = 10_000  # 10,000 epochs of 10,000 points
     common.reference_optimizer(c)
     c.train.log_every = 500
     c.train.ckpt_every = 5_000

@@ -40,6 +40,7 @@ def _define_flags():
   flags.DEFINE_integer("per_group", 300, "At most this many images per group.")
   flags.DEFINE_integer("seed", 0, "Seed of the noise, the subsets and t-SNE.")
 
+
 COLUMNS = ("triangle", "square", "pentagon")
 
 
@@ -52,18 +53,24 @@ def load_run(workdir: str):
   import ml_collections
   from mode_interp import pipeline, sharding, train
   from mode_interp.workdir import Workdir
+
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise StudyError(f"{workdir}: no config.json; run the experiment first "
-                     f"(python -m experiments.main --config=configs/shapes.py --workdir={workdir})")
+    raise StudyError(
+      f"{workdir}: no config.json; run the experiment first "
+      f"(python -m experiments.main --config=configs/shapes.py --workdir={workdir})"
+    )
   with open(path) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
   if cfg.data.name != "shapes":
-    raise StudyError(f"{workdir}: data.name is {cfg.data.name!r}; the bottleneck map needs a "
-                     f"SIMPLE SHAPES run (data.name 'shapes')")
+    raise StudyError(
+      f"{workdir}: data.name is {cfg.data.name!r}; the bottleneck map needs a "
+      f"SIMPLE SHAPES run (data.name 'shapes')"
+    )
   if cfg.experiment != "shapes":
-    raise StudyError(f"{workdir}: experiment {cfg.experiment!r}; pass the workdir of a "
-                     f"configs/shapes.py run")
+    raise StudyError(
+      f"{workdir}: experiment {cfg.experiment!r}; pass the workdir of a configs/shapes.py run"
+    )
   mesh = sharding.make_mesh(1)
   trainer = pipeline.make_trainer(cfg, mesh)
   x1 = np.zeros((1,) + pipeline.input_shape(cfg), np.float32)
@@ -80,7 +87,7 @@ def column_mass_row(images, geometry, column: int):
   as a fraction of the picture height."""
   x = (np.asarray(images, np.float64)[..., 0] + 1.0) / 2.0  # [N, H, W] in [0, 1]
   lo, hi = geometry.column_edges[column], geometry.column_edges[column + 1]
-  ink = np.clip(x[:, :geometry.height, lo:hi], 0, 1)
+  ink = np.clip(x[:, : geometry.height, lo:hi], 0, 1)
   rows = np.arange(ink.shape[1])[None, :, None]
   mass = ink.sum(axis=(1, 2))
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -92,24 +99,31 @@ def bottleneck_features(cfg, params, images, timestep: int, seed: int, batch: in
   import jax
   import jax.numpy as jnp
   from mode_interp import diffusion, pipeline, sharding
+
   model = pipeline.make_model(cfg)
   schedule = pipeline.make_schedule(cfg)
 
   @sharding.jit
   def feats(p, x0, idx):
-    noise = jax.vmap(lambda i: jax.random.normal(
-        jax.random.fold_in(jax.random.key(seed), i), x0.shape[1:]))(idx)
+    noise = jax.vmap(
+      lambda i: jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), x0.shape[1:])
+    )(idx)
     t = jnp.full((x0.shape[0],), timestep, jnp.int32)
     xt = diffusion.q_sample(schedule, x0, t, noise)
-    _, state = model.apply({"params": p}, xt, t, capture_intermediates=(
-        lambda mdl, name: mdl.name == "mid_res_1"), mutable=["intermediates"])
+    _, state = model.apply(
+      {"params": p},
+      xt,
+      t,
+      capture_intermediates=(lambda mdl, name: mdl.name == "mid_res_1"),
+      mutable=["intermediates"],
+    )
     h = state["intermediates"]["mid_res_1"]["__call__"][0]
     # Flattened, not averaged over space: where a shape is in its column is a spatial fact.
     return h.astype(jnp.float32).reshape(h.shape[0], -1)
 
   out = []
   for lo in range(0, len(images), batch):
-    x = np.asarray(images[lo:lo + batch], np.float32)
+    x = np.asarray(images[lo : lo + batch], np.float32)
     n = len(x)
     if n < batch:  # one compiled shape
       x = np.concatenate([x, np.zeros((batch - n,) + x.shape[1:], np.float32)])
@@ -125,11 +139,18 @@ def line_positions(features, top, bottom):
   return (features - c0) @ d / max(float(d @ d), 1e-12)
 
 
-def run(workdir: str, column: str = "square", timestep: int = -1, per_group: int = 300,
-        seed: int = 0, log=logging.info) -> dict:
+def run(
+  workdir: str,
+  column: str = "square",
+  timestep: int = -1,
+  per_group: int = 300,
+  seed: int = 0,
+  log=logging.info,
+) -> dict:
   from sklearn.manifold import TSNE
   from mode_interp import plots
   from mode_interp.data import shapes
+
   cfg, params, step = load_run(workdir)
   cache = os.path.join(workdir, "samples.npz")
   if not os.path.exists(cache):
@@ -154,33 +175,52 @@ def run(workdir: str, column: str = "square", timestep: int = -1, per_group: int
   two = np.flatnonzero((result.verdicts == shapes.MULTIPLE_IN_COLUMN) & (result.counts[:, c] >= 2))
   pick = lambda idx: np.sort(rng.permutation(idx)[:per_group])
   top, bottom, two = pick(top), pick(bottom), pick(two)
-  log(f"bottleneck: column {column}: {len(top)} top, {len(bottom)} bottom (training), "
-      f"{len(two)} two-in-column samples (of {len(samples)} drawn), t = {timestep}")
+  log(
+    f"bottleneck: column {column}: {len(top)} top, {len(bottom)} bottom (training), "
+    f"{len(two)} two-in-column samples (of {len(samples)} drawn), t = {timestep}"
+  )
   if len(top) < 2 or len(bottom) < 2:
     raise StudyError(f"{workdir}: too few training images with a {column} at the top or bottom")
   images = np.concatenate([train_x[top], train_x[bottom], samples[two]])
   feats = bottleneck_features(cfg, params, images, timestep, seed)
-  groups = {"top (training)": slice(0, len(top)),
-            "bottom (training)": slice(len(top), len(top) + len(bottom)),
-            f"two {column}s (samples)": slice(len(top) + len(bottom), len(images))}
+  groups = {
+    "top (training)": slice(0, len(top)),
+    "bottom (training)": slice(len(top), len(top) + len(bottom)),
+    f"two {column}s (samples)": slice(len(top) + len(bottom), len(images)),
+  }
   f_top, f_bot = feats[groups["top (training)"]], feats[groups["bottom (training)"]]
   pos = line_positions(feats, f_top, f_bot)
   summary = {}
   for name, sl in groups.items():
     p = pos[sl]
-    summary[name] = {"n": int(len(p)),
-                     "median_position": float(np.median(p)) if len(p) else None,
-                     "share_between": float(np.mean((p > 0) & (p < 1))) if len(p) else None}
-  emb = TSNE(n_components=2, perplexity=min(30.0, max(5.0, (len(feats) - 1) / 3.0)),
-             init="pca", random_state=seed).fit_transform(feats)
+    summary[name] = {
+      "n": int(len(p)),
+      "median_position": float(np.median(p)) if len(p) else None,
+      "share_between": float(np.mean((p > 0) & (p < 1))) if len(p) else None,
+    }
+  emb = TSNE(
+    n_components=2,
+    perplexity=min(30.0, max(5.0, (len(feats) - 1) / 3.0)),
+    init="pca",
+    random_state=seed,
+  ).fit_transform(feats)
   fig_path = os.path.join(workdir, "figures", f"bottleneck_tsne_{column}.png")
   os.makedirs(os.path.dirname(fig_path), exist_ok=True)
-  plots.embedding_scatter(fig_path, emb, {k: np.arange(len(feats))[sl] for k, sl in groups.items()},
-                          title=f"U-Net bottleneck (mid_res_1, t = {timestep}), {column} column; "
-                                f"t-SNE")
-  out = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "column": column,
-         "timestep": timestep, "feature": "mid_res_1 feature map, flattened", "groups": summary,
-         "figure": os.path.relpath(fig_path, workdir)}
+  plots.embedding_scatter(
+    fig_path,
+    emb,
+    {k: np.arange(len(feats))[sl] for k, sl in groups.items()},
+    title=f"U-Net bottleneck (mid_res_1, t = {timestep}), {column} column; t-SNE",
+  )
+  out = {
+    "workdir": os.path.abspath(workdir),
+    "checkpoint_step": int(step),
+    "column": column,
+    "timestep": timestep,
+    "feature": "mid_res_1 feature map, flattened",
+    "groups": summary,
+    "figure": os.path.relpath(fig_path, workdir),
+  }
   with open(os.path.join(workdir, f"bottleneck_{column}.json"), "w") as f:
     json.dump(out, f, indent=2)
   log(f"bottleneck: {json.dumps(summary)}")
@@ -189,11 +229,14 @@ def run(workdir: str, column: str = "square", timestep: int = -1, per_group: int
 
 def main(argv):
   from experiments import cli
+
   cli.start(argv, preemptible=False)
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (a SIMPLE SHAPES workdir)")
-  cli.run_or_exit(lambda: run(FLAGS.workdir, FLAGS.column, FLAGS.timestep, FLAGS.per_group,
-                              FLAGS.seed), (StudyError,))
+  cli.run_or_exit(
+    lambda: run(FLAGS.workdir, FLAGS.column, FLAGS.timestep, FLAGS.per_group, FLAGS.seed),
+    (StudyError,),
+  )
 
 
 if __name__ == "__main__":

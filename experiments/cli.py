@@ -31,8 +31,9 @@ def define_config_flags() -> None:
   """``--config`` (required) and ``--workdir``; a second call is a no-op."""
   if "config" in FLAGS:
     return
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:variant].",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/shapes.py[:variant].", lock_config=True
+  )
   flags.DEFINE_string("workdir", None, "Output directory (default runs/<config>[_<variant>]).")
   flags.mark_flags_as_required(["config"])
 

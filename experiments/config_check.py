@@ -71,16 +71,21 @@ def _check_unet_resolutions(cfg, exp) -> None:
   if cfg.data.name == "shapes":
     size = int(round(size * cfg.data.scale))
   mult = tuple(cfg.model.ch_mult)
-  sides = [size // 2 ** i for i in range(len(mult))]
+  sides = [size // 2**i for i in range(len(mult))]
   if size % 2 ** (len(mult) - 1):
-    raise ConfigError("model.ch_mult", f"{len(mult)} levels halve the {size}-pixel images "
-                      f"{len(mult) - 1} times, which does not divide evenly; use at most "
-                      f"{(size & -size).bit_length()} levels")
+    raise ConfigError(
+      "model.ch_mult",
+      f"{len(mult)} levels halve the {size}-pixel images "
+      f"{len(mult) - 1} times, which does not divide evenly; use at most "
+      f"{(size & -size).bit_length()} levels",
+    )
   bad = [r for r in cfg.model.attn_resolutions if r not in sides]
   if bad:
-    raise ConfigError("model.attn_resolutions",
-                      f"{tuple(bad)} are not feature-map sides of this U-Net; allowed: "
-                      f"{', '.join(map(str, sides))}")
+    raise ConfigError(
+      "model.attn_resolutions",
+      f"{tuple(bad)} are not feature-map sides of this U-Net; allowed: "
+      f"{', '.join(map(str, sides))}",
+    )
 
 
 def increasing(cfg, field, allow_empty=False):
@@ -108,9 +113,12 @@ def validate(cfg) -> None:
   if "dtype" in cfg.model and choice(cfg, "model.dtype", ("float32", "bfloat16")) == "bfloat16":
     ok, what = sharding.bfloat16_support()
     if not ok:
-      raise ConfigError("model.dtype", f"'bfloat16' needs bfloat16 arithmetic (a GPU of compute "
-                        f"capability >= 8.0, a TPU, or a CPU with AVX512-BF16 or AMX-BF16); "
-                        f"this backend is {what}; allowed here: 'float32'")
+      raise ConfigError(
+        "model.dtype",
+        f"'bfloat16' needs bfloat16 arithmetic (a GPU of compute "
+        f"capability >= 8.0, a TPU, or a CPU with AVX512-BF16 or AMX-BF16); "
+        f"this backend is {what}; allowed here: 'float32'",
+      )
   if model == "mlp":
     integer(cfg, "model.width", lo=2)
     integer(cfg, "model.num_blocks", lo=1)
@@ -122,17 +130,23 @@ def validate(cfg) -> None:
     groups = integer(cfg, "model.num_groups", lo=1)
     mult = get(cfg, "model.ch_mult")
     if not mult or any(not isinstance(m, int) or m < 1 for m in mult):
-      raise ConfigError("model.ch_mult", f"must be a non-empty tuple of positive ints, got {mult!r}")
+      raise ConfigError(
+        "model.ch_mult", f"must be a non-empty tuple of positive ints, got {mult!r}"
+      )
     bad = [ch * m for m in mult if (ch * m) % groups]
     if ch % groups or bad:
-      raise ConfigError("model.num_groups",
-                        f"{groups} must divide every channel count ({ch} x {tuple(mult)})")
+      raise ConfigError(
+        "model.num_groups", f"{groups} must divide every channel count ({ch} x {tuple(mult)})"
+      )
     number(cfg, "model.dropout", lo=0.0, hi=1.0, hi_open=True)
     attn = get(cfg, "model.attn_resolutions")
     if isinstance(attn, (str, bytes)) or any(
-        isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn):
-      raise ConfigError("model.attn_resolutions",
-                        f"must be a tuple of positive ints (feature-map sizes), got {attn!r}")
+      isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in attn
+    ):
+      raise ConfigError(
+        "model.attn_resolutions",
+        f"must be a tuple of positive ints (feature-map sizes), got {attn!r}",
+      )
 
   integer(cfg, "train.steps", lo=0)
   bs = integer(cfg, "train.batch_size", lo=1)
@@ -142,14 +156,16 @@ def validate(cfg) -> None:
   number(cfg, "train.b2", lo=0.0, hi=1.0, hi_open=True)
   warmup = integer(cfg, "train.warmup_steps", lo=0)
   if warmup and warmup >= cfg.train.steps:
-    raise ConfigError("train.warmup_steps", f"must be < train.steps ({cfg.train.steps}), "
-                      f"got {warmup}; set it to 0 for short runs")
+    raise ConfigError(
+      "train.warmup_steps",
+      f"must be < train.steps ({cfg.train.steps}), got {warmup}; set it to 0 for short runs",
+    )
   number(cfg, "train.grad_clip", lo=0.0)
   number(cfg, "train.ema_decay", lo=0.0, hi=1.0, hi_open=True)
   integer(cfg, "train.log_every", lo=1)
   integer(cfg, "train.ckpt_every", lo=1)
   if "micro_batch" in cfg.train:
-    integer(cfg, "train.micro_batch", lo=-1)   # -1 auto, 0 whole batch, else rows per pass
+    integer(cfg, "train.micro_batch", lo=-1)  # -1 auto, 0 whole batch, else rows per pass
   num_train = get(cfg, "data.num_train")
   if bs > num_train and exp != "shapes":
     raise ConfigError("train.batch_size", f"{bs} exceeds data.num_train={num_train}")
@@ -159,20 +175,25 @@ def validate(cfg) -> None:
   choice(cfg, "sample.variance", diffusion.VARIANCES)
   integer(cfg, "sample.chunk_size", lo=1)
   if "tile_rows" in cfg.sample:
-    integer(cfg, "sample.tile_rows", lo=-1)    # -1 auto, 0 whole chunk, else rows per pass
+    integer(cfg, "sample.tile_rows", lo=-1)  # -1 auto, 0 whole chunk, else rows per pass
   steps = integer(cfg, "sample.num_steps", lo=0, hi=T, hi_desc=f"diffusion.timesteps={T}")
   number(cfg, "sample.eta", lo=0.0)
-  reverse_steps = T if sampler == "ddpm" or steps == 0 else \
-      len(samplers.ddim_timesteps(T, steps))
-  integer(cfg, "detect.window", lo=1, hi=reverse_steps,
-       hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}")
+  reverse_steps = T if sampler == "ddpm" or steps == 0 else len(samplers.ddim_timesteps(T, steps))
+  integer(
+    cfg,
+    "detect.window",
+    lo=1,
+    hi=reverse_steps,
+    hi_desc=f"the {reverse_steps} reverse steps of sample.sampler={sampler!r}",
+  )
   choice(cfg, "detect.reduction", samplers.REDUCTIONS)
   _check_detect_window(cfg, T, sampler, steps)  # detect.t_lo / detect.t_hi
   number(cfg, "detect.keep_in_support", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   number(cfg, "detect.remove_hallucinations", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
   if exp in ("gaussian", "timesteps") or (
-      exp == "recursive" and cfg.data.name not in ("mnist", "shapes")):
+    exp == "recursive" and cfg.data.name not in ("mnist", "shapes")
+  ):
     number(cfg, "data.std", lo=0.0, lo_open=True)
     number(cfg, "detect.k_sigma", lo=0.0, lo_open=True)
     if cfg.data.name == "gaussian1d":
@@ -187,10 +208,13 @@ def validate(cfg) -> None:
     times = get(cfg, "plots.predictor_times")
     # Times >= diffusion.timesteps are skipped by the figure (a sweep over T shares them).
     if isinstance(times, (str, bytes)) or any(
-        isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times):
-      raise ConfigError("plots.predictor_times",
-                        f"must be a tuple of timesteps >= 0 (those >= diffusion.timesteps are "
-                        f"skipped), got {times!r}")
+      isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times
+    ):
+      raise ConfigError(
+        "plots.predictor_times",
+        f"must be a tuple of timesteps >= 0 (those >= diffusion.timesteps are "
+        f"skipped), got {times!r}",
+      )
   if exp in ("gaussian", "recursive") and "imbalance" in cfg.data:
     number(cfg, "data.imbalance", lo=0.0, lo_open=True)
   check = getattr(importlib.import_module(registry.EXPERIMENTS[exp].module), "check_config", None)
@@ -209,28 +233,38 @@ def _check_detect_window(cfg, T, sampler, num_steps) -> None:
   hi = integer(cfg, "detect.t_hi", lo=-1, hi=T - 1, hi_desc=f"diffusion.timesteps - 1 = {T - 1}")
   if (lo == -1) != (hi == -1):
     field = "detect.t_hi" if lo != -1 else "detect.t_lo"
-    raise ConfigError(field, f"must be in [0, {T - 1}] when the other end is set (or both -1 "
-                      f"for the last detect.window steps), got detect.t_lo={lo}, "
-                      f"detect.t_hi={hi}")
+    raise ConfigError(
+      field,
+      f"must be in [0, {T - 1}] when the other end is set (or both -1 "
+      f"for the last detect.window steps), got detect.t_lo={lo}, "
+      f"detect.t_hi={hi}",
+    )
   if lo == -1:
     return
   if hi < lo:
-    raise ConfigError("detect.t_hi", f"must be in [detect.t_lo={lo}, {T - 1}] (an empty "
-                      f"window otherwise), got {hi}")
+    raise ConfigError(
+      "detect.t_hi", f"must be in [detect.t_lo={lo}, {T - 1}] (an empty window otherwise), got {hi}"
+    )
   try:
     samplers.window_mask(samplers.reverse_timesteps(sampler, T, num_steps), 0, lo, hi)
   except ValueError:
-    raise ConfigError("detect.t_lo", f"the window {lo}..{hi} holds none of the "
-                      f"{len(samplers.reverse_timesteps(sampler, T, num_steps))} timesteps that "
-                      f"sample.sampler={sampler!r} visits; widen it") from None
+    raise ConfigError(
+      "detect.t_lo",
+      f"the window {lo}..{hi} holds none of the "
+      f"{len(samplers.reverse_timesteps(sampler, T, num_steps))} timesteps that "
+      f"sample.sampler={sampler!r} visits; widen it",
+    ) from None
 
 
 # -- helpers the experiments' own checks share ---------------------------------
 def name_list(cfg, field, allowed, allow_empty=False):
   v = get(cfg, field)
   if isinstance(v, str) or (not v and not allow_empty):
-    raise ConfigError(field, f"must be a {'' if allow_empty else 'non-empty '}tuple of names "
-                      f"from {', '.join(allowed)}, got {v!r}")
+    raise ConfigError(
+      field,
+      f"must be a {'' if allow_empty else 'non-empty '}tuple of names "
+      f"from {', '.join(allowed)}, got {v!r}",
+    )
   bad = [x for x in v if x not in allowed]
   if bad:
     raise ConfigError(field, f"{bad[0]!r} is not allowed; allowed: {', '.join(allowed)}")
@@ -240,7 +274,6 @@ def name_list(cfg, field, allowed, allow_empty=False):
 
 
 def timestep(cfg, field, T, name):
-  return integer(cfg, field, lo=0, hi=T - 1,
-              hi_desc=f"testbeds.{name}.diffusion.timesteps - 1 = {T - 1}")
-
-
+  return integer(
+    cfg, field, lo=0, hi=T - 1, hi_desc=f"testbeds.{name}.diffusion.timesteps - 1 = {T - 1}"
+  )

@@ -53,9 +53,11 @@ def group_masks(counts_final: np.ndarray, verdicts: np.ndarray, sized: np.ndarra
   multi = (verdicts == shapes.MULTIPLE_IN_COLUMN)[:, None]
   doubled = sized >= 2
   occupied = counts_final >= 1
-  return {"in-support columns": ins & occupied,
-          "doubled column (two in one column)": multi & doubled,
-          "other columns of two-in-one images": multi & occupied & ~doubled}
+  return {
+    "in-support columns": ins & occupied,
+    "doubled column (two in one column)": multi & doubled,
+    "other columns of two-in-one images": multi & occupied & ~doubled,
+  }
 
 
 def summarise(values: np.ndarray, T: int) -> dict:
@@ -63,19 +65,23 @@ def summarise(values: np.ndarray, T: int) -> dict:
   if not len(v):
     return {"n": 0}
   hist, edges = np.histogram(v, bins=min(20, T), range=(0, T))
-  return {"n": int(len(v)), "median": float(np.median(v)),
-          "quartiles": [float(np.percentile(v, 25)), float(np.percentile(v, 75))],
-          "mean": float(v.mean()), "histogram": hist.tolist(), "bin_edges": edges.tolist()}
+  return {
+    "n": int(len(v)),
+    "median": float(np.median(v)),
+    "quartiles": [float(np.percentile(v, 25)), float(np.percentile(v, 75))],
+    "mean": float(v.mean()),
+    "histogram": hist.tolist(),
+    "bin_edges": edges.tolist(),
+  }
 
 
-def later_commit_contrast(t_commit: np.ndarray, groups: dict, positive: str,
-                          negative: str) -> dict:
+def later_commit_contrast(t_commit: np.ndarray, groups: dict, positive: str, negative: str) -> dict:
   """AUROC (DeLong interval) that a column of ``positive`` is committed later (at a smaller
   timestep; the reverse process runs from T down to 0) than a column of ``negative``."""
-  return ts_lib.auroc_delong(-np.concatenate([t_commit[groups[positive]],
-                                              t_commit[groups[negative]]]),
-                             np.r_[np.ones(groups[positive].sum(), bool),
-                                   np.zeros(groups[negative].sum(), bool)])
+  return ts_lib.auroc_delong(
+    -np.concatenate([t_commit[groups[positive]], t_commit[groups[negative]]]),
+    np.r_[np.ones(groups[positive].sum(), bool), np.zeros(groups[negative].sum(), bool)],
+  )
 
 
 def latest_commit_score(t_commit: np.ndarray, occupied: np.ndarray, verdicts: np.ndarray) -> dict:
@@ -92,18 +98,22 @@ def latest_commit_score(t_commit: np.ndarray, occupied: np.ndarray, verdicts: np
 def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05) -> dict:
   cfg = detect.read_workdir(workdir)
   if cfg.experiment != "shapes":
-    raise DecisionError(f"--workdir: {workdir} holds a {cfg.experiment!r} run; the commit "
-                        "times need SIMPLE SHAPES (a per-column checker)")
+    raise DecisionError(
+      f"--workdir: {workdir} holds a {cfg.experiment!r} run; the commit "
+      "times need SIMPLE SHAPES (a per-column checker)"
+    )
   T = cfg.diffusion.timesteps
   n_steps = len(samplers.reverse_timesteps(cfg.sample.sampler, T, cfg.sample.num_steps))
   if not 1 <= stride <= n_steps:
-    raise DecisionError(f"--stride must be in [1, {n_steps}] (the sampler's reverse steps), "
-                        f"got {stride}")
+    raise DecisionError(
+      f"--stride must be in [1, {n_steps}] (the sampler's reverse steps), got {stride}"
+    )
   if num_samples < 1:
     raise DecisionError(f"--num_samples must be >= 1, got {num_samples}")
   if not 0 < tol < 2:
-    raise DecisionError(f"--tol must be in (0, 2) (an RMS distance on the [-1, 1] scale), "
-                        f"got {tol}")
+    raise DecisionError(
+      f"--tol must be in (0, 2) (an RMS distance on the [-1, 1] scale), got {tol}"
+    )
   mesh = sharding.make_mesh(cfg.num_devices or None)
   wd = Workdir(workdir)
   wd.lock()
@@ -111,84 +121,122 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
     shape = pipeline.input_shape(cfg)
     trainer = pipeline.make_trainer(cfg, mesh)
     manager = wd.checkpoint_manager()
-    state, step = train.restore_checkpoint(manager, trainer.abstract_state(
-        jnp.zeros((1,) + shape, jnp.float32)))
+    state, step = train.restore_checkpoint(
+      manager, trainer.abstract_state(jnp.zeros((1,) + shape, jnp.float32))
+    )
     manager.close()
     if state is None:
       raise WorkdirError(f"--workdir: no readable checkpoint in {wd.checkpoints}")
     model = detect.make_model(cfg)
-    sample_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh,
-                                       clip_x0=1.0, traj_stride=stride)
+    sample_jit = pipeline.make_sampler(
+      cfg, pipeline.eps_fn_for(model), shape, mesh=mesh, clip_x0=1.0, traj_stride=stride
+    )
     os.makedirs(wd.file(os.path.join(OUT, "figures")), exist_ok=True)
-    out = pipeline.draw_samples(cfg, sample_jit, state.ema_params, num_samples, mesh=mesh,
-                                label="decision", workdir=wd,
-                                cache=os.path.join(OUT, f"samples_stride{stride}.npz"),
-                                step=step, traj_stride=stride)
+    out = pipeline.draw_samples(
+      cfg,
+      sample_jit,
+      state.ema_params,
+      num_samples,
+      mesh=mesh,
+      label="decision",
+      workdir=wd,
+      cache=os.path.join(OUT, f"samples_stride{stride}.npz"),
+      step=step,
+      traj_stride=stride,
+    )
     ok = np.all(np.isfinite(out.samples.reshape(len(out.samples), -1)), axis=1)
     final = np.clip(out.samples[ok], -1, 1)
-    traj = np.clip(out.x0_trajectory[ok], -1, 1)                      # [B, K, H, W, 1]
+    traj = np.clip(out.x0_trajectory[ok], -1, 1)  # [B, K, H, W, 1]
     b, k = traj.shape[:2]
     ts = samplers.reverse_timesteps(cfg.sample.sampler, T, cfg.sample.num_steps)
     kept = np.unique(np.append(np.arange(0, len(ts), stride), len(ts) - 1))
-    t_of_frame = np.asarray(ts)[kept]                                 # descending timesteps
+    t_of_frame = np.asarray(ts)[kept]  # descending timesteps
     res_final = shapes.check(final, scale=cfg.data.scale)
     frames = shapes.check(traj.reshape((b * k,) + traj.shape[2:]), scale=cfg.data.scale)
-    counts_traj = frames.counts.reshape(b, k, -1)                     # [B, K, C]
-    commit_checker = ts_lib.last_change_index(np.moveaxis(counts_traj, 1, -1))   # [B, C]
+    counts_traj = frames.counts.reshape(b, k, -1)  # [B, K, C]
+    commit_checker = ts_lib.last_change_index(np.moveaxis(counts_traj, 1, -1))  # [B, C]
     geom = shapes.get_geometry(cfg.data.scale)
-    dist = ts_lib.column_distances(traj, final, geom.column_edges)    # [B, K, C]
+    dist = ts_lib.column_distances(traj, final, geom.column_edges)  # [B, K, C]
     commit_dist = ts_lib.last_change_index(np.moveaxis(dist <= tol, 1, -1))
     # A column whose distance is above tol at the last kept frame (never) does not occur:
     # the last frame's x0 is the final image up to the last step's noise-free update.
     t_checker = t_of_frame[np.minimum(commit_checker, k - 1)]
     t_dist = t_of_frame[np.minimum(commit_dist, k - 1)]
     groups = group_masks(res_final.counts, res_final.verdicts, res_final.sized)
-    res = {"workdir": wd.path, "checkpoint_step": int(step), "timesteps": T,
-           "num_samples": int(b), "num_non_finite": int((~ok).sum()), "stride": stride,
-           "tol": tol, "counts": shapes.count_verdicts(res_final.verdicts),
-           "commit_timestep": {}, "later_than_in_support": {}, "latest_commit_score": {},
-           "definition": {
-               "checker": "the column's blob count in x0 equals the final image's from this "
-                          "timestep on",
-               "distance": f"the column's RMS distance to the final image stays <= {tol} "
-                           "from this timestep on",
-               "later_than_in_support": "AUROC that a column of the group is committed later "
-                                        "(smaller t) than an in-support image's shape column",
-               "latest_commit_score": "per image, the latest commit among its occupied "
-                                      "columns as a score: AUROC for two in one column vs "
-                                      "in support (reads the final image: a diagnosis, not a "
-                                      "detector)"}}
+    res = {
+      "workdir": wd.path,
+      "checkpoint_step": int(step),
+      "timesteps": T,
+      "num_samples": int(b),
+      "num_non_finite": int((~ok).sum()),
+      "stride": stride,
+      "tol": tol,
+      "counts": shapes.count_verdicts(res_final.verdicts),
+      "commit_timestep": {},
+      "later_than_in_support": {},
+      "latest_commit_score": {},
+      "definition": {
+        "checker": "the column's blob count in x0 equals the final image's from this timestep on",
+        "distance": f"the column's RMS distance to the final image stays <= {tol} "
+        "from this timestep on",
+        "later_than_in_support": "AUROC that a column of the group is committed later "
+        "(smaller t) than an in-support image's shape column",
+        "latest_commit_score": "per image, the latest commit among its occupied "
+        "columns as a score: AUROC for two in one column vs "
+        "in support (reads the final image: a diagnosis, not a "
+        "detector)",
+      },
+    }
     for name, t_commit in (("checker", t_checker), ("distance", t_dist)):
       res["commit_timestep"][name] = {g: summarise(t_commit[m], T) for g, m in groups.items()}
       res["later_than_in_support"][name] = {
-          g: later_commit_contrast(t_commit, groups, g, "in-support columns")
-          for g in groups if g != "in-support columns"}
+        g: later_commit_contrast(t_commit, groups, g, "in-support columns")
+        for g in groups
+        if g != "in-support columns"
+      }
       res["latest_commit_score"][name] = latest_commit_score(
-          t_commit, res_final.counts >= 1, res_final.verdicts)
-      plots.commit_histograms(wd.file(os.path.join(OUT, "figures", f"commit_{name}.png")),
-                              {g: t_commit[m] for g, m in groups.items()}, T,
-                              f"commit timestep ({name}); the reverse process runs right "
-                              "to left")
+        t_commit, res_final.counts >= 1, res_final.verdicts
+      )
+      plots.commit_histograms(
+        wd.file(os.path.join(OUT, "figures", f"commit_{name}.png")),
+        {g: t_commit[m] for g, m in groups.items()},
+        T,
+        f"commit timestep ({name}); the reverse process runs right to left",
+      )
     examples = {}
     for v in (shapes.IN_SUPPORT, shapes.MULTIPLE_IN_COLUMN):
       for i in np.flatnonzero(res_final.verdicts == v)[:3]:
         examples[f"{v} #{i}"] = dist[i]
-    plots.column_traces(wd.file(os.path.join(OUT, "figures", "column_traces.png")),
-                        t_of_frame, examples, ("left (triangle)", "middle (square)",
-                                               "right (pentagon)"))
+    plots.column_traces(
+      wd.file(os.path.join(OUT, "figures", "column_traces.png")),
+      t_of_frame,
+      examples,
+      ("left (triangle)", "middle (square)", "right (pentagon)"),
+    )
     write_json(wd.file(os.path.join(OUT, "results.json")), res)
     for g in groups:
       s = res["commit_timestep"]["checker"][g]
       if s["n"]:
-        logging.info("decision: %s: n=%d, committed at t = %.1f (median; quartiles %.1f, %.1f)",
-                     g, s["n"], s["median"], *s["quartiles"])
+        logging.info(
+          "decision: %s: n=%d, committed at t = %.1f (median; quartiles %.1f, %.1f)",
+          g,
+          s["n"],
+          s["median"],
+          *s["quartiles"],
+        )
     for name in ("checker", "distance"):
       c = res["later_than_in_support"][name]["doubled column (two in one column)"]
       a = res["latest_commit_score"][name]
       if c["auroc"] is not None and a["auroc"] is not None:
-        logging.info("decision (%s): doubled column later than in-support columns: AUROC %.3f "
-                     "[%.3f, %.3f]; latest-commit image score: AUROC %.3f [%.3f, %.3f]", name,
-                     c["auroc"], *c["ci95"], a["auroc"], *a["ci95"])
+        logging.info(
+          "decision (%s): doubled column later than in-support columns: AUROC %.3f "
+          "[%.3f, %.3f]; latest-commit image score: AUROC %.3f [%.3f, %.3f]",
+          name,
+          c["auroc"],
+          *c["ci95"],
+          a["auroc"],
+          *a["ci95"],
+        )
     return res
   finally:
     wd.unlock()
@@ -196,8 +244,10 @@ def run(workdir: str, num_samples: int = 256, stride: int = 1, tol: float = 0.05
 
 def main(argv):
   cli.start(argv)
-  cli.run_or_exit(lambda: run(FLAGS.workdir, FLAGS.num_samples, FLAGS.stride, FLAGS.tol),
-                  (DecisionError, detect.StudyError, WorkdirError))
+  cli.run_or_exit(
+    lambda: run(FLAGS.workdir, FLAGS.num_samples, FLAGS.stride, FLAGS.tol),
+    (DecisionError, detect.StudyError, WorkdirError),
+  )
 
 
 if __name__ == "__main__":

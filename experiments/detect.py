@@ -57,8 +57,13 @@ STUDY = "study"
 CACHE = os.path.join(STUDY, "scores_cache.npz")
 REIMPL_WINDOW = "p20-35"
 EXPERIMENTS = ("shapes", "gaussian")
-VERDICT_COLORS = {"in_support": "#2ca02c", "multiple_in_column": "#d62728",
-                  "malformed": "#ff7f0e", "blank": "#7f7f7f", "hallucination": "#d62728"}
+VERDICT_COLORS = {
+  "in_support": "#2ca02c",
+  "multiple_in_column": "#d62728",
+  "malformed": "#ff7f0e",
+  "blank": "#7f7f7f",
+  "hallucination": "#d62728",
+}
 
 
 class StudyError(RuntimeError):
@@ -66,6 +71,7 @@ class StudyError(RuntimeError):
 
 
 # -- the workdir ---------------------------------------------------------------------------
+
 
 def checkpoint_steps(path: str) -> list:
   d = os.path.join(path, "checkpoints")
@@ -80,12 +86,16 @@ def read_workdir(path: str):
     raise StudyError("--workdir is required (a workdir that experiments.main trained)")
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isdir(path):
-    raise StudyError(f"--workdir: {path} does not exist; train one first, e.g. python -m "
-                     f"experiments.main --config=configs/shapes.py --workdir={path}")
+    raise StudyError(
+      f"--workdir: {path} does not exist; train one first, e.g. python -m "
+      f"experiments.main --config=configs/shapes.py --workdir={path}"
+    )
   if not os.path.isfile(cfg_path):
-    raise StudyError(f"--workdir: {path} has no config.json (not a workdir of "
-                     f"experiments.main); train one first, e.g. python -m experiments.main "
-                     f"--config=configs/shapes.py --workdir={path}")
+    raise StudyError(
+      f"--workdir: {path} has no config.json (not a workdir of "
+      f"experiments.main); train one first, e.g. python -m experiments.main "
+      f"--config=configs/shapes.py --workdir={path}"
+    )
   try:
     with open(cfg_path) as f:
       raw = json.load(f)
@@ -94,15 +104,20 @@ def read_workdir(path: str):
   cfg = ml_collections.ConfigDict(raw)
   exp = raw.get("experiment")
   if exp not in EXPERIMENTS:
-    raise StudyError(f"--workdir: {path} holds a {exp!r} run; the study reads "
-                     f"{' or '.join(EXPERIMENTS)} workdirs")
+    raise StudyError(
+      f"--workdir: {path} holds a {exp!r} run; the study reads {' or '.join(EXPERIMENTS)} workdirs"
+    )
   if exp == "gaussian" and raw.get("sweep", {}).get("enabled"):
-    raise StudyError(f"--workdir: {path} holds a sweep (one model per point); the study reads "
-                     f"single-model workdirs")
+    raise StudyError(
+      f"--workdir: {path} holds a sweep (one model per point); the study reads "
+      f"single-model workdirs"
+    )
   if not checkpoint_steps(path):
-    raise StudyError(f"--workdir: {path} holds no checkpoint (checkpoints/ is empty or "
-                     f"missing); train first: python -m experiments.main --config=... "
-                     f"--workdir={path}")
+    raise StudyError(
+      f"--workdir: {path} holds no checkpoint (checkpoints/ is empty or "
+      f"missing); train first: python -m experiments.main --config=... "
+      f"--workdir={path}"
+    )
   try:
     config_check.validate(cfg)
   except ConfigError as e:
@@ -119,13 +134,16 @@ def data_spec(cfg):
       images = np.clip(x, -1.0, 1.0)
       verdicts = shapes.check(images, scale=cfg.data.scale).verdicts
       return np.asarray(verdicts)
+
     return pipeline.input_shape(cfg), 1.0, True, label
   from experiments import gaussian
+
   mixture = gaussian.make_mixture(cfg)
 
   def label(x):
     hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, cfg.detect.k_sigma)
     return np.where(hal, "hallucination", "in_support")
+
   return (mixture.dim,), None, False, label
 
 
@@ -134,6 +152,7 @@ def make_model(cfg):
   model = pipeline.make_model(cfg)
   if cfg.model.name == "unet":
     from mode_interp.networks import unet
+
     dtype = unet.compute_dtype(cfg.model.get("dtype", "float32"))
     if model.dtype != dtype:
       model = model.clone(dtype=dtype)
@@ -142,11 +161,13 @@ def make_model(cfg):
 
 # -- the plan ------------------------------------------------------------------------------
 
+
 class Plan:
   """Everything decided before any work: windows, sources, reductions, names, chunking."""
 
-  def __init__(self, cfg, num_samples, chunk_size, windows_spec, reductions_spec, max_carry_mb,
-               n_dev):
+  def __init__(
+    self, cfg, num_samples, chunk_size, windows_spec, reductions_spec, max_carry_mb, n_dev
+  ):
     self.shape, self.clip, self.image, self.label = data_spec(cfg)
     T = cfg.diffusion.timesteps
     self.ts = samplers.reverse_timesteps(cfg.sample.sampler, T, cfg.sample.num_steps)
@@ -176,7 +197,7 @@ class Plan:
     chunk = chunk_size or min(cfg.sample.chunk_size, cap)
     chunk = min(chunk, self.num_samples)
     self.chunk = -(-chunk // n_dev) * n_dev
-    self.carry_mb = per_sample * self.chunk / 2 ** 20
+    self.carry_mb = per_sample * self.chunk / 2**20
     self.names = ts_lib.score_names(self.sources, self.windows, self.reductions)
     rng = lambda name: next(w for w in self.windows if name == w.name or name in w.aliases)
     self.paper = f"x0|{rng(paper_name).name}|mean"
@@ -184,22 +205,40 @@ class Plan:
 
   def fingerprint(self, cfg, step) -> str:
     s = cfg.sample
-    return json.dumps({"step": int(step), "sampler": s.sampler, "variance": s.variance,
-                       "num_steps": s.num_steps, "eta": s.eta, "clip": self.clip,
-                       "seed": cfg.seed, "window": cfg.detect.window,
-                       "windows": [[w.t_lo, w.t_hi] for w in self.windows],
-                       "sources": list(self.sources), "reductions": list(self.reductions),
-                       "dtype": cfg.model.get("dtype", "float32")}, sort_keys=True)
+    return json.dumps(
+      {
+        "step": int(step),
+        "sampler": s.sampler,
+        "variance": s.variance,
+        "num_steps": s.num_steps,
+        "eta": s.eta,
+        "clip": self.clip,
+        "seed": cfg.seed,
+        "window": cfg.detect.window,
+        "windows": [[w.t_lo, w.t_hi] for w in self.windows],
+        "sources": list(self.sources),
+        "reductions": list(self.reductions),
+        "dtype": cfg.model.get("dtype", "float32"),
+      },
+      sort_keys=True,
+    )
 
 
 def make_study_fn(cfg, plan, model, mesh):
   spec = samplers.SamplerSpec(
-      shape=plan.shape, window=cfg.detect.window, variance=cfg.sample.variance,
-      num_steps=cfg.sample.num_steps, eta=cfg.sample.eta, clip_x0=plan.clip, reduction="mean",
-      study_windows=tuple((w.t_lo, w.t_hi) for w in plan.windows),
-      study_sources=tuple(plan.sources))
-  fn = samplers.get_sampling_fn(cfg.sample.sampler, pipeline.make_schedule(cfg),
-                                pipeline.eps_fn_for(model), spec)
+    shape=plan.shape,
+    window=cfg.detect.window,
+    variance=cfg.sample.variance,
+    num_steps=cfg.sample.num_steps,
+    eta=cfg.sample.eta,
+    clip_x0=plan.clip,
+    reduction="mean",
+    study_windows=tuple((w.t_lo, w.t_hi) for w in plan.windows),
+    study_sources=tuple(plan.sources),
+  )
+  fn = samplers.get_sampling_fn(
+    cfg.sample.sampler, pipeline.make_schedule(cfg), pipeline.eps_fn_for(model), spec
+  )
 
   def study_chunk(params, key, indices):
     out = fn(params, key, indices)
@@ -227,13 +266,16 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
   drawn = 0
   while have < plan.num_samples:
     if preemption.should_stop():
-      raise Preempted(f"study: preempted while sampling ({have} of {plan.num_samples} samples "
-                      f"scored and saved in {CACHE}); rerun the same command to resume")
+      raise Preempted(
+        f"study: preempted while sampling ({have} of {plan.num_samples} samples "
+        f"scored and saved in {CACHE}); rerun the same command to resume"
+      )
     drawn += 1
     faults.maybe_kill("study_chunk", drawn)
     n = min(plan.chunk, plan.num_samples - have)
-    idx = jax.device_put(np.arange(have, have + plan.chunk, dtype=np.int32),
-                         sharding.data_sharding(mesh))
+    idx = jax.device_put(
+      np.arange(have, have + plan.chunk, dtype=np.int32), sharding.data_sharding(mesh)
+    )
     tc = time.time()
     out = [sharding.to_host(a)[:n] for a in study_jit(params, key, idx)]
     for k, v in zip(("samples", "traj_variance", "scores"), out):
@@ -248,6 +290,7 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
 
 
 # -- the measurements ----------------------------------------------------------------------
+
 
 def _parts(name):
   s, w, r = name.split("|")
@@ -266,33 +309,56 @@ def measure(cfg, plan, scores, verdicts, split_seed):
   for k, name in enumerate(plan.names):
     s, w, r = _parts(name)
     win = next(x for x in plan.windows if x.name == w)
-    row = {"name": name, "source": s, "window": w, "t_lo": win.t_lo, "t_hi": win.t_hi,
-           "aliases": list(win.aliases), "reduction": r}
+    row = {
+      "name": name,
+      "source": s,
+      "window": w,
+      "t_lo": win.t_lo,
+      "t_hi": win.t_hi,
+      "aliases": list(win.aliases),
+      "reduction": r,
+    }
     for half, mask in (("selection", sel & ok), ("held_out", ~sel & ok)):
       row[half] = ts_lib.auroc_delong(scores[mask, k], hal[mask])
     rows.append(row)
   best, sel_aurocs = ts_lib.select_best(plan.names, scores[ok], hal[ok], sel[ok])
   headline = {}
-  requested = {"best": None, "paper": f"last{cfg.detect.window}",
-               "reimplementation": REIMPL_WINDOW}
-  for role, name in (("best", plan.names[best]), ("paper", plan.paper),
-                     ("reimplementation", plan.reimpl)):
+  requested = {"best": None, "paper": f"last{cfg.detect.window}", "reimplementation": REIMPL_WINDOW}
+  for role, name in (
+    ("best", plan.names[best]),
+    ("paper", plan.paper),
+    ("reimplementation", plan.reimpl),
+  ):
     k = plan.names.index(name)
     on_sel = ts_lib.evaluate_score(scores[sel & ok, k], hal[sel & ok], keep, remove)
-    held = ts_lib.evaluate_score(scores[~sel & ok, k], hal[~sel & ok], keep, remove,
-                                 threshold=on_sel["threshold"])
+    held = ts_lib.evaluate_score(
+      scores[~sel & ok, k], hal[~sel & ok], keep, remove, threshold=on_sel["threshold"]
+    )
     m = (~sel & ok) & (multi | ~hal)
     held_multi = ts_lib.evaluate_score(scores[m, k], multi[m], keep, remove)
     s, w, r = _parts(name)
     win = next(x for x in plan.windows if x.name == w)
-    headline[role] = {"name": name, "requested_window": requested[role] or w,
-                      "source": s, "window": w, "t_lo": win.t_lo,
-                      "t_hi": win.t_hi, "reduction": r, "selection": on_sel, "held_out": held,
-                      "held_out_multiple_in_column": held_multi}
+    headline[role] = {
+      "name": name,
+      "requested_window": requested[role] or w,
+      "source": s,
+      "window": w,
+      "t_lo": win.t_lo,
+      "t_hi": win.t_hi,
+      "reduction": r,
+      "selection": on_sel,
+      "held_out": held,
+      "held_out_multiple_in_column": held_multi,
+    }
   counts = {str(v): int(np.sum(verdicts[ok] == v)) for v in np.unique(verdicts[ok])}
-  halves = {h: {"n": int(np.sum(m & ok)), "hallucinations": int(np.sum(m & ok & hal)),
-                "multiple_in_column": int(np.sum(m & ok & multi))}
-            for h, m in (("selection", sel), ("held_out", ~sel))}
+  halves = {
+    h: {
+      "n": int(np.sum(m & ok)),
+      "hallucinations": int(np.sum(m & ok & hal)),
+      "multiple_in_column": int(np.sum(m & ok & multi)),
+    }
+    for h, m in (("selection", sel), ("held_out", ~sel))
+  }
   return rows, best, headline, counts, halves, sel, ok
 
 
@@ -312,33 +378,51 @@ def write_markdown(path, res):
   h = res["headline"]
   keep = res["keep_in_support"]
   remove = res["remove_hallucinations"]
-  lines = [f"# Detection study: {res['workdir']}", "",
-           f"Checkpoint step {res['checkpoint_step']}, {res['num_samples']} samples "
-           f"(T = {res['timesteps']}, sampler {res['sampler']}), counts {res['counts']}; "
-           f"selection half {res['halves']['selection']}, held-out half "
-           f"{res['halves']['held_out']} (split seed {res['split_seed']}).", "",
-           "## Held-out half (the best score was chosen on the selection half only)", "",
-           f"| role | score | window (t) | scale | reduction | AUROC [95% CI] | removed at "
-           f"{100 * keep:.0f}% kept | kept at {100 * remove:.0f}% removed | removed at the "
-           f"selection half's threshold | AUROC multi vs in-support |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"# Detection study: {res['workdir']}",
+    "",
+    f"Checkpoint step {res['checkpoint_step']}, {res['num_samples']} samples "
+    f"(T = {res['timesteps']}, sampler {res['sampler']}), counts {res['counts']}; "
+    f"selection half {res['halves']['selection']}, held-out half "
+    f"{res['halves']['held_out']} (split seed {res['split_seed']}).",
+    "",
+    "## Held-out half (the best score was chosen on the selection half only)",
+    "",
+    f"| role | score | window (t) | scale | reduction | AUROC [95% CI] | removed at "
+    f"{100 * keep:.0f}% kept | kept at {100 * remove:.0f}% removed | removed at the "
+    f"selection half's threshold | AUROC multi vs in-support |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for role in ("best", "paper", "reimplementation"):
     r = h[role]
     ho = r["held_out"]
     ft = ho.get("fixed_threshold", {})
-    wname = r["window"] if r["requested_window"] == r["window"] else \
-        f"{r['requested_window']} = {r['window']}"
-    lines.append(f"| {role} | `{r['name']}` | {wname} ({r['t_lo']}..{r['t_hi']}) | "
-                 f"{r['source']} | {r['reduction']} | {_fmt_ci(ho)} | "
-                 f"{_fmt_rate(ho['removed_at_keep'])} | {_fmt_rate(ho['kept_at_removal'])} | "
-                 f"{_fmt_rate(ft.get('removed', {}))} (kept {_fmt_rate(ft.get('kept', {}))}) | "
-                 f"{_fmt_ci(r['held_out_multiple_in_column'])} |")
-  lines += ["", f"Verdict: {res['verdict']}", "",
-            "## Every score (sorted by selection-half AUROC)", "",
-            "| score | t | AUROC selection | AUROC held-out [95% CI] |", "|---|---|---|---|"]
+    wname = (
+      r["window"]
+      if r["requested_window"] == r["window"]
+      else f"{r['requested_window']} = {r['window']}"
+    )
+    lines.append(
+      f"| {role} | `{r['name']}` | {wname} ({r['t_lo']}..{r['t_hi']}) | "
+      f"{r['source']} | {r['reduction']} | {_fmt_ci(ho)} | "
+      f"{_fmt_rate(ho['removed_at_keep'])} | {_fmt_rate(ho['kept_at_removal'])} | "
+      f"{_fmt_rate(ft.get('removed', {}))} (kept {_fmt_rate(ft.get('kept', {}))}) | "
+      f"{_fmt_ci(r['held_out_multiple_in_column'])} |"
+    )
+  lines += [
+    "",
+    f"Verdict: {res['verdict']}",
+    "",
+    "## Every score (sorted by selection-half AUROC)",
+    "",
+    "| score | t | AUROC selection | AUROC held-out [95% CI] |",
+    "|---|---|---|---|",
+  ]
   for row in sorted(res["scores"], key=lambda r: -(r["selection"]["auroc"] or 0)):
-    lines.append(f"| `{row['name']}` | {row['t_lo']}..{row['t_hi']} | "
-                 f"{_fmt_ci(row['selection']).split(' ')[0]} | {_fmt_ci(row['held_out'])} |")
+    lines.append(
+      f"| `{row['name']}` | {row['t_lo']}..{row['t_hi']} | "
+      f"{_fmt_ci(row['selection']).split(' ')[0]} | {_fmt_ci(row['held_out'])} |"
+    )
   lines += ["", f"Timing: {res['timing']}", ""]
   with open(path, "w") as f:
     f.write("\n".join(lines))
@@ -347,6 +431,7 @@ def write_markdown(path, res):
 def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
   import matplotlib.pyplot as plt
   from mode_interp import plots
+
   os.makedirs(fig_dir, exist_ok=True)
   held = ~sel & ok
   hal = verdicts != "in_support"
@@ -362,8 +447,14 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
     edges = np.logspace(lo - 0.1, hi + 0.1, 60)
     for verdict in np.unique(v):
       m = v == verdict
-      ax.hist(np.maximum(s[m], edges[0]), edges, alpha=0.5, density=True,
-              color=VERDICT_COLORS.get(verdict), label=f"{verdict} ({int(m.sum())})")
+      ax.hist(
+        np.maximum(s[m], edges[0]),
+        edges,
+        alpha=0.5,
+        density=True,
+        color=VERDICT_COLORS.get(verdict),
+        label=f"{verdict} ({int(m.sum())})",
+      )
     if thr is not None:
       ax.axvline(thr, color="k", ls="--", label="96% in-support kept")
     ax.set_xscale("log")
@@ -389,13 +480,19 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
 
   h = res["headline"]
   if held.sum() and hal[held].any() and (~hal[held]).any():
-    hist(os.path.join(fig_dir, "hist_paper.png"), h["paper"]["name"],
-         h["paper"]["held_out"]["threshold"])
-    hist(os.path.join(fig_dir, "hist_best.png"), h["best"]["name"],
-         h["best"]["held_out"]["threshold"])
-    roc(os.path.join(fig_dir, "roc_headline.png"),
-        list(dict.fromkeys(h[r]["name"] for r in ("best", "paper", "reimplementation"))),
-        "held-out half: best (selected), paper, reimplementation")
+    hist(
+      os.path.join(fig_dir, "hist_paper.png"),
+      h["paper"]["name"],
+      h["paper"]["held_out"]["threshold"],
+    )
+    hist(
+      os.path.join(fig_dir, "hist_best.png"), h["best"]["name"], h["best"]["held_out"]["threshold"]
+    )
+    roc(
+      os.path.join(fig_dir, "roc_headline.png"),
+      list(dict.fromkeys(h[r]["name"] for r in ("best", "paper", "reimplementation"))),
+      "held-out half: best (selected), paper, reimplementation",
+    )
     sel_auc = {r["name"]: r["selection"]["auroc"] or 0 for r in res["scores"]}
     for source in plan.sources:
       # A family: one source; per reduction, the window with the best selection AUROC.
@@ -403,8 +500,11 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
       for red in plan.reductions:
         cands = [n for n in plan.names if n.startswith(source + "|") and n.endswith("|" + red)]
         names.append(max(cands, key=lambda n: sel_auc[n]))
-      roc(os.path.join(fig_dir, f"roc_{source}.png"), names,
-          f"source {source}: best window per reduction (held-out half)")
+      roc(
+        os.path.join(fig_dir, f"roc_{source}.png"),
+        names,
+        f"source {source}: best window per reduction (held-out half)",
+      )
     thr = h["best"]["held_out"]["threshold"]
     if plan.image and thr is not None:
       idx = np.flatnonzero(held)
@@ -412,15 +512,23 @@ def figures(fig_dir, plan, res, scores, verdicts, samples, sel, ok):
       removed = idx[s > thr][np.argsort(-s[s > thr])][:32]
       kept = idx[s <= thr][:32]
       both = np.concatenate([kept, removed])
-      short = {"in_support": "ok", "multiple_in_column": "multi", "malformed": "malf",
-               "blank": "blank"}
-      plots.image_grid(os.path.join(fig_dir, "best_kept_removed.png"),
-                       np.clip(samples[both], -1, 1),
-                       labels=[("keep " if i < len(kept) else "drop ") + short.get(verdicts[j], "?")
-                               for i, j in enumerate(both)],
-                       colors=[VERDICT_COLORS.get(verdicts[j], "k") for j in both],
-                       title=f"held-out: first {len(kept)} kept | {len(removed)} removed "
-                             f"(highest {h['best']['name']})")
+      short = {
+        "in_support": "ok",
+        "multiple_in_column": "multi",
+        "malformed": "malf",
+        "blank": "blank",
+      }
+      plots.image_grid(
+        os.path.join(fig_dir, "best_kept_removed.png"),
+        np.clip(samples[both], -1, 1),
+        labels=[
+          ("keep " if i < len(kept) else "drop ") + short.get(verdicts[j], "?")
+          for i, j in enumerate(both)
+        ],
+        colors=[VERDICT_COLORS.get(verdicts[j], "k") for j in both],
+        title=f"held-out: first {len(kept)} kept | {len(removed)} removed "
+        f"(highest {h['best']['name']})",
+      )
 
 
 def verdict_line(res) -> str:
@@ -430,43 +538,69 @@ def verdict_line(res) -> str:
     r = res["headline"][role]["held_out"]["removed_at_keep"]
     if r["rate"] is None:
       return "no verdict: a class is empty on the held-out half"
-    parts.append(f"{role} removes {100 * r['rate']:.1f}% [{100 * r['ci95'][0]:.1f}, "
-                 f"{100 * r['ci95'][1]:.1f}]")
-  best = max(res["headline"][r]["held_out"]["removed_at_keep"]["rate"]
-             for r in ("paper", "reimplementation", "best"))
+    parts.append(
+      f"{role} removes {100 * r['rate']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+    )
+  best = max(
+    res["headline"][r]["held_out"]["removed_at_keep"]["rate"]
+    for r in ("paper", "reimplementation", "best")
+  )
   reached = best >= target_removed
-  return (f"{'REACHED' if reached else 'NOT reached'}: at {100 * keep:.0f}% in-support kept, "
-          + "; ".join(parts) + f" of the held-out hallucinations (target >= "
-          f"{100 * target_removed:.0f}%"
-          + ("" if reached else f"; short by {100 * (target_removed - best):.1f} points") + ")")
+  return (
+    f"{'REACHED' if reached else 'NOT reached'}: at {100 * keep:.0f}% in-support kept, "
+    + "; ".join(parts)
+    + f" of the held-out hallucinations (target >= "
+    f"{100 * target_removed:.0f}%"
+    + ("" if reached else f"; short by {100 * (target_removed - best):.1f} points")
+    + ")"
+  )
 
 
 # -- the command ---------------------------------------------------------------------------
 
-def run_study(workdir: str, num_samples: int = 0, chunk_size: int = 0,
-              windows: str = ts_lib.DEFAULT_WINDOWS, reductions: str = ",".join(ts_lib.REDUCTIONS),
-              split_seed: int = 0, max_carry_mb: int = 768) -> dict:
+
+def run_study(
+  workdir: str,
+  num_samples: int = 0,
+  chunk_size: int = 0,
+  windows: str = ts_lib.DEFAULT_WINDOWS,
+  reductions: str = ",".join(ts_lib.REDUCTIONS),
+  split_seed: int = 0,
+  max_carry_mb: int = 768,
+) -> dict:
   """The study (see the module docstring); raises :class:`StudyError` / :class:`WorkdirError`
   for what can be found before any work. Returns the results dict."""
   t_start = time.time()
   cfg = read_workdir(workdir)
   mesh = sharding.make_mesh(cfg.num_devices or None)
-  plan = Plan(cfg, num_samples, chunk_size, windows, reductions, max_carry_mb,
-              sharding.num_shards(mesh))
+  plan = Plan(
+    cfg, num_samples, chunk_size, windows, reductions, max_carry_mb, sharding.num_shards(mesh)
+  )
   wd = Workdir(workdir)
   wd.lock()
   try:
     os.makedirs(wd.file(STUDY), exist_ok=True)
-    logging.info("study: %s, %d samples in chunks of %d (carry ~%.0f MB), %d windows x %d "
-                 "sources x %d reductions = %d scores", wd.path, plan.num_samples, plan.chunk,
-                 plan.carry_mb, len(plan.windows), len(plan.sources), len(plan.reductions),
-                 len(plan.names))
+    logging.info(
+      "study: %s, %d samples in chunks of %d (carry ~%.0f MB), %d windows x %d "
+      "sources x %d reductions = %d scores",
+      wd.path,
+      plan.num_samples,
+      plan.chunk,
+      plan.carry_mb,
+      len(plan.windows),
+      len(plan.sources),
+      len(plan.reductions),
+      len(plan.names),
+    )
     for w in plan.windows:
-      logging.info("study: window %s", w.label + (f" (= {', '.join(w.aliases)})" if w.aliases else ""))
+      logging.info(
+        "study: window %s", w.label + (f" (= {', '.join(w.aliases)})" if w.aliases else "")
+      )
     trainer = pipeline.make_trainer(cfg, mesh)
     manager = wd.checkpoint_manager()
     state, step = train.restore_checkpoint(
-        manager, trainer.abstract_state(jnp.zeros((1,) + plan.shape, jnp.float32)))
+      manager, trainer.abstract_state(jnp.zeros((1,) + plan.shape, jnp.float32))
+    )
     manager.close()
     if state is None:
       raise StudyError(f"--workdir: no readable checkpoint in {wd.checkpoints}")
@@ -484,38 +618,62 @@ def run_study(workdir: str, num_samples: int = 0, chunk_size: int = 0,
     # Consistency: the family's paper score is the sampler's own trajectory variance, and
     # (same key, same indices) the main run's cached one.
     k_paper = plan.names.index(plan.paper)
-    consistency = {"paper_vs_sampler_max_rel_diff": float(np.nanmax(
-        np.abs(scores[:, k_paper] - tv) / np.maximum(np.abs(tv), 1e-30))) if len(tv) else None}
+    consistency = {
+      "paper_vs_sampler_max_rel_diff": float(
+        np.nanmax(np.abs(scores[:, k_paper] - tv) / np.maximum(np.abs(tv), 1e-30))
+      )
+      if len(tv)
+      else None
+    }
     main = wd.load_arrays("samples.npz")
     if main is not None and int(main.get("step", -1)) == step and "traj_variance" in main:
       m = min(len(main["traj_variance"]), len(tv))
       if m:
         consistency["main_run_samples_compared"] = m
         consistency["main_run_max_abs_sample_diff"] = float(
-            np.max(np.abs(main["samples"][:m] - samples[:m])))
-        consistency["main_run_traj_variance_max_rel_diff"] = float(np.max(
-            np.abs(main["traj_variance"][:m] - tv[:m]) / np.maximum(np.abs(tv[:m]), 1e-30)))
-    res = {"workdir": wd.path, "experiment": cfg.experiment, "checkpoint_step": step,
-           "num_samples": int(len(samples)), "num_non_finite": int((~ok).sum()),
-           "timesteps": cfg.diffusion.timesteps, "sampler": cfg.sample.sampler,
-           "keep_in_support": cfg.detect.keep_in_support,
-           "remove_hallucinations": cfg.detect.remove_hallucinations,
-           "split_seed": split_seed, "counts": counts, "halves": halves,
-           "windows": [{"name": w.name, "t_lo": w.t_lo, "t_hi": w.t_hi, "aliases": list(w.aliases)}
-                       for w in plan.windows],
-           "window_mapping": "pA-B: t_lo = floor(A*T/1000), t_hi = max(t_lo, ceil((B+1)*T/1000)-1)",
-           "sources": list(plan.sources), "reductions": list(plan.reductions),
-           "best_selected_on_selection_half": plan.names[best],
-           "headline": headline, "consistency": consistency, "scores": rows,
-           "machine": {"platform": jax.devices()[0].platform,
-                       "device_kind": jax.devices()[0].device_kind,
-                       "device_count": jax.device_count()}}
+          np.max(np.abs(main["samples"][:m] - samples[:m]))
+        )
+        consistency["main_run_traj_variance_max_rel_diff"] = float(
+          np.max(np.abs(main["traj_variance"][:m] - tv[:m]) / np.maximum(np.abs(tv[:m]), 1e-30))
+        )
+    res = {
+      "workdir": wd.path,
+      "experiment": cfg.experiment,
+      "checkpoint_step": step,
+      "num_samples": int(len(samples)),
+      "num_non_finite": int((~ok).sum()),
+      "timesteps": cfg.diffusion.timesteps,
+      "sampler": cfg.sample.sampler,
+      "keep_in_support": cfg.detect.keep_in_support,
+      "remove_hallucinations": cfg.detect.remove_hallucinations,
+      "split_seed": split_seed,
+      "counts": counts,
+      "halves": halves,
+      "windows": [
+        {"name": w.name, "t_lo": w.t_lo, "t_hi": w.t_hi, "aliases": list(w.aliases)}
+        for w in plan.windows
+      ],
+      "window_mapping": "pA-B: t_lo = floor(A*T/1000), t_hi = max(t_lo, ceil((B+1)*T/1000)-1)",
+      "sources": list(plan.sources),
+      "reductions": list(plan.reductions),
+      "best_selected_on_selection_half": plan.names[best],
+      "headline": headline,
+      "consistency": consistency,
+      "scores": rows,
+      "machine": {
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+      },
+    }
     res["verdict"] = verdict_line(res)
     figures(wd.file(os.path.join(STUDY, "figures")), plan, res, scores, verdicts, samples, sel, ok)
-    res["timing"] = {"sampling_s_this_run": round(sample_s, 1),
-                     "chunk_size": plan.chunk,
-                     "evaluation_s": round(time.time() - t_eval, 1),
-                     "total_s_this_run": round(time.time() - t_start, 1)}
+    res["timing"] = {
+      "sampling_s_this_run": round(sample_s, 1),
+      "chunk_size": plan.chunk,
+      "evaluation_s": round(time.time() - t_eval, 1),
+      "total_s_this_run": round(time.time() - t_start, 1),
+    }
     write_json(wd.file(os.path.join(STUDY, "results.json")), res)
     write_markdown(wd.file(os.path.join(STUDY, "study.md")), res)
     logging.info("study: best (selection half) %s; %s", plan.names[best], res["verdict"])
@@ -526,10 +684,18 @@ def run_study(workdir: str, num_samples: int = 0, chunk_size: int = 0,
 
 def main(argv):
   cli.start(argv)
-  cli.run_or_exit(lambda: run_study(FLAGS.workdir, FLAGS.num_samples, FLAGS.chunk_size,
-                                    FLAGS.windows, FLAGS.reductions, FLAGS.split_seed,
-                                    FLAGS.max_carry_mb),
-                  (StudyError, WorkdirError, ConfigError))
+  cli.run_or_exit(
+    lambda: run_study(
+      FLAGS.workdir,
+      FLAGS.num_samples,
+      FLAGS.chunk_size,
+      FLAGS.windows,
+      FLAGS.reductions,
+      FLAGS.split_seed,
+      FLAGS.max_carry_mb,
+    ),
+    (StudyError, WorkdirError, ConfigError),
+  )
 
 
 def define_flags():
@@ -537,12 +703,21 @@ def define_flags():
   tests import alongside, has its own ``--workdir``)."""
   flags.DEFINE_string("workdir", None, "A trained workdir (config.json + checkpoints/).")
   flags.DEFINE_integer("num_samples", 0, "Samples to draw (0: the run's sample.num_samples).")
-  flags.DEFINE_integer("chunk_size", 0, "Samples per sampler call (0: sample.chunk_size, capped "
-                       "so the scan's per-window statistics fit in --max_carry_mb).")
-  flags.DEFINE_string("windows", ts_lib.DEFAULT_WINDOWS, "Comma-separated windows: "
-                      + ts_lib.WINDOW_FORMS + ".")
-  flags.DEFINE_string("reductions", ",".join(ts_lib.REDUCTIONS), "Comma-separated reductions of "
-                      "each per-pixel variance map: " + ", ".join(ts_lib.REDUCTIONS) + ".")
+  flags.DEFINE_integer(
+    "chunk_size",
+    0,
+    "Samples per sampler call (0: sample.chunk_size, capped "
+    "so the scan's per-window statistics fit in --max_carry_mb).",
+  )
+  flags.DEFINE_string(
+    "windows", ts_lib.DEFAULT_WINDOWS, "Comma-separated windows: " + ts_lib.WINDOW_FORMS + "."
+  )
+  flags.DEFINE_string(
+    "reductions",
+    ",".join(ts_lib.REDUCTIONS),
+    "Comma-separated reductions of "
+    "each per-pixel variance map: " + ", ".join(ts_lib.REDUCTIONS) + ".",
+  )
   flags.DEFINE_integer("split_seed", 0, "Seed of the selection / held-out split.")
   flags.DEFINE_integer("max_carry_mb", 768, "Memory budget of the per-window statistics.")
 

@@ -23,8 +23,12 @@ from experiments.rows import Row, detection_rows, get, is_number, proportion_row
 
 def make_mixture(cfg) -> gaussians.Mixture:
   means = tuple(cfg.data.means) if cfg.data.name == "gaussian1d" else None
-  return gaussians.make_mixture(cfg.data.name, means=means or (1.0, 2.0, 3.0), std=cfg.data.std,
-                                imbalance=float(cfg.data.get("imbalance", 1.0)))
+  return gaussians.make_mixture(
+    cfg.data.name,
+    means=means or (1.0, 2.0, 3.0),
+    std=cfg.data.std,
+    imbalance=float(cfg.data.get("imbalance", 1.0)),
+  )
 
 
 def hallucinations_between(samples, mixture) -> dict:
@@ -35,8 +39,13 @@ def hallucinations_between(samples, mixture) -> dict:
   heavy mode (``share_nearer_heavy``)."""
   heavy = gaussians.heavy_modes(mixture)
   x = np.asarray(samples, np.float64).reshape(len(samples), mixture.dim)  # N may be 0
-  out = {"heavy-heavy": 0, "heavy-light": 0, "light-light": 0,
-         "position_heavy_to_light": None, "share_nearer_heavy": None}
+  out = {
+    "heavy-heavy": 0,
+    "heavy-light": 0,
+    "light-light": 0,
+    "position_heavy_to_light": None,
+    "share_nearer_heavy": None,
+  }
   if len(x):
     two = hallucination.nearest_modes(x, mixture.means, 2)
     n_heavy = heavy[two].sum(axis=1)
@@ -57,8 +66,9 @@ def hallucinations_between(samples, mixture) -> dict:
 def sample_and_cache(cfg, wd, name, sample_jit, params, num_samples, mesh, step):
   """Samples once per (checkpoint step, sampling settings); reruns reuse the file."""
   t0 = time.time()
-  out = pipeline.draw_samples(cfg, sample_jit, params, num_samples, mesh=mesh, label=name,
-                              workdir=wd, cache=name, step=step)
+  out = pipeline.draw_samples(
+    cfg, sample_jit, params, num_samples, mesh=mesh, label=name, workdir=wd, cache=name, step=step
+  )
   return out.samples, out.traj_variance, time.time() - t0
 
 
@@ -69,14 +79,15 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   model = pipeline.make_model(cfg)
   n = cfg.sample.num_samples
   learned_jit = pipeline.make_sampler(cfg, pipeline.eps_fn_for(model), shape, mesh=mesh)
-  exact_eps = exact_score.make_exact_eps_fn(schedule, mixture.means, mixture.std,
-                                            mixture.weights)
+  exact_eps = exact_score.make_exact_eps_fn(schedule, mixture.means, mixture.std, mixture.weights)
   exact_jit = pipeline.make_sampler(cfg, exact_eps, shape, mesh=mesh)
 
-  x, tv, secs = sample_and_cache(cfg, wd, f"{prefix}samples.npz", learned_jit, params, n, mesh,
-                                 step)
-  xe, tve, _ = sample_and_cache(cfg, wd, f"{prefix}exact_samples.npz", exact_jit, None, n, mesh,
-                                step)
+  x, tv, secs = sample_and_cache(
+    cfg, wd, f"{prefix}samples.npz", learned_jit, params, n, mesh, step
+  )
+  xe, tve, _ = sample_and_cache(
+    cfg, wd, f"{prefix}exact_samples.npz", exact_jit, None, n, mesh, step
+  )
   k = cfg.detect.k_sigma
   # A diverged trajectory (an undertrained or unstable model) gives non-finite samples or
   # variances: counted and reported, left out of every rate, metric and figure.
@@ -86,41 +97,53 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, k)
   hal_exact = hallucination.mixture_hallucinations(xe, mixture.means, mixture.std, k)
   hal_train = hallucination.mixture_hallucinations(train_data, mixture.means, mixture.std, k)
-  det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,
-                                        cfg.detect.remove_hallucinations)
-  covered = np.unique(hallucination.nearest_mode(x[~hal], mixture.means)).size if (~hal).any() else 0
-  steps = cfg.diffusion.timesteps if cfg.sample.sampler == "ddpm" else \
-      len(samplers.ddim_timesteps(cfg.diffusion.timesteps, cfg.sample.num_steps))
+  det = hallucination.detection_metrics(
+    tv, hal, cfg.detect.keep_in_support, cfg.detect.remove_hallucinations
+  )
+  covered = (
+    np.unique(hallucination.nearest_mode(x[~hal], mixture.means)).size if (~hal).any() else 0
+  )
+  steps = (
+    cfg.diffusion.timesteps
+    if cfg.sample.sampler == "ddpm"
+    else len(samplers.ddim_timesteps(cfg.diffusion.timesteps, cfg.sample.num_steps))
+  )
   res = {
-      "num_samples": n,
-      # Rates are over the finite samples; `non_finite` counts the others.
-      "non_finite": hallucination.non_finite_report(ok),
-      "hallucination_rate": float(hal.mean()) if len(hal) else None,
-      "hallucination": hallucination.rate_with_interval(hal),
-      "true_score_non_finite": hallucination.non_finite_report(ok_exact),
-      "true_score_hallucination_rate": float(hal_exact.mean()) if len(hal_exact) else None,
-      "true_score_hallucination": hallucination.rate_with_interval(hal_exact),
-      "rule": {"k_sigma": k, "false_positive_rate_training_data": float(hal_train.mean()),
-               "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k)},
-      "modes_covered": int(covered), "num_modes": len(mixture.means),
-      "imbalance": float(cfg.data.get("imbalance", 1.0)),
-      "detection": det,
-      "trajectory_variance": {
-          "median_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
-          "median_hallucination": float(np.median(tv[hal])) if hal.any() else None},
-      # Wall time of this invocation (near 0 when the samples were cached by an
-      # earlier run); `python -m experiments.bench` measures sampler speed.
-      "sampling": {"sampler": cfg.sample.sampler, "reverse_steps": steps,
-                   "seconds_this_run": secs},
+    "num_samples": n,
+    # Rates are over the finite samples; `non_finite` counts the others.
+    "non_finite": hallucination.non_finite_report(ok),
+    "hallucination_rate": float(hal.mean()) if len(hal) else None,
+    "hallucination": hallucination.rate_with_interval(hal),
+    "true_score_non_finite": hallucination.non_finite_report(ok_exact),
+    "true_score_hallucination_rate": float(hal_exact.mean()) if len(hal_exact) else None,
+    "true_score_hallucination": hallucination.rate_with_interval(hal_exact),
+    "rule": {
+      "k_sigma": k,
+      "false_positive_rate_training_data": float(hal_train.mean()),
+      "false_positive_rate_theory": hallucination.rule_false_positive_rate(mixture.dim, k),
+    },
+    "modes_covered": int(covered),
+    "num_modes": len(mixture.means),
+    "imbalance": float(cfg.data.get("imbalance", 1.0)),
+    "detection": det,
+    "trajectory_variance": {
+      "median_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
+      "median_hallucination": float(np.median(tv[hal])) if hal.any() else None,
+    },
+    # Wall time of this invocation (near 0 when the samples were cached by an
+    # earlier run); `python -m experiments.bench` measures sampler speed.
+    "sampling": {"sampler": cfg.sample.sampler, "reverse_steps": steps, "seconds_this_run": secs},
   }
   if mixture.weights is not None:
     res["hallucinations_between"] = hallucinations_between(x[hal], mixture)
     res["true_score_hallucinations_between"] = hallucinations_between(xe[hal_exact], mixture)
     # Per-mode in-support share against the weight: does the model keep the imbalance?
-    counts = np.bincount(hallucination.nearest_mode(x[~hal], mixture.means),
-                         minlength=len(mixture.means))
-    res["in_support_share_heavy"] = (float(counts[gaussians.heavy_modes(mixture)].sum()
-                                           / max(counts.sum(), 1)))
+    counts = np.bincount(
+      hallucination.nearest_mode(x[~hal], mixture.means), minlength=len(mixture.means)
+    )
+    res["in_support_share_heavy"] = float(
+      counts[gaussians.heavy_modes(mixture)].sum() / max(counts.sum(), 1)
+    )
     res["weight_share_heavy"] = float(mixture.mode_weights[gaussians.heavy_modes(mixture)].sum())
   if not figures:
     return res
@@ -131,15 +154,21 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
   if mixture.dim == 1:
     plots.hist_1d(f(f"{prefix}histogram.png"), train_data, x, exact=xe, means=mixture.means)
   else:
-    plots.scatter_2d(f(f"{prefix}scatter.png"), train_data[:20_000], x, hal, exact=xe,
-                     title=cfg.data.name)
+    plots.scatter_2d(
+      f(f"{prefix}scatter.png"), train_data[:20_000], x, hal, exact=xe, title=cfg.data.name
+    )
   _predictor_figure(cfg, f(f"{prefix}predictor.png"), mixture, schedule, model, params)
   groups = {"in support": ~hal, "hallucination": hal}
   plots.variance_hist(f(f"{prefix}trajectory_variance.png"), tv, groups, det["threshold"])
   if det["auroc"] is not None:
     fpr, tpr = hallucination.roc_curve(tv, hal)
-    plots.roc(f(f"{prefix}roc.png"), fpr, tpr, det["auroc"],
-              point=(1 - det["in_support_retained"], det["hallucinations_removed"]))
+    plots.roc(
+      f(f"{prefix}roc.png"),
+      fpr,
+      tpr,
+      det["auroc"],
+      point=(1 - det["in_support_retained"], det["hallucinations_removed"]),
+    )
   return res
 
 
@@ -162,20 +191,31 @@ def _predictor_figure(cfg, path, mixture, schedule, model, params):
     tb = jnp.full((len(xt),), t, jnp.int32)
     eps = apply(params, xt, tb)
     learned.append(np.asarray(diffusion.x0_from_eps(schedule, xt, tb, eps))[:, 0])
-    exact.append(np.asarray(exact_score.mixture_posterior_mean(schedule, means, mixture.std,
-                                                              xt, tb, mixture.weights))[:, 0])
-  plots.predictor_curves(path, xs, learned, exact, times, means=np.unique(means[:, 0]),
-                         xlabel="x_t / sqrt(alpha_bar_t)")
+    exact.append(
+      np.asarray(
+        exact_score.mixture_posterior_mean(schedule, means, mixture.std, xt, tb, mixture.weights)
+      )[:, 0]
+    )
+  plots.predictor_curves(
+    path, xs, learned, exact, times, means=np.unique(means[:, 0]), xlabel="x_t / sqrt(alpha_bar_t)"
+  )
 
 
 def run_single(cfg, wd, mesh, mixture, train_data, subdir="", prefix=""):
   t0 = time.time()
-  state = pipeline.train_model(cfg, train_data, wd, trainer=pipeline.make_trainer(cfg, mesh),
-                               subdir=subdir, label=f"train{'/' + subdir if subdir else ''}")
+  state = pipeline.train_model(
+    cfg,
+    train_data,
+    wd,
+    trainer=pipeline.make_trainer(cfg, mesh),
+    subdir=subdir,
+    label=f"train{'/' + subdir if subdir else ''}",
+  )
   train_s = time.time() - t0
   step = int(jax.device_get(state.step))
-  res = evaluate(cfg, wd, mesh, mixture, train_data, state.ema_params, step,
-                 figures=not subdir, prefix=prefix)
+  res = evaluate(
+    cfg, wd, mesh, mixture, train_data, state.ema_params, step, figures=not subdir, prefix=prefix
+  )
   res["train"] = {"steps": step, "seconds_this_run": train_s}
   return res
 
@@ -205,22 +245,28 @@ def check_config(cfg) -> None:
     if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0 for v in values):
       raise ConfigError(f"sweep.{field}", f"entries must be numbers > 0, got {tuple(values)!r}")
   if cfg.sweep.get("distance", ()) and cfg.data.name != "gaussian1d":
-    raise ConfigError("sweep.distance", f"is for data.name='gaussian1d' (the 1D modes' "
-                      f"spacing), not {cfg.data.name!r}; leave it empty ()")
+    raise ConfigError(
+      "sweep.distance",
+      f"is for data.name='gaussian1d' (the 1D modes' "
+      f"spacing), not {cfg.data.name!r}; leave it empty ()",
+    )
   if not any(cfg.sweep.get(f, ()) for f in ("num_train", "timesteps", "distance", "imbalance")):
-    raise ConfigError("sweep.enabled", "a sweep needs values in at least one of sweep.num_train, "
-                      "sweep.timesteps, sweep.distance, sweep.imbalance")
+    raise ConfigError(
+      "sweep.enabled",
+      "a sweep needs values in at least one of sweep.num_train, "
+      "sweep.timesteps, sweep.distance, sweep.imbalance",
+    )
 
 
 # The axes a sweep can vary (each a tuple in the config's `sweep` section; empty: not swept),
 # with the figure's x scale.
-SWEEP_FIELDS = {"num_train": "log", "timesteps": "log", "distance": "linear",
-                "imbalance": "log"}
+SWEEP_FIELDS = {"num_train": "log", "timesteps": "log", "distance": "linear", "imbalance": "log"}
 
 
 def sweep_point_config(cfg, field, value):
   """The config of one sweep point: the base config with ``field`` set to ``value``."""
   import ml_collections
+
   c = ml_collections.ConfigDict(cfg.to_dict())
   c.train.steps = cfg.sweep.steps
   c.sample.num_samples = cfg.sweep.num_samples
@@ -260,8 +306,12 @@ def _add_seconds(path, tag, seconds, done):
 
 # The paper's direction for each axis, where the text read for this project states one
 # (experiments/references.json records what could be read: the abstract and a caption).
-PAPER_TRENDS = {"num_train": "not recorded", "timesteps": "not recorded",
-                "distance": "not recorded", "imbalance": "not recorded"}
+PAPER_TRENDS = {
+  "num_train": "not recorded",
+  "timesteps": "not recorded",
+  "distance": "not recorded",
+  "imbalance": "not recorded",
+}
 
 
 def sweep_trend(rows) -> dict:
@@ -273,16 +323,22 @@ def sweep_trend(rows) -> dict:
   if len(rows) < 2:
     return {"direction": "too few points", "monotone": None, "points": len(rows)}
   first, last = rows[0]["ci95"], rows[-1]["ci95"]
-  direction = ("falls" if last[1] < first[0] else "rises" if last[0] > first[1]
-               else "no clear trend")
+  direction = "falls" if last[1] < first[0] else "rises" if last[0] > first[1] else "no clear trend"
   steps = []
   for a, b in zip(rows[:-1], rows[1:]):
-    steps.append("down" if b["ci95"][1] < a["ci95"][0] else "up" if b["ci95"][0] > a["ci95"][1]
-                 else "flat")
+    steps.append(
+      "down" if b["ci95"][1] < a["ci95"][0] else "up" if b["ci95"][0] > a["ci95"][1] else "flat"
+    )
   monotone = direction != "no clear trend" and all(
-      s in ("flat", "down" if direction == "falls" else "up") for s in steps)
-  return {"direction": direction, "monotone": monotone, "steps": steps, "points": len(rows),
-          "values": [r["value"] for r in rows]}
+    s in ("flat", "down" if direction == "falls" else "up") for s in steps
+  )
+  return {
+    "direction": direction,
+    "monotone": monotone,
+    "steps": steps,
+    "points": len(rows),
+    "values": [r["value"] for r in rows],
+  }
 
 
 def run_sweep(cfg, wd, mesh, mixture):
@@ -301,18 +357,24 @@ def run_sweep(cfg, wd, mesh, mixture):
       try:
         r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
       finally:
-        seconds = _add_seconds(wd.file("sweep_seconds.json"), tag, time.time() - t0,
-                               done=r is not None)
-      row = {"field": field, "value": v, "num_train": c.data.num_train,
-             "timesteps": c.diffusion.timesteps,
-             "hallucination_rate": r["hallucination_rate"],
-             "ci95": r["hallucination"]["ci95"],
-             "true_score_hallucination_rate": r["true_score_hallucination_rate"],
-             "true_score_ci95": r["true_score_hallucination"]["ci95"],
-             "auroc": r["detection"]["auroc"],
-             "hallucinations_removed": r["detection"]["hallucinations_removed"],
-             "num_samples": r["num_samples"], "non_finite": r["non_finite"]["count"],
-             "wall_seconds": seconds}
+        seconds = _add_seconds(
+          wd.file("sweep_seconds.json"), tag, time.time() - t0, done=r is not None
+        )
+      row = {
+        "field": field,
+        "value": v,
+        "num_train": c.data.num_train,
+        "timesteps": c.diffusion.timesteps,
+        "hallucination_rate": r["hallucination_rate"],
+        "ci95": r["hallucination"]["ci95"],
+        "true_score_hallucination_rate": r["true_score_hallucination_rate"],
+        "true_score_ci95": r["true_score_hallucination"]["ci95"],
+        "auroc": r["detection"]["auroc"],
+        "hallucinations_removed": r["detection"]["hallucinations_removed"],
+        "num_samples": r["num_samples"],
+        "non_finite": r["non_finite"]["count"],
+        "wall_seconds": seconds,
+      }
       if field == "distance":
         row["means"] = list(c.data.means)
       for k in ("hallucinations_between", "in_support_share_heavy", "weight_share_heavy"):
@@ -327,17 +389,29 @@ def run_sweep(cfg, wd, mesh, mixture):
     rows = [r for r in table if r["field"] == field]
     if rows:
       panels[field] = {
-          "xs": [r["value"] for r in rows], "xscale": scale,
-          "learned score": ([r["hallucination_rate"] for r in rows],
-                            [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows]),
-          "exact score": ([r["true_score_hallucination_rate"] for r in rows],
-                          [r["true_score_ci95"][0] for r in rows],
-                          [r["true_score_ci95"][1] for r in rows])}
+        "xs": [r["value"] for r in rows],
+        "xscale": scale,
+        "learned score": (
+          [r["hallucination_rate"] for r in rows],
+          [r["ci95"][0] for r in rows],
+          [r["ci95"][1] for r in rows],
+        ),
+        "exact score": (
+          [r["true_score_hallucination_rate"] for r in rows],
+          [r["true_score_ci95"][0] for r in rows],
+          [r["true_score_ci95"][1] for r in rows],
+        ),
+      }
   if panels:
     plots.sweep_lines(wd.figure("sweep.png"), panels)
-  trends = {field: {**sweep_trend([r for r in table if r["field"] == field]),
-                    "paper": PAPER_TRENDS.get(field, "not recorded")}
-            for field in SWEEP_FIELDS if any(r["field"] == field for r in table)}
+  trends = {
+    field: {
+      **sweep_trend([r for r in table if r["field"] == field]),
+      "paper": PAPER_TRENDS.get(field, "not recorded"),
+    }
+    for field in SWEEP_FIELDS
+    if any(r["field"] == field for r in table)
+  }
   for field, t in trends.items():
     logging.info("sweep: the rate against %s: %s (paper: %s)", field, t["direction"], t["paper"])
   return {"sweep": table, "trends": trends}
@@ -354,26 +428,42 @@ def run(cfg, wd, mesh, info=None):
   wd.write_results(res)
   if "hallucination_rate" in res:
     d = res["detection"]
-    logging.info("hallucination rate %s (exact score %s); detection AUROC %s, removed %s at %s "
-                 "kept; %d non-finite samples", res["hallucination_rate"],
-                 res["true_score_hallucination_rate"], d["auroc"], d["hallucinations_removed"],
-                 d["in_support_retained"], res["non_finite"]["count"])
+    logging.info(
+      "hallucination rate %s (exact score %s); detection AUROC %s, removed %s at %s "
+      "kept; %d non-finite samples",
+      res["hallucination_rate"],
+      res["true_score_hallucination_rate"],
+      d["auroc"],
+      d["hallucinations_removed"],
+      d["in_support_retained"],
+      res["non_finite"]["count"],
+    )
   return res
 
 
 # -- the report's rows ------------------------------------------------------------
 def _single_rows(res, cfg) -> List[Row]:
   n = res.get("num_samples", get(cfg, "sample.num_samples"))
-  rows = [rate_block(res, "hallucination_rate", "Hallucination rate (learned score)", n),
-          rate_block(res, "true_score_hallucination_rate", "Hallucination rate (exact score)", n),
-          proportion_row("rule.false_positive_rate_training_data",
-                         "Rule's false-positive rate on the training data",
-                         get(res, "rule.false_positive_rate_training_data"),
-                         get(cfg, "data.num_train"))]
+  rows = [
+    rate_block(res, "hallucination_rate", "Hallucination rate (learned score)", n),
+    rate_block(res, "true_score_hallucination_rate", "Hallucination rate (exact score)", n),
+    proportion_row(
+      "rule.false_positive_rate_training_data",
+      "Rule's false-positive rate on the training data",
+      get(res, "rule.false_positive_rate_training_data"),
+      get(cfg, "data.num_train"),
+    ),
+  ]
   rows += detection_rows(res.get("detection"), "detection", "hallucination vs in support")
   if is_number(res.get("modes_covered")):
-    rows.append(Row("modes_covered", f"Modes covered (of {res.get('num_modes', '?')})",
-                    res["modes_covered"], "int"))
+    rows.append(
+      Row(
+        "modes_covered",
+        f"Modes covered (of {res.get('num_modes', '?')})",
+        res["modes_covered"],
+        "int",
+      )
+    )
   return rows
 
 
@@ -386,11 +476,25 @@ def _sweep_rows(res) -> List[Row]:
     sel = {"field": field, "value": value}
     tag = f"{field} = {value:,}" if is_number(value) else f"{field} = {value}"
     n = e.get("num_samples")
-    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
-                               e.get("hallucination_rate"), n, ci=e.get("ci95"), select=sel))
-    rows.append(proportion_row("true_score_hallucination_rate",
-                               f"Hallucination rate (exact score), {tag}",
-                               e.get("true_score_hallucination_rate"), n, select=sel))
+    rows.append(
+      proportion_row(
+        "hallucination_rate",
+        f"Hallucination rate, {tag}",
+        e.get("hallucination_rate"),
+        n,
+        ci=e.get("ci95"),
+        select=sel,
+      )
+    )
+    rows.append(
+      proportion_row(
+        "true_score_hallucination_rate",
+        f"Hallucination rate (exact score), {tag}",
+        e.get("true_score_hallucination_rate"),
+        n,
+        select=sel,
+      )
+    )
     if is_number(e.get("auroc")):
       rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", e["auroc"], "num", select=sel))
   return rows

@@ -40,29 +40,37 @@ from mode_interp.workdir import flatten, frozen_fields
 
 RECIPE = ("data", "diffusion", "model", "train")
 MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
-LABELS = {"trajectory_variance": "trajectory variance (Aithal et al.)",
-          "manifold_instability": "manifold instability (2605.05026)",
-          "lid_loss": "LID from the denoising loss (2605.05026)",
-          "flipd": "FLIPD (2406.03537)", "renoise": "re-noising consistency",
-          "oracle": "oracle (true mixture's posterior)"}
+LABELS = {
+  "trajectory_variance": "trajectory variance (Aithal et al.)",
+  "manifold_instability": "manifold instability (2605.05026)",
+  "lid_loss": "LID from the denoising loss (2605.05026)",
+  "flipd": "FLIPD (2406.03537)",
+  "renoise": "re-noising consistency",
+  "oracle": "oracle (true mixture's posterior)",
+}
 
 # The papers' own figures where they report them on this kind of testbed (only abstracts
 # could be read: see reports/hallbench.md).
 PAPER = {
-    ("detector", "trajectory_variance"): {
-        "source": "Aithal et al. 2024, abstract (arXiv:2406.09358)",
-        "claim": "removes over 95% of hallucinations while retaining 96% of in-support samples "
-                 "(synthetic data; no per-testbed figure could be read)",
-        "removed_at_keep": 0.95, "compare": "at_least"},
-    ("mitigation", "iq", "grid25"): {
-        "source": "issue's summary of arXiv:2605.05026 (the figure was not in the text that "
-                  "could be read: the abstract only)",
-        "claim": "2D grid: hallucination rate 20.2% (baseline) -> 8.9% with IQ",
-        "rate_baseline": 0.202, "rate": 0.089},
+  ("detector", "trajectory_variance"): {
+    "source": "Aithal et al. 2024, abstract (arXiv:2406.09358)",
+    "claim": "removes over 95% of hallucinations while retaining 96% of in-support samples "
+    "(synthetic data; no per-testbed figure could be read)",
+    "removed_at_keep": 0.95,
+    "compare": "at_least",
+  },
+  ("mitigation", "iq", "grid25"): {
+    "source": "issue's summary of arXiv:2605.05026 (the figure was not in the text that "
+    "could be read: the abstract only)",
+    "claim": "2D grid: hallucination rate 20.2% (baseline) -> 8.9% with IQ",
+    "rate_baseline": 0.202,
+    "rate": 0.089,
+  },
 }
 
 
 # -- configs ---------------------------------------------------------------------------
+
 
 def testbed_config(cfg, name: str) -> ml_collections.ConfigDict:
   """The Gaussian-experiment config of testbed ``name``: the shared sections of ``cfg``
@@ -95,14 +103,20 @@ def check_recipe(wd, name: str, tcfg) -> None:
       old = json.load(f)
     frozen = frozen_fields(old)
     fo, fn = flatten(old), flatten(new)
-    bad = [(k, fo.get(k), fn.get(k)) for k in sorted(set(fo) | set(fn))
-           if k in fo and fo.get(k) != fn.get(k)
-           and any(k.startswith(f) if f.endswith(".") else k == f for f in frozen)]
+    bad = [
+      (k, fo.get(k), fn.get(k))
+      for k in sorted(set(fo) | set(fn))
+      if k in fo
+      and fo.get(k) != fn.get(k)
+      and any(k.startswith(f) if f.endswith(".") else k == f for f in frozen)
+    ]
     if bad:
       lines = ", ".join(f"testbeds.{name}.{k}: {o!r} -> {n!r}" for k, o, n in bad)
-      raise WorkdirError(f"{wd.path} holds testbed {name!r} trained with a different recipe "
-                         f"({lines}); these fields define its model, so resuming would mix two "
-                         f"experiments. Use a new --workdir, or delete this one.")
+      raise WorkdirError(
+        f"{wd.path} holds testbed {name!r} trained with a different recipe "
+        f"({lines}); these fields define its model, so resuming would mix two "
+        f"experiments. Use a new --workdir, or delete this one."
+      )
   if wd.main:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -115,6 +129,7 @@ def _digest(**settings) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
 
 def diverged_radius(mixture) -> float:
   """Samples farther than this from every mode (ten times the data's extent) are counted as
@@ -130,8 +145,12 @@ def _mode_distance(x, mixture) -> dict:
   d = d[~far]
   if not len(d):
     return {"mean": None, "mean_in_std": None, "median_in_std": None, "diverged": int(far.sum())}
-  return {"mean": float(d.mean()), "mean_in_std": float(d.mean() / mixture.std),
-          "median_in_std": float(np.median(d) / mixture.std), "diverged": int(far.sum())}
+  return {
+    "mean": float(d.mean()),
+    "mean_in_std": float(d.mean() / mixture.std),
+    "median_in_std": float(np.median(d) / mixture.std),
+    "diverged": int(far.sum()),
+  }
 
 
 def mitigation_row(method, x, mixture, k_sigma, cost, seconds, **extra) -> dict:
@@ -142,19 +161,26 @@ def mitigation_row(method, x, mixture, k_sigma, cost, seconds, **extra) -> dict:
   ok = hallucination.finite_rows(x)
   xs = x[ok]
   hal = hallucination.mixture_hallucinations(xs, mixture.means, mixture.std, k_sigma)
-  covered = (np.unique(hallucination.nearest_mode(xs[~hal], mixture.means)).size
-             if (~hal).any() else 0)
-  return {"method": method, "num_samples": int(len(x)),
-          "non_finite": hallucination.non_finite_report(ok),
-          "hallucination": hallucination.rate_with_interval(hal),
-          "in_support": hallucination.rate_with_interval(~hal),
-          "distance_to_nearest_mode": _mode_distance(xs, mixture),
-          "modes_covered": int(covered), "num_modes": int(len(mixture.means)),
-          "network_evaluations_per_sample": float(cost),
-          "seconds_this_run": round(float(seconds), 2), **extra}
+  covered = (
+    np.unique(hallucination.nearest_mode(xs[~hal], mixture.means)).size if (~hal).any() else 0
+  )
+  return {
+    "method": method,
+    "num_samples": int(len(x)),
+    "non_finite": hallucination.non_finite_report(ok),
+    "hallucination": hallucination.rate_with_interval(hal),
+    "in_support": hallucination.rate_with_interval(~hal),
+    "distance_to_nearest_mode": _mode_distance(xs, mixture),
+    "modes_covered": int(covered),
+    "num_modes": int(len(mixture.means)),
+    "network_evaluations_per_sample": float(cost),
+    "seconds_this_run": round(float(seconds), 2),
+    **extra,
+  }
 
 
 # -- one testbed -----------------------------------------------------------------------
+
 
 class _Testbed:
   """The trained model of one testbed and the samplers and detectors built on it."""
@@ -175,45 +201,66 @@ class _Testbed:
   def train(self):
     data = self.mixture.sample(self.tcfg.data.num_train, seed=self.tcfg.seed)
     self.train_data = data
-    sharding.check_divisible(self.tcfg.train.batch_size, self.mesh,
-                             f"testbeds.{self.name}.train.batch_size")
+    sharding.check_divisible(
+      self.tcfg.train.batch_size, self.mesh, f"testbeds.{self.name}.train.batch_size"
+    )
     t0 = time.time()
-    state = pipeline.train_model(self.tcfg, data, self.wd,
-                                 trainer=pipeline.make_trainer(self.tcfg, self.mesh),
-                                 subdir=self.name, label=f"train/{self.name}")
+    state = pipeline.train_model(
+      self.tcfg,
+      data,
+      self.wd,
+      trainer=pipeline.make_trainer(self.tcfg, self.mesh),
+      subdir=self.name,
+      label=f"train/{self.name}",
+    )
     self.seconds["train"] = round(time.time() - t0, 2)
     self.step = int(jax.device_get(state.step))
     self.params = state.ema_params
 
   def labels(self, x):
-    return hallucination.mixture_hallucinations(x, self.mixture.means, self.mixture.std,
-                                                self.k_sigma)
+    return hallucination.mixture_hallucinations(
+      x, self.mixture.means, self.mixture.std, self.k_sigma
+    )
 
   # -- sampling ------------------------------------------------------------------------
   def draw(self, label, vcfg, fn, n, cache):
     t0 = time.time()
-    out = pipeline.draw_samples(vcfg, pipeline.jit_sampler(fn, vcfg, self.mesh), self.params,
-                                n, mesh=self.mesh, label=f"{self.name}/{label}",
-                                workdir=self.wd, cache=f"{self.name}_{cache}.npz",
-                                step=self.step)
+    out = pipeline.draw_samples(
+      vcfg,
+      pipeline.jit_sampler(fn, vcfg, self.mesh),
+      self.params,
+      n,
+      mesh=self.mesh,
+      label=f"{self.name}/{label}",
+      workdir=self.wd,
+      cache=f"{self.name}_{cache}.npz",
+      step=self.step,
+    )
     self.seconds[label] = round(time.time() - t0, 2)
     return out
 
   def spec(self, vcfg, **kw):
     import dataclasses
+
     return dataclasses.replace(pipeline.sampler_spec(vcfg, self.shape), **kw)
 
   def ddpm(self):
-    return self.draw("ddpm", self.tcfg, samplers.get_sampling_fn(
-        "ddpm", self.schedule, self.eps_fn, self.spec(self.tcfg)), self.h.num_samples, "ddpm")
+    return self.draw(
+      "ddpm",
+      self.tcfg,
+      samplers.get_sampling_fn("ddpm", self.schedule, self.eps_fn, self.spec(self.tcfg)),
+      self.h.num_samples,
+      "ddpm",
+    )
 
   def ddim_cfg(self):
     return _variant(self.tcfg, sampler="ddim", eta=0.0, num_steps=int(self.h.ddim.steps))
 
   def ddim_fn(self, k=0, vcfg=None):
     vcfg = vcfg or self.ddim_cfg()
-    return samplers.get_sampling_fn("ddim", self.schedule, self.eps_fn,
-                                    self.spec(vcfg, stochastic_last=int(k)))
+    return samplers.get_sampling_fn(
+      "ddim", self.schedule, self.eps_fn, self.spec(vcfg, stochastic_last=int(k))
+    )
 
   def ddim_steps(self):
     return len(samplers.ddim_timesteps(self.T, int(self.h.ddim.steps)))
@@ -222,15 +269,21 @@ class _Testbed:
     return self.draw("ddim", self.ddim_cfg(), self.ddim_fn(), self.h.num_samples, "ddim")
 
   def ddim_stochastic(self, k):
-    return self.draw(f"ddim_k{k}", self.ddim_cfg(), self.ddim_fn(k), self.h.ddim.num_samples,
-                     f"ddim_k{k}")
+    return self.draw(
+      f"ddim_k{k}", self.ddim_cfg(), self.ddim_fn(k), self.h.ddim.num_samples, f"ddim_k{k}"
+    )
 
   def manifold_instability(self):
     mi = self.h.mi
     vcfg = self.ddim_cfg()
     fn = detectors.manifold_instability_sampler(
-        self.ddim_fn(0, vcfg), self.shape, int(mi.perturbations), float(mi.scale),
-        jax.random.key(self.tcfg.seed + 7), str(mi.design))
+      self.ddim_fn(0, vcfg),
+      self.shape,
+      int(mi.perturbations),
+      float(mi.scale),
+      jax.random.key(self.tcfg.seed + 7),
+      str(mi.design),
+    )
     # The DDIM set's starting noise (draw_samples' default key) is perturbed.
     dig = _digest(p=int(mi.perturbations), s=float(mi.scale), d=str(mi.design))
     return self.draw("manifold_instability", vcfg, fn, int(mi.num_samples), f"mi_{dig}")
@@ -241,21 +294,45 @@ class _Testbed:
     method = detectors.trace_method(self.mixture.dim, int(self.h.flipd.hutchinson_above))
     probes = int(self.h.flipd.probes)
     cache = self.wd.file(f"{self.name}_iq_thresholds.npz")
-    dig = _digest(t_lo=int(q.t_lo), t_hi=int(q.t_hi), q=float(q.quantile),
-                  n=int(q.calibration), m=method, p=probes, step=self.step)
+    dig = _digest(
+      t_lo=int(q.t_lo),
+      t_hi=int(q.t_hi),
+      q=float(q.quantile),
+      n=int(q.calibration),
+      m=method,
+      p=probes,
+      step=self.step,
+    )
     done = self.wd.load_arrays(os.path.basename(cache))
     if done is not None and str(done.get("digest")) == dig:
       thr = done["thresholds"]
     else:
       cal = self.train_data[: int(q.calibration)]
-      thr = detectors.iq_thresholds(self.eps_fn, self.params, self.schedule, cal, int(q.t_lo),
-                                    int(q.t_hi), float(q.quantile),
-                                    jax.random.key(self.tcfg.seed + 11), method, probes)
+      thr = detectors.iq_thresholds(
+        self.eps_fn,
+        self.params,
+        self.schedule,
+        cal,
+        int(q.t_lo),
+        int(q.t_hi),
+        float(q.quantile),
+        jax.random.key(self.tcfg.seed + 11),
+        method,
+        probes,
+      )
       self.wd.save_arrays(os.path.basename(cache), thresholds=thr, digest=np.asarray(dig))
     self.seconds["iq_calibration"] = round(time.time() - t0, 2)
-    eps_iq = detectors.iq_eps_fn(self.eps_fn, self.schedule, thr, int(q.t_lo), int(q.t_hi),
-                                 float(q.strength), method, probes,
-                                 jax.random.key(self.tcfg.seed + 13))
+    eps_iq = detectors.iq_eps_fn(
+      self.eps_fn,
+      self.schedule,
+      thr,
+      int(q.t_lo),
+      int(q.t_hi),
+      float(q.strength),
+      method,
+      probes,
+      jax.random.key(self.tcfg.seed + 13),
+    )
     fn = samplers.get_sampling_fn("ddpm", self.schedule, eps_iq, self.spec(self.tcfg))
     dig2 = _digest(thr=dig, s=float(q.strength))
     out = self.draw("iq", self.tcfg, fn, int(q.num_samples), f"iq_{dig2}")
@@ -282,14 +359,18 @@ class _Testbed:
       out = {}
       if "lid_loss" in names:
         out["lid_loss"] = detectors.lid_denoising_loss(
-            self.eps_fn, p, self.schedule, xx, int(h.lid.t), k1, int(h.lid.draws))
+          self.eps_fn, p, self.schedule, xx, int(h.lid.t), k1, int(h.lid.draws)
+        )
       if "flipd" in names:
-        out["flipd"] = detectors.flipd(self.eps_fn, p, self.schedule, xx, int(h.flipd.t0),
-                                       method, k2, int(h.flipd.probes))
+        out["flipd"] = detectors.flipd(
+          self.eps_fn, p, self.schedule, xx, int(h.flipd.t0), method, k2, int(h.flipd.probes)
+        )
       if "renoise" in names:
         out["renoise"] = detectors.renoise_spread(
-            self.eps_fn, p, self.schedule, xx, int(h.renoise.t), k3, int(h.renoise.draws))
+          self.eps_fn, p, self.schedule, xx, int(h.renoise.t), k3, int(h.renoise.draws)
+        )
       return out
+
     jitted = jax.jit(fn)
     self._net_fn = (names, jitted)
     return jitted
@@ -300,9 +381,12 @@ class _Testbed:
     ``hallbench.chunk_size`` rows draws its noise from ``fold_in(key, c)``."""
     h, chunk = self.h, int(self.h.chunk_size)
     method = detectors.trace_method(self.mixture.dim, int(h.flipd.hutchinson_above))
-    costs = {"lid_loss": int(h.lid.draws), "renoise": int(h.renoise.draws),
-             "flipd": detectors.trace_cost(self.mixture.dim, method, int(h.flipd.probes)),
-             "oracle": 0}
+    costs = {
+      "lid_loss": int(h.lid.draws),
+      "renoise": int(h.renoise.draws),
+      "flipd": detectors.trace_cost(self.mixture.dim, method, int(h.flipd.probes)),
+      "oracle": 0,
+    }
     scores, secs = {}, {}
     net = [n for n in ("lid_loss", "flipd", "renoise") if n in names]
     if net:
@@ -311,7 +395,7 @@ class _Testbed:
       key = jax.random.key(int(self.tcfg.seed) + 21)
       parts = []
       for c, lo in enumerate(range(0, len(x), chunk)):
-        part = x[lo:lo + chunk]
+        part = x[lo : lo + chunk]
         pad = chunk - len(part)
         if pad:
           part = np.concatenate([part, np.repeat(part[-1:], pad, 0)])
@@ -319,14 +403,19 @@ class _Testbed:
         parts.append({k: np.asarray(v)[: chunk - pad] for k, v in out.items()})
       for n in net:
         scores[n] = np.concatenate([p[n] for p in parts]) if parts else np.zeros(0)
-        secs[n] = (time.time() - t0) / len(net)   # one program computes them all
+        secs[n] = (time.time() - t0) / len(net)  # one program computes them all
     if "oracle" in names:
       t0 = time.time()
       t = int(h.oracle.t)
       scores["oracle"] = detectors.oracle_out_of_band(
-          x, self.mixture.means, self.mixture.std, float(self.schedule.sqrt_alphas_bar[t]),
-          float(self.schedule.sqrt_one_minus_alphas_bar[t]), self.k_sigma,
-          self.mixture.weights)
+        x,
+        self.mixture.means,
+        self.mixture.std,
+        float(self.schedule.sqrt_alphas_bar[t]),
+        float(self.schedule.sqrt_one_minus_alphas_bar[t]),
+        self.k_sigma,
+        self.mixture.weights,
+      )
       secs["oracle"] = time.time() - t0
     return scores, {n: costs[n] for n in scores}, secs
 
@@ -338,9 +427,13 @@ class _Testbed:
     rows, rocs = [], {}
     for name in [n for n in detectors.NAMES if n in scores]:
       ev = detectors.held_out_evaluation(scores[name], hal, sel, keep, rem)
-      row = {"method": name, "label": LABELS[name], **ev,
-             "network_evaluations_per_sample": costs[name],
-             "seconds_this_run": round(float(secs.get(name, 0.0)), 2)}
+      row = {
+        "method": name,
+        "label": LABELS[name],
+        **ev,
+        "network_evaluations_per_sample": costs[name],
+        "seconds_this_run": round(float(secs.get(name, 0.0)), 2),
+      }
       paper = PAPER.get(("detector", name))
       if paper and set_name == "ddpm":
         row["paper"] = paper
@@ -350,11 +443,13 @@ class _Testbed:
         fpr, tpr = hallucination.roc_curve(s[~sel], hal[~sel])
         rocs[name] = (fpr, tpr, ev["held_out"]["auroc"])
     held = ~sel
-    return {"set": set_name, "num_samples": int(len(x)),
-            "num_hallucinations": int(hal.sum()),
-            "held_out": {"num_samples": int(held.sum()),
-                         "num_hallucinations": int(hal[held].sum())},
-            "rows": rows}, rocs
+    return {
+      "set": set_name,
+      "num_samples": int(len(x)),
+      "num_hallucinations": int(hal.sum()),
+      "held_out": {"num_samples": int(held.sum()), "num_hallucinations": int(hal[held].sum())},
+      "rows": rows,
+    }, rocs
 
 
 def _finite(out, *extra):
@@ -371,17 +466,23 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   t_start = time.time()
   tb.train()
   logging.info("%s: model at step %d", name, tb.step)
-  res = {"testbed": name, "train": {"steps": tb.step, "recipe": {s: tb.tcfg[s].to_dict()
-                                                                 for s in RECIPE}},
-         "settings": {"t0_flipd": int(h.flipd.t0), "t_lid": int(h.lid.t),
-                      "t_renoise": int(h.renoise.t), "t_oracle": int(h.oracle.t),
-                      "sigma_t0_flipd": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.flipd.t0)]),
-                      "sigma_oracle": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.oracle.t)]),
-                      "trace_method": detectors.trace_method(tb.mixture.dim,
-                                                             int(h.flipd.hutchinson_above)),
-                      "reverse_steps": {"ddpm": tb.T, "ddim": tb.ddim_steps()},
-                      "detect_window": int(tb.tcfg.detect.window), "k_sigma": tb.k_sigma,
-                      "cost_convention": detectors.COST_CONVENTION}}
+  res = {
+    "testbed": name,
+    "train": {"steps": tb.step, "recipe": {s: tb.tcfg[s].to_dict() for s in RECIPE}},
+    "settings": {
+      "t0_flipd": int(h.flipd.t0),
+      "t_lid": int(h.lid.t),
+      "t_renoise": int(h.renoise.t),
+      "t_oracle": int(h.oracle.t),
+      "sigma_t0_flipd": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.flipd.t0)]),
+      "sigma_oracle": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.oracle.t)]),
+      "trace_method": detectors.trace_method(tb.mixture.dim, int(h.flipd.hutchinson_above)),
+      "reverse_steps": {"ddpm": tb.T, "ddim": tb.ddim_steps()},
+      "detect_window": int(tb.tcfg.detect.window),
+      "k_sigma": tb.k_sigma,
+      "cost_convention": detectors.COST_CONVENTION,
+    },
+  }
 
   # The plain DDPM set: the baseline, and the first detection table.
   ddpm = tb.ddpm()
@@ -391,26 +492,38 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   if "trajectory_variance" in dets:
     scores["trajectory_variance"], costs["trajectory_variance"] = tv, 0
   table_ddpm, roc_ddpm = tb.detection_table("ddpm", x, scores, costs, secs)
-  wd.save_arrays(f"{name}_scores_ddpm.npz", **scores)   # per sample, for re-analysis
+  wd.save_arrays(f"{name}_scores_ddpm.npz", **scores)  # per sample, for re-analysis
   table_ddpm["non_finite"] = hallucination.non_finite_report(ok)
 
   mit_rows = []
-  mit_rows.append(mitigation_row("ddpm", ddpm.samples, tb.mixture, tb.k_sigma, tb.T,
-                                 tb.seconds["ddpm"], label="DDPM (plain)"))
+  mit_rows.append(
+    mitigation_row(
+      "ddpm", ddpm.samples, tb.mixture, tb.k_sigma, tb.T, tb.seconds["ddpm"], label="DDPM (plain)"
+    )
+  )
   if "filter" in mits:
     n = len(ddpm.samples)
     tv_all = np.where(np.isfinite(ddpm.traj_variance), ddpm.traj_variance, np.inf)
     fin = hallucination.finite_rows(ddpm.samples)
-    hal_all = np.ones(n, bool)   # a non-finite sample is in no mode's support
+    hal_all = np.ones(n, bool)  # a non-finite sample is in no mode's support
     hal_all[fin] = tb.labels(ddpm.samples[fin])
     for q in h.filter.drop:
       keep_n = int(round(n * (1 - float(q))))
       idx = hallucination.filter_indices(keep_n, "variance", traj_variance=tv_all)
       kept_in = int((~hal_all[idx]).sum())
-      mit_rows.append(mitigation_row(
-          f"filter_{q:g}", ddpm.samples[idx], tb.mixture, tb.k_sigma, tb.T * n / keep_n,
-          0.0, label=f"filter: drop {q:.0%} highest trajectory variance", drop=float(q),
-          in_support_kept={"count": kept_in, "of": int((~hal_all).sum())}))
+      mit_rows.append(
+        mitigation_row(
+          f"filter_{q:g}",
+          ddpm.samples[idx],
+          tb.mixture,
+          tb.k_sigma,
+          tb.T * n / keep_n,
+          0.0,
+          label=f"filter: drop {q:.0%} highest trajectory variance",
+          drop=float(q),
+          in_support_kept={"count": kept_in, "of": int((~hal_all).sum())},
+        )
+      )
 
   # The DDIM set (same starting noise).
   tables = {"ddpm": table_ddpm}
@@ -419,25 +532,45 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   if "ddim" in mits or "ddim_stochastic" in mits or "manifold_instability" in dets:
     ddim = tb.ddim()
   if "ddim" in mits:
-    mit_rows.append(mitigation_row("ddim", ddim.samples, tb.mixture, tb.k_sigma,
-                                   tb.ddim_steps(), tb.seconds["ddim"],
-                                   label=f"DDIM (eta = 0, {tb.ddim_steps()} steps)",
-                                   stochastic_last=0))
+    mit_rows.append(
+      mitigation_row(
+        "ddim",
+        ddim.samples,
+        tb.mixture,
+        tb.k_sigma,
+        tb.ddim_steps(),
+        tb.seconds["ddim"],
+        label=f"DDIM (eta = 0, {tb.ddim_steps()} steps)",
+        stochastic_last=0,
+      )
+    )
+
   def paired(n, **sets):
     """Rates of the plain sets over the same first ``n`` indices (same starting noise)."""
-    return {k: mitigation_row(k, v.samples[:n], tb.mixture, tb.k_sigma, 0, 0)["hallucination"]
-            for k, v in sets.items() if v is not None}
+    return {
+      k: mitigation_row(k, v.samples[:n], tb.mixture, tb.k_sigma, 0, 0)["hallucination"]
+      for k, v in sets.items()
+      if v is not None
+    }
 
   if "ddim_stochastic" in mits:
     nk = int(h.ddim.num_samples)
     for k in h.ddim.stochastic_last:
       k = int(k)
       out = ddim if k == 0 else tb.ddim_stochastic(k)
-      mit_rows.append(mitigation_row(
-          f"ddim_k{k}", out.samples[:nk], tb.mixture, tb.k_sigma,
-          tb.ddim_steps(), tb.seconds.get(f"ddim_k{k}", 0.0),
-          label=f"DDIM, last {k} steps ancestral", stochastic_last=k,
-          paired_baselines=paired(nk, ddpm=ddpm, ddim=ddim)))
+      mit_rows.append(
+        mitigation_row(
+          f"ddim_k{k}",
+          out.samples[:nk],
+          tb.mixture,
+          tb.k_sigma,
+          tb.ddim_steps(),
+          tb.seconds.get(f"ddim_k{k}", 0.0),
+          label=f"DDIM, last {k} steps ancestral",
+          stochastic_last=k,
+          paired_baselines=paired(nk, ddpm=ddpm, ddim=ddim),
+        )
+      )
   if "manifold_instability" in dets:
     mi = tb.manifold_instability()
     m = len(mi.traj_variance)
@@ -457,17 +590,27 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
     tables["ddim"], rocs["ddim"] = table_ddim, roc_ddim
   if "iq" in mits:
     out, cost, cal_cost, thr = tb.iq()
-    mit_rows.append(mitigation_row(
-        "iq", out.samples, tb.mixture, tb.k_sigma, cost, tb.seconds["iq"],
+    mit_rows.append(
+      mitigation_row(
+        "iq",
+        out.samples,
+        tb.mixture,
+        tb.k_sigma,
+        cost,
+        tb.seconds["iq"],
         label=f"Intrinsic Quenching (t {int(h.iq.t_lo)}..{int(h.iq.t_hi)}, "
-              f"q {float(h.iq.quantile):g}, strength {float(h.iq.strength):g})",
+        f"q {float(h.iq.quantile):g}, strength {float(h.iq.strength):g})",
         settings={k: h.iq[k] for k in h.iq},
         calibration_network_evaluations=int(cal_cost),
         calibration_seconds_this_run=tb.seconds.get("iq_calibration"),
-        thresholds={"t": list(range(int(h.iq.t_lo), int(h.iq.t_hi) + 1)),
-                    "lid": [float(v) for v in thr[int(h.iq.t_lo): int(h.iq.t_hi) + 1]]},
+        thresholds={
+          "t": list(range(int(h.iq.t_lo), int(h.iq.t_hi) + 1)),
+          "lid": [float(v) for v in thr[int(h.iq.t_lo) : int(h.iq.t_hi) + 1]],
+        },
         paired_baselines=paired(len(out.samples), ddpm=ddpm),
-        paper=PAPER.get(("mitigation", "iq", name))))
+        paper=PAPER.get(("mitigation", "iq", name)),
+      )
+    )
   res["detection"] = tables
   res["mitigation"] = {"rows": mit_rows}
   res["seconds_this_run"] = {**tb.seconds, "total": round(time.time() - t_start, 2)}
@@ -476,19 +619,38 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
 
 # -- tables, figures, the runner ----------------------------------------------------------
 
+
 def _r(x, nd=4):
   return None if x is None else round(float(x), nd)
 
 
 def detector_columns():
-  return ["method", "auroc", "auroc_ci95", "removed_at_96_kept", "removed_ci95",
-          "kept_at_95_removed", "kept_ci95", "network_evaluations_per_sample", "paper"]
+  return [
+    "method",
+    "auroc",
+    "auroc_ci95",
+    "removed_at_96_kept",
+    "removed_ci95",
+    "kept_at_95_removed",
+    "kept_ci95",
+    "network_evaluations_per_sample",
+    "paper",
+  ]
 
 
 def mitigation_columns():
-  return ["method", "num_samples", "hallucination_rate", "ci95", "in_support_share",
-          "mean_distance_to_mode_in_std", "diverged_or_non_finite", "modes_covered",
-          "network_evaluations_per_sample", "paper"]
+  return [
+    "method",
+    "num_samples",
+    "hallucination_rate",
+    "ci95",
+    "in_support_share",
+    "mean_distance_to_mode_in_std",
+    "diverged_or_non_finite",
+    "modes_covered",
+    "network_evaluations_per_sample",
+    "paper",
+  ]
 
 
 def tables_of(res) -> dict:
@@ -501,28 +663,44 @@ def tables_of(res) -> dict:
       rows = []
       for row in table["rows"]:
         paper = row.get("paper")
-        rows.append([row["method"], _r(row["held_out"]["auroc"]),
-                     [_r(c) for c in row["held_out"]["ci95"]],
-                     _r(row["removed_at_keep"]["rate"]),
-                     [_r(c) for c in row["removed_at_keep"]["ci95"]],
-                     _r(row["kept_at_removal"]["rate"]),
-                     [_r(c) for c in row["kept_at_removal"]["ci95"]],
-                     row["network_evaluations_per_sample"],
-                     paper["claim"] if paper else None])
+        rows.append(
+          [
+            row["method"],
+            _r(row["held_out"]["auroc"]),
+            [_r(c) for c in row["held_out"]["ci95"]],
+            _r(row["removed_at_keep"]["rate"]),
+            [_r(c) for c in row["removed_at_keep"]["ci95"]],
+            _r(row["kept_at_removal"]["rate"]),
+            [_r(c) for c in row["kept_at_removal"]["ci95"]],
+            row["network_evaluations_per_sample"],
+            paper["claim"] if paper else None,
+          ]
+        )
       t[f"detectors_{set_name}"] = {
-          "columns": detector_columns(), "rows": rows,
-          "samples": table["num_samples"], "hallucinations": table["num_hallucinations"],
-          "held_out": table["held_out"]}
+        "columns": detector_columns(),
+        "rows": rows,
+        "samples": table["num_samples"],
+        "hallucinations": table["num_hallucinations"],
+        "held_out": table["held_out"],
+      }
     rows = []
     for row in r["mitigation"]["rows"]:
       paper = row.get("paper")
       dist = row["distance_to_nearest_mode"]
-      rows.append([row["method"], row["num_samples"], _r(row["hallucination"]["rate"]),
-                   [_r(c) for c in row["hallucination"]["ci95"]],
-                   _r(row["in_support"]["rate"]), _r(dist["mean_in_std"], 3),
-                   dist["diverged"] + row["non_finite"]["count"],
-                   row["modes_covered"], _r(row["network_evaluations_per_sample"], 1),
-                   paper["claim"] if paper else None])
+      rows.append(
+        [
+          row["method"],
+          row["num_samples"],
+          _r(row["hallucination"]["rate"]),
+          [_r(c) for c in row["hallucination"]["ci95"]],
+          _r(row["in_support"]["rate"]),
+          _r(dist["mean_in_std"], 3),
+          dist["diverged"] + row["non_finite"]["count"],
+          row["modes_covered"],
+          _r(row["network_evaluations_per_sample"], 1),
+          paper["claim"] if paper else None,
+        ]
+      )
     t["mitigations"] = {"columns": mitigation_columns(), "rows": rows}
     out[name] = t
   return out
@@ -532,21 +710,32 @@ def _figure(wd, name, res, rocs):
   mits = []
   for row in res["mitigation"]["rows"]:
     h = row["hallucination"]
-    mits.append((row["method"], row["network_evaluations_per_sample"], h["rate"],
-                 h["ci95"][0], h["ci95"][1]))
-  panels = {f"ROC, {s.upper()} samples (held-out half)":
-            {LABELS[k]: v for k, v in curves.items()} for s, curves in rocs.items()}
+    mits.append(
+      (row["method"], row["network_evaluations_per_sample"], h["rate"], h["ci95"][0], h["ci95"][1])
+    )
+  panels = {
+    f"ROC, {s.upper()} samples (held-out half)": {LABELS[k]: v for k, v in curves.items()}
+    for s, curves in rocs.items()
+  }
   krows = [r for r in res["mitigation"]["rows"] if r["method"].startswith("ddim_k")]
   k_curve = None
   if krows:
-    pts = [(0, r["paired_baselines"]["ddim"]) for r in krows[:1]
-           if "ddim" in (r.get("paired_baselines") or {})]
+    pts = [
+      (0, r["paired_baselines"]["ddim"])
+      for r in krows[:1]
+      if "ddim" in (r.get("paired_baselines") or {})
+    ]
     pts += [(r["stochastic_last"], r["hallucination"]) for r in krows if r["stochastic_last"]]
-    k_curve = {"k": [p[0] for p in pts], "rate": [p[1]["rate"] for p in pts],
-               "lo": [p[1]["ci95"][0] for p in pts], "hi": [p[1]["ci95"][1] for p in pts],
-               "ddpm": krows[0]["paired_baselines"]["ddpm"]["rate"]}
-  plots.hallbench_testbed(wd.figure(f"hallbench_{name}.png"), panels, mits, title=name,
-                          k_curve=k_curve)
+    k_curve = {
+      "k": [p[0] for p in pts],
+      "rate": [p[1]["rate"] for p in pts],
+      "lo": [p[1]["ci95"][0] for p in pts],
+      "hi": [p[1]["ci95"][1] for p in pts],
+      "ddpm": krows[0]["paired_baselines"]["ddpm"]["rate"],
+    }
+  plots.hallbench_testbed(
+    wd.figure(f"hallbench_{name}.png"), panels, mits, title=name, k_curve=k_curve
+  )
 
 
 def run(cfg, wd, mesh, info=None):
@@ -574,6 +763,7 @@ def run(cfg, wd, mesh, info=None):
 
 # -- the report's rows ----------------------------------------------------------------
 
+
 def report_rows(res, cfg) -> List[Row]:
   """Every detector's held-out AUROC and removed-at-keep, every mitigation's rate."""
   rows = []
@@ -585,26 +775,46 @@ def report_rows(res, cfg) -> List[Row]:
         m = row.get("method")
         a = row.get("held_out", {})
         ci = a.get("ci95")
-        rows.append(Row(f"testbeds.{name}.detection.{set_name}.{m}.auroc",
-                        f"{name}, {set_name.upper()} samples: {LABELS.get(m, m)} AUROC",
-                        a.get("auroc"), "num", tuple(ci) if ci and None not in ci else None,
-                        interval="DeLong" if ci and None not in ci else "",
-                        select={"testbed": name, "set": set_name, "method": m}))
+        rows.append(
+          Row(
+            f"testbeds.{name}.detection.{set_name}.{m}.auroc",
+            f"{name}, {set_name.upper()} samples: {LABELS.get(m, m)} AUROC",
+            a.get("auroc"),
+            "num",
+            tuple(ci) if ci and None not in ci else None,
+            interval="DeLong" if ci and None not in ci else "",
+            select={"testbed": name, "set": set_name, "method": m},
+          )
+        )
         rk = row.get("removed_at_keep", {})
-        rows.append(proportion_row(f"testbeds.{name}.detection.{set_name}.{m}.removed_at_keep",
-                                   f"{name}, {set_name.upper()}: {LABELS.get(m, m)}, removed at "
-                                   f"96% kept", rk.get("rate"), rk.get("n"), rk.get("count"),
-                                   select={"testbed": name, "set": set_name, "method": m}))
+        rows.append(
+          proportion_row(
+            f"testbeds.{name}.detection.{set_name}.{m}.removed_at_keep",
+            f"{name}, {set_name.upper()}: {LABELS.get(m, m)}, removed at 96% kept",
+            rk.get("rate"),
+            rk.get("n"),
+            rk.get("count"),
+            select={"testbed": name, "set": set_name, "method": m},
+          )
+        )
     for row in (r.get("mitigation") or {}).get("rows", []):
       hh = row.get("hallucination", {})
-      rows.append(proportion_row(f"testbeds.{name}.mitigation.{row.get('method')}.rate",
-                                 f"{name}: hallucination rate, {row.get('label', row.get('method'))}",
-                                 hh.get("rate"), hh.get("n"), hh.get("count"), hh.get("ci95"),
-                                 select={"testbed": name, "method": row.get("method")}))
+      rows.append(
+        proportion_row(
+          f"testbeds.{name}.mitigation.{row.get('method')}.rate",
+          f"{name}: hallucination rate, {row.get('label', row.get('method'))}",
+          hh.get("rate"),
+          hh.get("n"),
+          hh.get("count"),
+          hh.get("ci95"),
+          select={"testbed": name, "method": row.get("method")},
+        )
+      )
   return rows
 
 
 # -- Markdown (reports/hallbench.md) -------------------------------------------------------
+
 
 def _pct(x, nd=1):
   return "—" if x is None else f"{100 * x:.{nd}f}%"
@@ -625,27 +835,41 @@ def render_markdown(res) -> str:
     st = r["settings"]
     for set_name, table in r["detection"].items():
       held = table["held_out"]
-      out.append(f"**Detectors, {set_name.upper()} samples** ({table['num_samples']:,} samples, "
-                 f"{table['num_hallucinations']} hallucinations; thresholds from one half, "
-                 f"reported on the other: {held['num_samples']:,} samples, "
-                 f"{held['num_hallucinations']} hallucinations)\n")
-      out.append("| detector | AUROC [DeLong 95%] | removed at 96% kept | kept at 95% removed "
-                 "| network passes / sample | paper |")
+      out.append(
+        f"**Detectors, {set_name.upper()} samples** ({table['num_samples']:,} samples, "
+        f"{table['num_hallucinations']} hallucinations; thresholds from one half, "
+        f"reported on the other: {held['num_samples']:,} samples, "
+        f"{held['num_hallucinations']} hallucinations)\n"
+      )
+      out.append(
+        "| detector | AUROC [DeLong 95%] | removed at 96% kept | kept at 95% removed "
+        "| network passes / sample | paper |"
+      )
       out.append("|---|---|---|---|---|---|")
       for row in table["rows"]:
         a = row["held_out"]
-        auc = "—" if a["auroc"] is None else f"{a['auroc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+        auc = (
+          "—"
+          if a["auroc"] is None
+          else f"{a['auroc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+        )
         rk, kr = row["removed_at_keep"], row["kept_at_removal"]
         paper = row.get("paper", {}).get("claim", "") if row.get("paper") else ""
-        out.append(f"| {LABELS[row['method']]} | {auc} | {_pct(rk['rate'])}{_ci(rk['ci95'])} "
-                   f"({rk['count']}/{rk['n']}) | {_pct(kr['rate'])}{_ci(kr['ci95'])} | "
-                   f"{row['network_evaluations_per_sample']:,} | {paper} |")
+        out.append(
+          f"| {LABELS[row['method']]} | {auc} | {_pct(rk['rate'])}{_ci(rk['ci95'])} "
+          f"({rk['count']}/{rk['n']}) | {_pct(kr['rate'])}{_ci(kr['ci95'])} | "
+          f"{row['network_evaluations_per_sample']:,} | {paper} |"
+        )
       out.append("")
-    out.append(f"**Mitigations** (against plain DDPM of the same checkpoint; DDPM {st['reverse_steps']['ddpm']} "
-               f"steps, DDIM {st['reverse_steps']['ddim']})\n")
-    out.append("| method | samples | hallucination rate [Wilson 95%] | same indices, plain | "
-               "in support | mean distance to mode (std) | diverged / non-finite | modes | "
-               "network passes / sample | paper |")
+    out.append(
+      f"**Mitigations** (against plain DDPM of the same checkpoint; DDPM {st['reverse_steps']['ddpm']} "
+      f"steps, DDIM {st['reverse_steps']['ddim']})\n"
+    )
+    out.append(
+      "| method | samples | hallucination rate [Wilson 95%] | same indices, plain | "
+      "in support | mean distance to mode (std) | diverged / non-finite | modes | "
+      "network passes / sample | paper |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for row in r["mitigation"]["rows"]:
       h = row["hallucination"]
@@ -654,12 +878,14 @@ def render_markdown(res) -> str:
       d = row["distance_to_nearest_mode"]
       dist = "—" if d["mean_in_std"] is None else f"{d['mean_in_std']:.2f}"
       paper = row.get("paper", {}).get("claim", "") if row.get("paper") else ""
-      out.append(f"| {row.get('label', row['method'])} | {row['num_samples']:,} | "
-                 f"{_pct(h['rate'], 2)}{_ci(h['ci95'], 2)} | {paired} | "
-                 f"{_pct(row['in_support']['rate'], 2)} | {dist} | "
-                 f"{d['diverged'] + row['non_finite']['count']} | "
-                 f"{row['modes_covered']}/{row['num_modes']} | "
-                 f"{row['network_evaluations_per_sample']:,.0f} | {paper} |")
+      out.append(
+        f"| {row.get('label', row['method'])} | {row['num_samples']:,} | "
+        f"{_pct(h['rate'], 2)}{_ci(h['ci95'], 2)} | {paired} | "
+        f"{_pct(row['in_support']['rate'], 2)} | {dist} | "
+        f"{d['diverged'] + row['non_finite']['count']} | "
+        f"{row['modes_covered']}/{row['num_modes']} | "
+        f"{row['network_evaluations_per_sample']:,.0f} | {paper} |"
+      )
     out.append("")
   return "\n".join(out)
 
@@ -671,47 +897,63 @@ def check_config(cfg) -> None:
   config_check.name_list(cfg, "hallbench.detectors", detectors.NAMES)
   config_check.name_list(cfg, "hallbench.mitigations", MITIGATIONS)
   if "testbeds" not in cfg:
-    raise ConfigError("testbeds", "missing from the config (one recipe per hallbench.testbeds "
-                      "entry: data, diffusion, model, train)")
+    raise ConfigError(
+      "testbeds",
+      "missing from the config (one recipe per hallbench.testbeds "
+      "entry: data, diffusion, model, train)",
+    )
   for name in names:
     if name not in cfg.testbeds:
-      raise ConfigError(f"testbeds.{name}", f"missing: hallbench.testbeds names {name!r}, "
-                        f"recipes are given for {', '.join(cfg.testbeds) or 'none'}")
+      raise ConfigError(
+        f"testbeds.{name}",
+        f"missing: hallbench.testbeds names {name!r}, "
+        f"recipes are given for {', '.join(cfg.testbeds) or 'none'}",
+      )
     for s in RECIPE:
       if s not in cfg.testbeds[name]:
         raise ConfigError(f"testbeds.{name}.{s}", "missing from the testbed's recipe")
     if cfg.testbeds[name].data.name != name:
-      raise ConfigError(f"testbeds.{name}.data.name", f"must be {name!r} (the testbed's "
-                        f"name), got {cfg.testbeds[name].data.name!r}")
+      raise ConfigError(
+        f"testbeds.{name}.data.name",
+        f"must be {name!r} (the testbed's name), got {cfg.testbeds[name].data.name!r}",
+      )
   # The top-level sections mirror the first testbed's recipe (the shared checks read them).
   first = cfg.testbeds[names[0]]
   for s in RECIPE:
     mine, theirs = cfg[s].to_dict(), first[s].to_dict()
     for k in sorted(set(mine) | set(theirs)):
       if mine.get(k) != theirs.get(k):
-        raise ConfigError(f"{s}.{k}", f"the top-level {s} section mirrors the first testbed's "
-                          f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
-                          f"{mine.get(k)!r}, there {theirs.get(k)!r})")
+        raise ConfigError(
+          f"{s}.{k}",
+          f"the top-level {s} section mirrors the first testbed's "
+          f"recipe; set testbeds.{names[0]}.{s}.{k} instead (here "
+          f"{mine.get(k)!r}, there {theirs.get(k)!r})",
+        )
   if config_check.get(cfg, "sample.sampler") != "ddpm":
-    raise ConfigError("sample.sampler", "must be 'ddpm': the plain sampler every mitigation is "
-                      "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'")
+    raise ConfigError(
+      "sample.sampler",
+      "must be 'ddpm': the plain sampler every mitigation is "
+      "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'",
+    )
   h = "hallbench."
   n = config_check.integer(cfg, h + "num_samples", lo=4)
   config_check.integer(cfg, h + "split_seed", lo=0)
   config_check.integer(cfg, h + "chunk_size", lo=1)
   drops = config_check.get(cfg, h + "filter.drop")
   if isinstance(drops, (str, bytes)) or any(
-      isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops):
+    isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1 for q in drops
+  ):
     raise ConfigError(h + "filter.drop", f"must be a tuple of shares in (0, 1), got {drops!r}")
   ddim_steps = config_check.integer(cfg, h + "ddim.steps", lo=0)
-  config_check.integer(cfg, h + "ddim.num_samples", lo=1, hi=n,
-                       hi_desc=f"hallbench.num_samples={n}")
+  config_check.integer(
+    cfg, h + "ddim.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}"
+  )
   ks = config_check.get(cfg, h + "ddim.stochastic_last")
   if isinstance(ks, (str, bytes)) or any(
-      isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks):
+    isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in ks
+  ):
     raise ConfigError(h + "ddim.stochastic_last", f"must be a tuple of step counts, got {ks!r}")
-  config_check.integer(cfg, h + "mi.num_samples", lo=4, hi=n,
-                       hi_desc=f"hallbench.num_samples={n}")
+  config_check.integer(cfg, h + "mi.num_samples", lo=4, hi=n, hi_desc=f"hallbench.num_samples={n}")
   m = config_check.integer(cfg, h + "mi.perturbations", lo=2)
   config_check.number(cfg, h + "mi.scale", lo=0.0, lo_open=True)
   design = config_check.choice(cfg, h + "mi.design", detectors.PERTURBATION_DESIGNS)
@@ -722,32 +964,40 @@ def check_config(cfg) -> None:
   config_check.number(cfg, h + "iq.quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
   config_check.number(cfg, h + "iq.strength", lo=0.0)
   cal = config_check.integer(cfg, h + "iq.calibration", lo=2)
-  config_check.integer(cfg, h + "iq.num_samples", lo=1, hi=n,
-                       hi_desc=f"hallbench.num_samples={n}")
+  config_check.integer(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
   for name in names:
     tcfg = testbed_config(cfg, name)
     try:
       config_check.validate(tcfg)
     except ConfigError as e:
-      raise ConfigError(f"testbeds.{name}.{e.field}",
-                        str(e)[len(e.field) + 2:]) from None
+      raise ConfigError(f"testbeds.{name}.{e.field}", str(e)[len(e.field) + 2 :]) from None
     T = tcfg.diffusion.timesteps
     if ddim_steps > T:
-      raise ConfigError(h + "ddim.steps", f"must be <= testbeds.{name}.diffusion.timesteps={T} "
-                        f"(0: all), got {ddim_steps}")
+      raise ConfigError(
+        h + "ddim.steps",
+        f"must be <= testbeds.{name}.diffusion.timesteps={T} (0: all), got {ddim_steps}",
+      )
     steps = len(samplers.ddim_timesteps(T, ddim_steps))
     if cfg.detect.window > steps:
-      raise ConfigError("detect.window", f"must be <= the {steps} DDIM steps of testbed "
-                        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}")
+      raise ConfigError(
+        "detect.window",
+        f"must be <= the {steps} DDIM steps of testbed "
+        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}",
+      )
     bad = [k for k in ks if not 0 <= k <= steps]
     if bad:
-      raise ConfigError(h + "ddim.stochastic_last", f"{bad[0]} is outside [0, {steps}] (the "
-                        f"DDIM steps of testbed {name!r})")
+      raise ConfigError(
+        h + "ddim.stochastic_last",
+        f"{bad[0]} is outside [0, {steps}] (the DDIM steps of testbed {name!r})",
+      )
     dim = 1 if name == "gaussian1d" else 2
     if design == "orthogonal" and m % (2 * dim):
-      raise ConfigError(h + "mi.perturbations", f"the orthogonal design needs a multiple of "
-                        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
-                        f"hallbench.mi.design='gaussian'")
+      raise ConfigError(
+        h + "mi.perturbations",
+        f"the orthogonal design needs a multiple of "
+        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
+        f"hallbench.mi.design='gaussian'",
+      )
     for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
       config_check.timestep(cfg, h + field, T, name)
     lo = config_check.timestep(cfg, h + "iq.t_lo", T, name)
@@ -755,6 +1005,9 @@ def check_config(cfg) -> None:
     if hi < lo:
       raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
     if cal > tcfg.data.num_train:
-      raise ConfigError(h + "iq.calibration", f"must be <= testbeds.{name}.data.num_train="
-                        f"{tcfg.data.num_train} (the calibration points are training points), "
-                        f"got {cal}")
+      raise ConfigError(
+        h + "iq.calibration",
+        f"must be <= testbeds.{name}.data.num_train="
+        f"{tcfg.data.num_train} (the calibration points are training points), "
+        f"got {cal}",
+      )

@@ -40,9 +40,15 @@ default_workdir = cli.default_workdir
 
 def machine_info() -> dict:
   devs = jax.devices()
-  return {"platform": devs[0].platform, "device_kind": devs[0].device_kind,
-          "device_count": len(devs), "process_count": jax.process_count(),
-          "host": platform.node(), "cpu_count": os.cpu_count(), "jax": jax.__version__}
+  return {
+    "platform": devs[0].platform,
+    "device_kind": devs[0].device_kind,
+    "device_count": len(devs),
+    "process_count": jax.process_count(),
+    "host": platform.node(),
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+  }
 
 
 def run(cfg, workdir: str, config_name: str = ""):
@@ -59,8 +65,13 @@ def run(cfg, workdir: str, config_name: str = ""):
     for k, old, new in changes:
       logging.info("config change on resume: %s: %r -> %r", k, old, new)
     runner = importlib.import_module(RUNNERS[cfg.experiment])
-    logging.info("%s -> %s on %d %s device(s)", config_name or cfg.experiment, wd.path,
-                 mesh.size, jax.devices()[0].platform)
+    logging.info(
+      "%s -> %s on %d %s device(s)",
+      config_name or cfg.experiment,
+      wd.path,
+      mesh.size,
+      jax.devices()[0].platform,
+    )
     return runner.run(cfg, wd, mesh, info={"config_name": config_name, "machine": machine_info()})
   finally:
     wd.unlock()
@@ -72,8 +83,10 @@ def main(argv):
   workdir = FLAGS.workdir or default_workdir(config_arg)
   sharding.maybe_initialize_distributed(FLAGS.distributed)
   preemption.install()  # after the distributed runtime: jax's preemption service keeps SIGTERM
-  cli.run_or_exit(lambda: run(FLAGS.config, workdir, config_name=config_arg),
-                  (ConfigError, DataError, WorkdirError, TrainingDivergedError))
+  cli.run_or_exit(
+    lambda: run(FLAGS.config, workdir, config_name=config_arg),
+    (ConfigError, DataError, WorkdirError, TrainingDivergedError),
+  )
 
 
 if __name__ == "__main__":

@@ -67,29 +67,42 @@ def define_flags():
   this module beside ``experiments.main``, which has its own)."""
   cli.define_config_flags()
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, run on both sides.")
-  flags.DEFINE_string("reference", None, "A checkout of the official repository, or 'none' to "
-                      "run this side only.")
-  flags.DEFINE_string("reference_python", None, "Python with CPU torch for --reference "
-                      "(default: $MODE_INTERP_REFERENCE_PYTHON).")
-  flags.DEFINE_enum("reference_batching", "random", ["random", "epoch"], "The torch side's "
-                    "batches: uniform with replacement (as here) or the official sequential "
-                    "epochs.")
-  flags.DEFINE_integer("reference_threads", 0, "torch intra-op threads (0: the CPUs the "
-                       "process may run on).")
+  flags.DEFINE_string(
+    "reference", None, "A checkout of the official repository, or 'none' to run this side only."
+  )
+  flags.DEFINE_string(
+    "reference_python",
+    None,
+    "Python with CPU torch for --reference (default: $MODE_INTERP_REFERENCE_PYTHON).",
+  )
+  flags.DEFINE_enum(
+    "reference_batching",
+    "random",
+    ["random", "epoch"],
+    "The torch side's "
+    "batches: uniform with replacement (as here) or the official sequential "
+    "epochs.",
+  )
+  flags.DEFINE_integer(
+    "reference_threads", 0, "torch intra-op threads (0: the CPUs the process may run on)."
+  )
 
 
-REFERENCE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference",
-                                "reference_toy.py")
+REFERENCE_SCRIPT = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "torch_reference", "reference_toy.py"
+)
 SIDES = ("this", "official")
 # (key, label, format) of the per-seed measurements, in table order.
-METRICS = (("hallucination_rate", "hallucination rate", "pct"),
-           ("auroc", "AUROC", "num"),
-           ("removed_at_keep", "removed at 96% kept", "pct"),
-           ("kept_at_removal", "kept at 95% removed", "pct"),
-           ("num_hallucinations", "hallucinations", "int"),
-           ("train_seconds", "train s", "sec"),
-           ("ms_per_train_step", "ms / train step", "num"),
-           ("sample_seconds", "sample s", "sec"))
+METRICS = (
+  ("hallucination_rate", "hallucination rate", "pct"),
+  ("auroc", "AUROC", "num"),
+  ("removed_at_keep", "removed at 96% kept", "pct"),
+  ("kept_at_removal", "kept at 95% removed", "pct"),
+  ("num_hallucinations", "hallucinations", "int"),
+  ("train_seconds", "train s", "sec"),
+  ("ms_per_train_step", "ms / train step", "num"),
+  ("sample_seconds", "sample s", "sec"),
+)
 # Reference-script arguments that do not change what is measured: a cache with other values serves.
 _FREE_ARGS = ("chunk", "threads", "log_every")
 
@@ -102,18 +115,30 @@ class ReferenceError_(RuntimeError):
 def check_recipe(cfg) -> None:
   """Refuses (``ConfigError``) a config the official toy code cannot run as it stands."""
   config_check.validate(cfg)
-  need = (("experiment", "gaussian"), ("model.name", "mlp"), ("model.share_blocks", True),
-          ("diffusion.schedule", "linear"), ("train.lr_schedule", "constant"),
-          ("train.warmup_steps", 0), ("train.grad_clip", 0.0), ("train.ema_decay", 0.0),
-          ("sample.sampler", "ddpm"), ("detect.reduction", "mean"), ("data.imbalance", 1.0),
-          ("sweep.enabled", False))
+  need = (
+    ("experiment", "gaussian"),
+    ("model.name", "mlp"),
+    ("model.share_blocks", True),
+    ("diffusion.schedule", "linear"),
+    ("train.lr_schedule", "constant"),
+    ("train.warmup_steps", 0),
+    ("train.grad_clip", 0.0),
+    ("train.ema_decay", 0.0),
+    ("sample.sampler", "ddpm"),
+    ("detect.reduction", "mean"),
+    ("data.imbalance", 1.0),
+    ("sweep.enabled", False),
+  )
   for field, value in need:
     node = cfg
     for part in field.split("."):
       node = node[part]
     if node != value:
-      raise ConfigError(field, f"is {node!r}; the official toy code runs only {value!r} "
-                        f"(use configs/gaussian1d.py:official or configs/grid25.py:official)")
+      raise ConfigError(
+        field,
+        f"is {node!r}; the official toy code runs only {value!r} "
+        f"(use configs/gaussian1d.py:official or configs/grid25.py:official)",
+      )
   for field in ("t_lo", "t_hi"):
     if cfg.detect.get(field, -1) != -1:
       raise ConfigError(f"detect.{field}", "must be -1: parity uses the last detect.window steps")
@@ -122,19 +147,30 @@ def check_recipe(cfg) -> None:
 def reference_args(cfg, seed: int, batching: str, threads: int = 0) -> dict:
   """The arguments of ``reference_toy.py`` that reproduce ``cfg`` for ``seed``."""
   means = ",".join(str(float(m)) for m in cfg.data.means) if cfg.data.name == "gaussian1d" else ""
-  return {"data": cfg.data.name, "means": means or "1,2,3", "std": float(cfg.data.std),
-          "num_train": int(cfg.data.num_train), "steps": int(cfg.train.steps),
-          "batch_size": int(cfg.train.batch_size), "batching": batching,
-          "lr": float(cfg.train.lr), "b1": float(cfg.train.b1), "b2": float(cfg.train.b2),
-          "width": int(cfg.model.width), "blocks": int(cfg.model.num_blocks),
-          "timesteps": int(cfg.diffusion.timesteps),
-          "beta_start": float(cfg.diffusion.beta_start),
-          "beta_end": float(cfg.diffusion.beta_end),
-          "variance": cfg.sample.variance.replace("_", "-"),
-          "num_samples": int(cfg.sample.num_samples),
-          "chunk": int(min(cfg.sample.num_samples, 20_000)), "window": int(cfg.detect.window),
-          "seed": int(seed), "threads": int(threads),
-          "log_every": int(max(1, min(cfg.train.log_every * 10, cfg.train.steps)))}
+  return {
+    "data": cfg.data.name,
+    "means": means or "1,2,3",
+    "std": float(cfg.data.std),
+    "num_train": int(cfg.data.num_train),
+    "steps": int(cfg.train.steps),
+    "batch_size": int(cfg.train.batch_size),
+    "batching": batching,
+    "lr": float(cfg.train.lr),
+    "b1": float(cfg.train.b1),
+    "b2": float(cfg.train.b2),
+    "width": int(cfg.model.width),
+    "blocks": int(cfg.model.num_blocks),
+    "timesteps": int(cfg.diffusion.timesteps),
+    "beta_start": float(cfg.diffusion.beta_start),
+    "beta_end": float(cfg.diffusion.beta_end),
+    "variance": cfg.sample.variance.replace("_", "-"),
+    "num_samples": int(cfg.sample.num_samples),
+    "chunk": int(min(cfg.sample.num_samples, 20_000)),
+    "window": int(cfg.detect.window),
+    "seed": int(seed),
+    "threads": int(threads),
+    "log_every": int(max(1, min(cfg.train.log_every * 10, cfg.train.steps))),
+  }
 
 
 def _this_side_only(reference) -> bool:
@@ -146,17 +182,22 @@ def resolve_reference(path, python):
   or raises :class:`ReferenceError_` with one line saying what is missing."""
   if not path:
     raise ReferenceError_(
-        "--reference is missing: pass --reference=PATH (a checkout of the official repository, "
-        "locuslab/diffusion-model-hallucination) with --reference_python=PY (a Python with CPU "
-        "torch) or $MODE_INTERP_REFERENCE_PYTHON, or --reference=none to run this side only")
+      "--reference is missing: pass --reference=PATH (a checkout of the official repository, "
+      "locuslab/diffusion-model-hallucination) with --reference_python=PY (a Python with CPU "
+      "torch) or $MODE_INTERP_REFERENCE_PYTHON, or --reference=none to run this side only"
+    )
   src = os.path.join(os.path.abspath(os.path.expanduser(path)), "gaussian_experiments")
   if not os.path.isdir(os.path.join(src, "ddpm_torch", "toy")):
-    raise ReferenceError_(f"--reference={path}: no gaussian_experiments/ddpm_torch/toy there; "
-                          f"pass a checkout of locuslab/diffusion-model-hallucination")
+    raise ReferenceError_(
+      f"--reference={path}: no gaussian_experiments/ddpm_torch/toy there; "
+      f"pass a checkout of locuslab/diffusion-model-hallucination"
+    )
   py = python or os.environ.get("MODE_INTERP_REFERENCE_PYTHON", "")
   if not py:
-    raise ReferenceError_("--reference needs a Python with CPU torch: pass --reference_python=PY "
-                          "or set $MODE_INTERP_REFERENCE_PYTHON")
+    raise ReferenceError_(
+      "--reference needs a Python with CPU torch: pass --reference_python=PY "
+      "or set $MODE_INTERP_REFERENCE_PYTHON"
+    )
   found = shutil.which(os.path.expanduser(py))
   if not found:
     raise ReferenceError_(f"--reference_python={py}: no such executable")
@@ -189,9 +230,11 @@ def run_reference(src: str, python: str, args: dict, out: str, log=logging.info)
   os.makedirs(os.path.dirname(out), exist_ok=True)
   cmd = [python, REFERENCE_SCRIPT] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
   cmd.append(f"--out={out}")
-  log_path = out[:-len(".npz")] + ".log"
-  log(f"reference: seed {args['seed']}: {args['steps']} steps at batch {args['batch_size']} "
-      f"({args['batching']} batches), {args['num_samples']} samples; log in {log_path}")
+  log_path = out[: -len(".npz")] + ".log"
+  log(
+    f"reference: seed {args['seed']}: {args['steps']} steps at batch {args['batch_size']} "
+    f"({args['batching']} batches), {args['num_samples']} samples; log in {log_path}"
+  )
   env = dict(os.environ, PYTHONPATH=src)
   try:
     with open(log_path, "w") as lf:
@@ -202,18 +245,23 @@ def run_reference(src: str, python: str, args: dict, out: str, log=logging.info)
     with open(log_path) as lf:
       lines = [l.strip() for l in lf.read().splitlines() if l.strip()]
     why = lines[-1] if lines else "no output"
-    raise ReferenceError_(f"the reference run for seed {args['seed']} failed (exit "
-                          f"{proc.returncode}): {why[:300]} (log: {log_path})")
+    raise ReferenceError_(
+      f"the reference run for seed {args['seed']} failed (exit "
+      f"{proc.returncode}): {why[:300]} (log: {log_path})"
+    )
   try:
     return load_reference_npz(out)
   except (OSError, ValueError, KeyError, EOFError) as e:
-    raise ReferenceError_(f"the reference run for seed {args['seed']} wrote an unreadable "
-                          f"{out} ({type(e).__name__}: {e})") from None
+    raise ReferenceError_(
+      f"the reference run for seed {args['seed']} wrote an unreadable "
+      f"{out} ({type(e).__name__}: {e})"
+    ) from None
 
 
 # -- this side ------------------------------------------------------------------------
 def seed_config(cfg, seed: int):
   import ml_collections
+
   c = ml_collections.ConfigDict(cfg.to_dict())
   c.seed = int(seed)
   return c
@@ -232,13 +280,19 @@ def run_this(cfg, wd_path: str, config_name: str = "") -> dict:
   train_s = float(res["train"]["seconds_this_run"])
   sample_s = float(res["sampling"]["seconds_this_run"])
   timing = {"train_seconds": train_s, "sample_seconds": sample_s, "steps": int(cfg.train.steps)}
-  if old is not None and old.get("steps") == timing["steps"] and train_s < 0.5 * old["train_seconds"]:
+  if (
+    old is not None and old.get("steps") == timing["steps"] and train_s < 0.5 * old["train_seconds"]
+  ):
     timing = old  # the caches served this run: keep the timings of the run that did the work
   with open(timing_path, "w") as f:
     json.dump(timing, f)
   arrays = Workdir(wd_path).load_arrays("samples.npz")
-  return {"samples": arrays["samples"], "traj_variance": arrays["traj_variance"],
-          "train_seconds": timing["train_seconds"], "sample_seconds": timing["sample_seconds"]}
+  return {
+    "samples": arrays["samples"],
+    "traj_variance": arrays["traj_variance"],
+    "train_seconds": timing["train_seconds"],
+    "sample_seconds": timing["sample_seconds"],
+  }
 
 
 # -- measurements ---------------------------------------------------------------------
@@ -249,30 +303,42 @@ def side_metrics(samples, traj_variance, mixture, cfg) -> dict:
   ok = hallucination.finite_or_warn(x, tv)
   x, tv = x[ok], tv[ok]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, cfg.detect.k_sigma)
-  det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,
-                                        cfg.detect.remove_hallucinations)
+  det = hallucination.detection_metrics(
+    tv, hal, cfg.detect.keep_in_support, cfg.detect.remove_hallucinations
+  )
   at = det.get("at_removal") or {}
-  covered = np.unique(hallucination.nearest_mode(x[~hal], mixture.means)).size if (~hal).any() else 0
-  return {"num_samples": int(len(ok)), "non_finite": int((~ok).sum()),
-          "num_hallucinations": int(hal.sum()),
-          "hallucination_rate": float(hal.mean()) if len(hal) else None,
-          "hallucination_ci95": hallucination.rate_with_interval(hal)["ci95"],
-          "auroc": det["auroc"], "threshold": det["threshold"],
-          "in_support_retained": det["in_support_retained"],
-          "removed_at_keep": det["hallucinations_removed"],
-          "kept_at_removal": at.get("in_support_retained"),
-          "modes_covered": int(covered), "num_modes": int(len(mixture.means)),
-          "median_tv_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
-          "median_tv_hallucination": float(np.median(tv[hal])) if hal.any() else None}
+  covered = (
+    np.unique(hallucination.nearest_mode(x[~hal], mixture.means)).size if (~hal).any() else 0
+  )
+  return {
+    "num_samples": int(len(ok)),
+    "non_finite": int((~ok).sum()),
+    "num_hallucinations": int(hal.sum()),
+    "hallucination_rate": float(hal.mean()) if len(hal) else None,
+    "hallucination_ci95": hallucination.rate_with_interval(hal)["ci95"],
+    "auroc": det["auroc"],
+    "threshold": det["threshold"],
+    "in_support_retained": det["in_support_retained"],
+    "removed_at_keep": det["hallucinations_removed"],
+    "kept_at_removal": at.get("in_support_retained"),
+    "modes_covered": int(covered),
+    "num_modes": int(len(mixture.means)),
+    "median_tv_in_support": float(np.median(tv[~hal])) if (~hal).any() else None,
+    "median_tv_hallucination": float(np.median(tv[hal])) if hal.any() else None,
+  }
 
 
 def summarize(values) -> dict:
   v = np.asarray([x for x in values if x is not None], np.float64)
   if not len(v):
     return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
-  return {"n": int(len(v)), "mean": float(v.mean()),
-          "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-          "min": float(v.min()), "max": float(v.max())}
+  return {
+    "n": int(len(v)),
+    "mean": float(v.mean()),
+    "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+    "min": float(v.min()),
+    "max": float(v.max()),
+  }
 
 
 def compare(summary: dict, values: Optional[dict] = None) -> dict:
@@ -281,6 +347,7 @@ def compare(summary: dict, values: Optional[dict] = None) -> dict:
   per-seed ``values`` (``{side: {metric: [...]}}``), the two-sided Mann-Whitney rank test's
   p-value (no normality assumed: a final iterate's metrics have long tails across seeds)."""
   from scipy import stats
+
   out = {}
   for key, _, _ in METRICS:
     a, b = summary["this"].get(key), summary["official"].get(key)
@@ -288,16 +355,17 @@ def compare(summary: dict, values: Optional[dict] = None) -> dict:
       continue
     se = np.sqrt((a["std"] ** 2 / a["n"]) + (b["std"] ** 2 / b["n"]))
     diff = a["mean"] - b["mean"]
-    out[key] = {"this_minus_official": diff,
-                "this_mean_within_official_range": bool(b["min"] <= a["mean"] <= b["max"]),
-                "official_mean_within_this_range": bool(a["min"] <= b["mean"] <= a["max"]),
-                "welch_z": float(diff / se) if se > 0 else None,
-                "rank_test_p": None}
+    out[key] = {
+      "this_minus_official": diff,
+      "this_mean_within_official_range": bool(b["min"] <= a["mean"] <= b["max"]),
+      "official_mean_within_this_range": bool(a["min"] <= b["mean"] <= a["max"]),
+      "welch_z": float(diff / se) if se > 0 else None,
+      "rank_test_p": None,
+    }
     if values is not None:
       va, vb = ([v for v in values[side].get(key, []) if v is not None] for side in SIDES)
       if len(va) >= 2 and len(vb) >= 2 and len(set(va) | set(vb)) > 1:
-        out[key]["rank_test_p"] = float(stats.mannwhitneyu(va, vb,
-                                                           alternative="two-sided").pvalue)
+        out[key]["rank_test_p"] = float(stats.mannwhitneyu(va, vb, alternative="two-sided").pvalue)
   return out
 
 
@@ -316,8 +384,10 @@ def _fmt(v, kind) -> str:
 def format_table(results: dict) -> str:
   """Both sides per seed, then mean ± std (min..max), as text."""
   seeds = results["seeds"]
-  lines = [f"parity: {results['config_name']}: {results['recipe']}",
-           f"reference: {results['reference'].get('status')}"]
+  lines = [
+    f"parity: {results['config_name']}: {results['recipe']}",
+    f"reference: {results['reference'].get('status')}",
+  ]
   head = f"{'metric':<22}" + "".join(f"{f'{side} s{s}':>12}" for side in SIDES for s in seeds)
   lines.append(head)
   for key, label, kind in METRICS:
@@ -328,21 +398,28 @@ def format_table(results: dict) -> str:
         row += f"{_fmt(r.get(key) if r else None, kind):>12}"
     lines.append(row)
   lines.append("")
-  lines.append(f"{'metric':<22}{'this: mean ± std (min..max)':>36}{'official: mean ± std (min..max)':>40}")
+  lines.append(
+    f"{'metric':<22}{'this: mean ± std (min..max)':>36}{'official: mean ± std (min..max)':>40}"
+  )
   for key, label, kind in METRICS:
     row = f"{label:<22}"
     for side, w in (("this", 36), ("official", 40)):
       m = results["summary"][side].get(key) or {}
       if m.get("n"):
-        cell = (f"{_fmt(m['mean'], kind)} ± {_fmt(m['std'], kind)} "
-                f"({_fmt(m['min'], kind)}..{_fmt(m['max'], kind)})")
+        cell = (
+          f"{_fmt(m['mean'], kind)} ± {_fmt(m['std'], kind)} "
+          f"({_fmt(m['min'], kind)}..{_fmt(m['max'], kind)})"
+        )
       else:
         cell = "missing"
       row += f"{cell:>{w}}"
     c = results["comparison"].get(key)
     if c:
-      row += "   within official range" if c["this_mean_within_official_range"] else \
-          "   OUTSIDE official range"
+      row += (
+        "   within official range"
+        if c["this_mean_within_official_range"]
+        else "   OUTSIDE official range"
+      )
       if c.get("welch_z") is not None:
         row += f", Welch z {c['welch_z']:+.2f}"
       if c.get("rank_test_p") is not None:
@@ -353,13 +430,20 @@ def format_table(results: dict) -> str:
 
 def _figures(wd, results, arrays, mixture):
   import matplotlib.pyplot as plt
+
   shown = [(k, l, f) for k, l, f in METRICS[:4]]
   fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2))
   for ax, (key, label, _) in zip(axes, shown):
     for i, side in enumerate(SIDES):
-      vals = [r.get(key) for r in results["per_seed"][side].values() if r and r.get(key) is not None]
-      ax.scatter(np.full(len(vals), i) + np.linspace(-0.08, 0.08, max(len(vals), 1))[:len(vals)],
-                 vals, s=25, label=side)
+      vals = [
+        r.get(key) for r in results["per_seed"][side].values() if r and r.get(key) is not None
+      ]
+      ax.scatter(
+        np.full(len(vals), i) + np.linspace(-0.08, 0.08, max(len(vals), 1))[: len(vals)],
+        vals,
+        s=25,
+        label=side,
+      )
       if vals:
         ax.hlines(np.mean(vals), i - 0.2, i + 0.2, colors="k")
     ax.set_xticks([0, 1], SIDES)
@@ -369,8 +453,9 @@ def _figures(wd, results, arrays, mixture):
   fig.savefig(wd.figure("per_seed.png"), dpi=110)
   plt.close(fig)
   for seed, sides in arrays.items():
-    fig, ax = plt.subplots(figsize=(6, 3.5) if mixture.dim == 1 else (7, 3.5),
-                           ncols=1 if mixture.dim == 1 else 2)
+    fig, ax = plt.subplots(
+      figsize=(6, 3.5) if mixture.dim == 1 else (7, 3.5), ncols=1 if mixture.dim == 1 else 2
+    )
     if mixture.dim == 1:
       lo, hi = mixture.means.min() - 0.6, mixture.means.max() + 0.6
       for side, x in sides.items():
@@ -388,8 +473,17 @@ def _figures(wd, results, arrays, mixture):
     plt.close(fig)
 
 
-def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: str = "random",
-        threads: int = 0, config_name: str = "", log=logging.info):
+def run(
+  cfg,
+  workdir: str,
+  seeds,
+  reference,
+  reference_python=None,
+  batching: str = "random",
+  threads: int = 0,
+  config_name: str = "",
+  log=logging.info,
+):
   """Runs both sides for every seed; returns ``(results, errors)`` (errors: one line each)."""
   check_recipe(cfg)
   seeds = [int(s) for s in seeds]
@@ -402,31 +496,59 @@ def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: st
   wd.lock()
   try:
     wd.check_files()
-    wd.write_config({**cfg.to_dict(), "parity": {
-        "seeds": seeds, "reference": reference, "reference_python": py,
-        "reference_batching": batching}})
+    wd.write_config(
+      {
+        **cfg.to_dict(),
+        "parity": {
+          "seeds": seeds,
+          "reference": reference,
+          "reference_python": py,
+          "reference_batching": batching,
+        },
+      }
+    )
     mixture = gaussian.make_mixture(cfg)
-    recipe = (f"{cfg.data.name} {tuple(cfg.data.means) if cfg.data.name == 'gaussian1d' else ''} "
-              f"{cfg.data.num_train} points, batch {cfg.train.batch_size} ({batching} batches "
-              f"on the official side, random here), {cfg.train.steps} steps, Adam "
-              f"{cfg.train.lr} constant, T={cfg.diffusion.timesteps}, "
-              f"{cfg.sample.num_samples} samples, window {cfg.detect.window}, "
-              f"{cfg.detect.k_sigma}-std rule").replace("  ", " ")
-    status = ("missing: --reference=none, this side only" if src is None else
-              f"{reference} run by {py} ({batching} batches)")
-    results = {"config_name": config_name, "recipe": recipe, "seeds": seeds,
-               "reference": {"path": reference, "python": py, "batching": batching,
-                             "status": status},
-               "per_seed": {side: {} for side in SIDES}, "errors": []}
+    recipe = (
+      f"{cfg.data.name} {tuple(cfg.data.means) if cfg.data.name == 'gaussian1d' else ''} "
+      f"{cfg.data.num_train} points, batch {cfg.train.batch_size} ({batching} batches "
+      f"on the official side, random here), {cfg.train.steps} steps, Adam "
+      f"{cfg.train.lr} constant, T={cfg.diffusion.timesteps}, "
+      f"{cfg.sample.num_samples} samples, window {cfg.detect.window}, "
+      f"{cfg.detect.k_sigma}-std rule"
+    ).replace("  ", " ")
+    status = (
+      "missing: --reference=none, this side only"
+      if src is None
+      else f"{reference} run by {py} ({batching} batches)"
+    )
+    results = {
+      "config_name": config_name,
+      "recipe": recipe,
+      "seeds": seeds,
+      "reference": {"path": reference, "python": py, "batching": batching, "status": status},
+      "per_seed": {side: {} for side in SIDES},
+      "errors": [],
+    }
     errors = []
     arrays = {}
 
     def write():
-      results["summary"] = {side: {k: summarize([r.get(k) for r in results["per_seed"][side].values()
-                                                 if r]) for k, _, _ in METRICS} for side in SIDES}
-      results["comparison"] = compare(results["summary"], {
-          side: {k: [r.get(k) for r in results["per_seed"][side].values() if r]
-                 for k, _, _ in METRICS} for side in SIDES})
+      results["summary"] = {
+        side: {
+          k: summarize([r.get(k) for r in results["per_seed"][side].values() if r])
+          for k, _, _ in METRICS
+        }
+        for side in SIDES
+      }
+      results["comparison"] = compare(
+        results["summary"],
+        {
+          side: {
+            k: [r.get(k) for r in results["per_seed"][side].values() if r] for k, _, _ in METRICS
+          }
+          for side in SIDES
+        },
+      )
       results["errors"] = list(errors)
       wd.write_results(results)
 
@@ -434,13 +556,18 @@ def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: st
       if src is not None:
         args = reference_args(cfg, seed, batching, threads)
         try:
-          ref = run_reference(src, py, args, wd.file(os.path.join("reference", f"seed{seed}.npz")),
-                              log=log)
+          ref = run_reference(
+            src, py, args, wd.file(os.path.join("reference", f"seed{seed}.npz")), log=log
+          )
           m = side_metrics(ref["samples"], ref["traj_variance"], mixture, cfg)
           meta = ref["meta"]
-          m.update(train_seconds=meta["train_seconds"], sample_seconds=meta["sample_seconds"],
-                   ms_per_train_step=meta["ms_per_train_step"], threads=meta["threads"],
-                   torch=meta["torch"])
+          m.update(
+            train_seconds=meta["train_seconds"],
+            sample_seconds=meta["sample_seconds"],
+            ms_per_train_step=meta["ms_per_train_step"],
+            threads=meta["threads"],
+            torch=meta["torch"],
+          )
           results["per_seed"]["official"][str(seed)] = m
           arrays.setdefault(seed, {})["official"] = ref["samples"]
           results["reference"]["torch"] = meta["torch"]
@@ -451,11 +578,17 @@ def run(cfg, workdir: str, seeds, reference, reference_python=None, batching: st
           src = None  # later seeds run this side only
         write()
       t0 = time.time()
-      mine = run_this(seed_config(cfg, seed), os.path.join(wd.path, "this", f"seed{seed}"),
-                      config_name=config_name)
+      mine = run_this(
+        seed_config(cfg, seed),
+        os.path.join(wd.path, "this", f"seed{seed}"),
+        config_name=config_name,
+      )
       m = side_metrics(mine["samples"], mine["traj_variance"], mixture, cfg)
-      m.update(train_seconds=mine["train_seconds"], sample_seconds=mine["sample_seconds"],
-               ms_per_train_step=1000.0 * mine["train_seconds"] / max(cfg.train.steps, 1))
+      m.update(
+        train_seconds=mine["train_seconds"],
+        sample_seconds=mine["sample_seconds"],
+        ms_per_train_step=1000.0 * mine["train_seconds"] / max(cfg.train.steps, 1),
+      )
       results["per_seed"]["this"][str(seed)] = m
       arrays.setdefault(seed, {})["this"] = mine["samples"]
       log(f"this side: seed {seed} done in {time.time() - t0:.0f}s")
@@ -478,9 +611,16 @@ def main(argv):
   config_arg = cli.config_argument()
   workdir = FLAGS.workdir or default_workdir(config_arg)
   try:
-    results, errors = run(FLAGS.config, workdir, FLAGS.seeds, FLAGS.reference,
-                          FLAGS.reference_python, FLAGS.reference_batching,
-                          FLAGS.reference_threads, config_name=config_arg)
+    results, errors = run(
+      FLAGS.config,
+      workdir,
+      FLAGS.seeds,
+      FLAGS.reference,
+      FLAGS.reference_python,
+      FLAGS.reference_batching,
+      FLAGS.reference_threads,
+      config_name=config_arg,
+    )
   except (ConfigError, DataError, WorkdirError, TrainingDivergedError, ReferenceError_) as e:
     sys.exit(f"error: {e}")
   print(format_table(results), flush=True)

@@ -96,8 +96,11 @@ def record_parts(model, params, x, t):
 
   def interceptor(next_fun, args, kwargs, context):
     mod = context.module
-    if (context.method_name == "__call__" and isinstance(mod, PART_TYPES)
-        and not _inside_attention(mod)):
+    if (
+      context.method_name == "__call__"
+      and isinstance(mod, PART_TYPES)
+      and not _inside_attention(mod)
+    ):
       calls.append((mod, tuple(args[0].shape), args[0].dtype))
     return next_fun(*args, **kwargs)
 
@@ -123,6 +126,7 @@ def time_part(module, shape, dtype, backward: bool, repeats: int, options):
   x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), dtype)
   variables = sharding.jit_once(layer.init)(jax.random.key(0), x)  # eagerly: a compile per shape
   if backward:
+
     def fn(v, x):
       y, vjp = jax.vjp(lambda v, x: layer.apply(v, x), v, x)
       return y, vjp(jnp.ones_like(y))  # y too: a linear layer's backward does not need it
@@ -150,13 +154,13 @@ def profile_parts(calls, backward: bool, repeats: int, options) -> list:
 
 # XLA operation names (fusion kinds) -> a class a reader knows.
 _OP_CLASSES = (
-    ("convolution", r"^conv"),
-    ("transpose (layout change)", r"transpose"),
-    ("windowed reduction (reduce-window)", r"reduce-window"),
-    ("reduction", r"reduce"),
-    ("concatenation / slicing", r"concatenate|slice|pad"),
-    ("matrix product", r"^dot|ynn_fusion|^custom-call"),
-    ("elementwise fusion", r"fusion|^add|^multiply|^copy|^broadcast|^select|^subtract"),
+  ("convolution", r"^conv"),
+  ("transpose (layout change)", r"transpose"),
+  ("windowed reduction (reduce-window)", r"reduce-window"),
+  ("reduction", r"reduce"),
+  ("concatenation / slicing", r"concatenate|slice|pad"),
+  ("matrix product", r"^dot|ynn_fusion|^custom-call"),
+  ("elementwise fusion", r"fusion|^add|^multiply|^copy|^broadcast|^select|^subtract"),
 )
 
 
@@ -201,9 +205,11 @@ def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace):
   state = trainer.init(jnp.asarray(data[:1]), jax.random.key(0))
   args = (state, jnp.asarray(data), jax.random.key(1))
   compiled = trainer.step.lower(*args).compile()
+
   # The step donates its state: give it a fresh copy for every call.
   def call_step(state, data, key):
     return compiled(jax.tree.map(jnp.copy, state), data, key)
+
   train_ms = _time(call_step, args, repeats)
   train_gflop = (bench.flops(compiled) or 0.0) / 1e9
   train_ops = trace_op_classes(call_step, args) if trace else []
@@ -227,48 +233,75 @@ def profile(cfg, batch: int, chunk: int, repeats: int = 5, trace: bool = False) 
   options = sharding.compiler_options(None, convolutional=True, training=False)
   x1 = jnp.zeros((1,) + shape)
   params = sharding.jit_once(lambda k: model.init(k, x1, jnp.zeros((1,), jnp.int32)))(
-      jax.random.key(0))["params"]
+    jax.random.key(0)
+  )["params"]
   peak = bench.measured_matmul_peak("float32")
-  out = {"config": {"model": cfg.model.to_dict(), "image_shape": list(shape),
-                    "timesteps": cfg.diffusion.timesteps},
-         "batch": batch, "chunk": chunk, "peak_flops_measured": peak,
-         "machine": bench.machine_info(), "jax_version": jax.__version__,
-         "compile_options": options, "nproc": os.environ.get("NPROC")}
+  out = {
+    "config": {
+      "model": cfg.model.to_dict(),
+      "image_shape": list(shape),
+      "timesteps": cfg.diffusion.timesteps,
+    },
+    "batch": batch,
+    "chunk": chunk,
+    "peak_flops_measured": peak,
+    "machine": bench.machine_info(),
+    "jax_version": jax.__version__,
+    "compile_options": options,
+    "nproc": os.environ.get("NPROC"),
+  }
   whole = _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace)
   for name, n, backward, ms, gflop, ops in (
-      ("train", batch, True, whole[0], whole[1], whole[2]),
-      ("sample", chunk, False, whole[3], whole[4], whole[5])):
+    ("train", batch, True, whole[0], whole[1], whole[2]),
+    ("sample", chunk, False, whole[3], whole[4], whole[5]),
+  ):
     x = jnp.zeros((n,) + shape)
     t = jnp.zeros((n,), jnp.int32)
     parts = profile_parts(record_parts(model, params, x, t), backward, repeats, options)
-    out[name] = {"whole_ms": ms, "whole_gflop": gflop,
-                 "parts": [dataclasses.asdict(p) for p in parts],
-                 "rest_ms": ms - sum(p.ms for p in parts),
-                 "op_classes": [{"class": c, "ms": v} for c, v in ops]}
+    out[name] = {
+      "whole_ms": ms,
+      "whole_gflop": gflop,
+      "parts": [dataclasses.asdict(p) for p in parts],
+      "rest_ms": ms - sum(p.ms for p in parts),
+      "op_classes": [{"class": c, "ms": v} for c, v in ops],
+    }
   return out
 
 
 def format_profile(prof: dict) -> str:
   peak = prof["peak_flops_measured"]
   lines = []
-  for name, what in (("train", f"training step, batch {prof['batch']} (forward + backward "
-                      "per part; the whole is the trainer's step)"),
-                     ("sample", f"reverse step, {prof['chunk']} images (forward)")):
+  for name, what in (
+    (
+      "train",
+      f"training step, batch {prof['batch']} (forward + backward "
+      "per part; the whole is the trainer's step)",
+    ),
+    ("sample", f"reverse step, {prof['chunk']} images (forward)"),
+  ):
     p = prof[name]
     whole = p["whole_ms"]
-    lines.append(f"\n{what}: {whole:.1f} ms, {p['whole_gflop']:.2f} GFLOP, "
-                 f"{p['whole_gflop'] / whole * 1e3:.0f} GFLOP/s "
-                 f"({100 * p['whole_gflop'] * 1e9 / (whole / 1e3) / peak:.1f}% of the "
-                 f"measured {peak / 1e9:.0f} GFLOP/s)")
-    lines.append(f"  {'part':36s} {'n':>3s} {'ms':>9s} {'share':>6s} {'GFLOP':>7s} "
-                 f"{'GFLOP/s':>8s} {'%peak':>6s}")
+    lines.append(
+      f"\n{what}: {whole:.1f} ms, {p['whole_gflop']:.2f} GFLOP, "
+      f"{p['whole_gflop'] / whole * 1e3:.0f} GFLOP/s "
+      f"({100 * p['whole_gflop'] * 1e9 / (whole / 1e3) / peak:.1f}% of the "
+      f"measured {peak / 1e9:.0f} GFLOP/s)"
+    )
+    lines.append(
+      f"  {'part':36s} {'n':>3s} {'ms':>9s} {'share':>6s} {'GFLOP':>7s} "
+      f"{'GFLOP/s':>8s} {'%peak':>6s}"
+    )
     for part in p["parts"]:
       rate = part["gflop"] / part["ms"] * 1e3 if part["ms"] else 0.0
-      lines.append(f"  {part['label']:36s} {part['count']:3d} {part['ms']:9.2f} "
-                   f"{100 * part['ms'] / whole:5.1f}% {part['gflop']:7.3f} {rate:8.1f} "
-                   f"{100 * rate * 1e9 / peak:5.1f}%")
-    lines.append(f"  {'rest (between layers: SiLU, adds,':36s} {'':3s} {p['rest_ms']:9.2f} "
-                 f"{100 * p['rest_ms'] / whole:5.1f}%")
+      lines.append(
+        f"  {part['label']:36s} {part['count']:3d} {part['ms']:9.2f} "
+        f"{100 * part['ms'] / whole:5.1f}% {part['gflop']:7.3f} {rate:8.1f} "
+        f"{100 * rate * 1e9 / peak:5.1f}%"
+      )
+    lines.append(
+      f"  {'rest (between layers: SiLU, adds,':36s} {'':3s} {p['rest_ms']:9.2f} "
+      f"{100 * p['rest_ms'] / whole:5.1f}%"
+    )
     lines.append("   concatenations, upsampling, loss/optimiser)")
     if p["op_classes"]:
       total = sum(o["ms"] for o in p["op_classes"])
@@ -276,9 +309,11 @@ def format_profile(prof: dict) -> str:
       for o in p["op_classes"]:
         lines.append(f"    {o['class']:38s} {o['ms']:9.2f} {100 * o['ms'] / total:5.1f}%")
   m = prof["machine"]
-  lines.append(f"\nmachine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, jax "
-               f"{prof['jax_version']}, NPROC={prof['nproc']}; compile options "
-               f"{prof['compile_options'] or 'XLA defaults'}")
+  lines.append(
+    f"\nmachine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, jax "
+    f"{prof['jax_version']}, NPROC={prof['nproc']}; compile options "
+    f"{prof['compile_options'] or 'XLA defaults'}"
+  )
   return "\n".join(lines)
 
 
@@ -302,13 +337,20 @@ def define_flags():
   """The command's flags, defined only when it runs as a program (``experiments.main``,
   which tests import alongside, has its own ``--config``). ``--json`` (write the profile as
   JSON to this path) is the benchmark's flag of the same name."""
-  config_flags.DEFINE_config_file("config", "configs/shapes.py", "A U-Net config "
-                                  "(configs/shapes.py[:variant]).", lock_config=False)
+  config_flags.DEFINE_config_file(
+    "config",
+    "configs/shapes.py",
+    "A U-Net config (configs/shapes.py[:variant]).",
+    lock_config=False,
+  )
   flags.DEFINE_integer("batch", 0, "Training batch (0: the config's train.batch_size).")
   flags.DEFINE_integer("chunk", 256, "Images per reverse step.")
   flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (the fastest is kept).")
-  flags.DEFINE_bool("trace", False, "Also group the whole step's XLA operations by kind "
-                    "(exact on one core: NPROC=1 taskset -c 0).")
+  flags.DEFINE_bool(
+    "trace",
+    False,
+    "Also group the whole step's XLA operations by kind (exact on one core: NPROC=1 taskset -c 0).",
+  )
 
 
 if __name__ == "__main__":

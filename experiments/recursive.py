@@ -48,18 +48,22 @@ class GridKind:
     kept_counts = np.bincount(hallucination.nearest_mode(kept_ok, means), minlength=len(means))
     # A mode counts as covered when at least 10% of its fair share of in-support samples lands on it.
     fair = len(samples) / len(means)
-    return {"hallucination_rate": float(hal.mean()),
-            "hallucination_rate_kept": float(hal[kept_idx].mean()),
-            "modes_hit": int(np.count_nonzero(counts)),
-            "mode_coverage": float(np.mean(counts >= 0.1 * fair)),
-            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"],
-            # In-support samples per mode (in the order of data.gaussians' means), drawn and
-            # kept by the filter: shows which modes a filter starves.
-            "in_support_per_mode": counts.tolist(),
-            "in_support_per_mode_kept": kept_counts.tolist()}
+    return {
+      "hallucination_rate": float(hal.mean()),
+      "hallucination_rate_kept": float(hal[kept_idx].mean()),
+      "modes_hit": int(np.count_nonzero(counts)),
+      "mode_coverage": float(np.mean(counts >= 0.1 * fair)),
+      "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"],
+      # In-support samples per mode (in the order of data.gaussians' means), drawn and
+      # kept by the filter: shows which modes a filter starves.
+      "in_support_per_mode": counts.tolist(),
+      "in_support_per_mode_kept": kept_counts.tolist(),
+    }
 
   def figure(self, path, samples, title):
-    hal = hallucination.mixture_hallucinations(samples, self.mixture.means, self.mixture.std, self.k)
+    hal = hallucination.mixture_hallucinations(
+      samples, self.mixture.means, self.mixture.std, self.k
+    )
     plots.scatter_2d(path, self.real_sample, samples, hal, title=title)
 
 
@@ -69,6 +73,7 @@ class ShapesKind:
 
   def __init__(self, cfg):
     from mode_interp.data import shapes
+
     self.shapes = shapes
     self.scale = cfg.data.scale
     self.clip_x0 = 1.0
@@ -84,19 +89,24 @@ class ShapesKind:
     s = self.shapes
     v = self.verdicts(samples)
     hal, multi = v != s.IN_SUPPORT, v == s.MULTIPLE_IN_COLUMN
-    return {"hallucination_rate": float(hal.mean()),
-            "hallucination_rate_kept": float(hal[kept_idx].mean()),
-            "mode_interpolation_rate": float(multi.mean()),
-            "mode_interpolation_rate_kept": float(multi[kept_idx].mean()),
-            "counts": s.count_verdicts(v), "counts_kept": s.count_verdicts(v[kept_idx]),
-            "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"]}
+    return {
+      "hallucination_rate": float(hal.mean()),
+      "hallucination_rate_kept": float(hal[kept_idx].mean()),
+      "mode_interpolation_rate": float(multi.mean()),
+      "mode_interpolation_rate_kept": float(multi[kept_idx].mean()),
+      "counts": s.count_verdicts(v),
+      "counts_kept": s.count_verdicts(v[kept_idx]),
+      "detection_auroc": hallucination.detection_metrics(traj_variance, hal)["auroc"],
+    }
 
   def figure(self, path, samples, title):
     from experiments.shapes import SHORT, VERDICT_COLORS
+
     images = np.clip(samples[:64], -1, 1)
     v = self.verdicts(images)
-    plots.image_grid(path, images, labels=[SHORT[x] for x in v],
-                     colors=[VERDICT_COLORS[x] for x in v], title=title)
+    plots.image_grid(
+      path, images, labels=[SHORT[x] for x in v], colors=[VERDICT_COLORS[x] for x in v], title=title
+    )
 
 
 class MnistKind:
@@ -105,40 +115,53 @@ class MnistKind:
   def __init__(self, cfg, wd):
     from mode_interp import classifier
     from mode_interp.data import mnist
+
     self.classifier = classifier
     try:
-      split = mnist.load_mnist("train", data_dir=cfg.data.dir or None, download=cfg.data.download,
-                               allow_test_fallback=True)
+      split = mnist.load_mnist(
+        "train", data_dir=cfg.data.dir or None, download=cfg.data.download, allow_test_fallback=True
+      )
     except (mnist.MnistNotFoundError, mnist.MnistFormatError) as e:
       raise DataError(str(e)) from e
     if split.split != "train":
-      logging.warning("MNIST train split not found: training on the %d-image %s split from %s",
-                      len(split), split.split, split.source_dir)
+      logging.warning(
+        "MNIST train split not found: training on the %d-image %s split from %s",
+        len(split),
+        split.split,
+        split.source_dir,
+      )
     if cfg.data.num_train > len(split):
       raise DataError(
-          f"data.num_train={cfg.data.num_train} but the MNIST {split.split} split in "
-          f"{split.source_dir} has {len(split)} images: lower data.num_train, or put the train "
-          f"split (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) there")
+        f"data.num_train={cfg.data.num_train} but the MNIST {split.split} split in "
+        f"{split.source_dir} has {len(split)} images: lower data.num_train, or put the train "
+        f"split (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) there"
+      )
     self.split = split
     self.x = mnist.to_model_input(split.images, 32)
     self.labels = split.labels
     self.clip_x0 = 1.0
-    self.params = classifier.load_or_train(os.path.join(wd.path, "classifier"), self.x,
-                                           self.labels, steps=cfg.recursive.classifier_steps)
+    self.params = classifier.load_or_train(
+      os.path.join(wd.path, "classifier"), self.x, self.labels, steps=cfg.recursive.classifier_steps
+    )
     self.ref_features, _ = classifier.features_and_probs(self.params, self.x[:10_000])
 
   def real_data(self, cfg):
-    idx = np.random.default_rng(cfg.seed).permutation(len(self.x))[:cfg.data.num_train]
+    idx = np.random.default_rng(cfg.seed).permutation(len(self.x))[: cfg.data.num_train]
     return self.x[idx]
 
   def measure(self, samples, traj_variance, kept_idx):
     m = self.classifier.collapse_metrics(self.params, np.clip(samples, -1, 1), self.ref_features)
-    kept = self.classifier.collapse_metrics(self.params, np.clip(samples[kept_idx], -1, 1),
-                                            self.ref_features)
-    return {"frechet_distance": m["frechet_distance"], "entropy": m["entropy"],
-            "coverage": m["coverage"], "low_confidence_rate": m["low_confidence_rate"],
-            "frechet_distance_kept": kept["frechet_distance"],
-            "low_confidence_rate_kept": kept["low_confidence_rate"]}
+    kept = self.classifier.collapse_metrics(
+      self.params, np.clip(samples[kept_idx], -1, 1), self.ref_features
+    )
+    return {
+      "frechet_distance": m["frechet_distance"],
+      "entropy": m["entropy"],
+      "coverage": m["coverage"],
+      "low_confidence_rate": m["low_confidence_rate"],
+      "frechet_distance_kept": kept["frechet_distance"],
+      "low_confidence_rate_kept": kept["low_confidence_rate"],
+    }
 
   def figure(self, path, samples, title):
     plots.image_grid(path, np.clip(samples[:64], -1, 1), title=title)
@@ -152,8 +175,10 @@ class MnistKind:
     images = np.clip(samples[np.concatenate([kept, dropped])], -1, 1)
     _, probs = self.classifier.features_and_probs(self.params, images)
     pred, conf = probs.argmax(-1), probs.max(-1)
-    labels = [f"{'keep' if i < len(kept) else 'drop'} {p} {c:.2f}"
-              for i, (p, c) in enumerate(zip(pred, conf))]
+    labels = [
+      f"{'keep' if i < len(kept) else 'drop'} {p} {c:.2f}"
+      for i, (p, c) in enumerate(zip(pred, conf))
+    ]
     colors = ["tab:blue"] * len(kept) + ["tab:red"] * len(dropped)
     plots.image_grid(path, images, labels=labels, colors=colors, title=title)
 
@@ -167,20 +192,33 @@ def check_config(cfg) -> None:
     if not isinstance(config_check.get(cfg, "data.download"), bool):
       raise ConfigError("data.download", "must be True or False")
     if not isinstance(config_check.get(cfg, "data.dir"), str):
-      raise ConfigError("data.dir", f"must be a path (a string; '' for the default), "
-                        f"got {cfg.data.dir!r}")
+      raise ConfigError(
+        "data.dir", f"must be a path (a string; '' for the default), got {cfg.data.dir!r}"
+      )
   filters = config_check.get(cfg, "recursive.filters")
   if isinstance(filters, str) or not filters:
-    raise ConfigError("recursive.filters", f"must be a non-empty tuple of names from "
-                      f"{', '.join(hallucination.FILTERS)}, got {filters!r}")
+    raise ConfigError(
+      "recursive.filters",
+      f"must be a non-empty tuple of names from "
+      f"{', '.join(hallucination.FILTERS)}, got {filters!r}",
+    )
   for f in filters:
     if f not in hallucination.FILTERS:
-      hint = (" (on the command line a tuple is written "
-              "--config.recursive.filters=\"('random','variance')\")") if "," in str(f) else ""
-      raise ConfigError("recursive.filters",
-                        f"{f!r} is not allowed; allowed: {', '.join(hallucination.FILTERS)}{hint}")
+      hint = (
+        (
+          " (on the command line a tuple is written "
+          "--config.recursive.filters=\"('random','variance')\")"
+        )
+        if "," in str(f)
+        else ""
+      )
+      raise ConfigError(
+        "recursive.filters",
+        f"{f!r} is not allowed; allowed: {', '.join(hallucination.FILTERS)}{hint}",
+      )
   if len(set(filters)) != len(filters):
     raise ConfigError("recursive.filters", f"names must not repeat, got {tuple(filters)!r}")
+
 
 def _measure_keys(kind):
   if isinstance(kind, GridKind):
@@ -205,25 +243,39 @@ def run(cfg, wd, mesh, info=None):
   gen_cfg.sample.num_samples = n_draw
   model = pipeline.make_model(cfg)
   trainer = pipeline.make_trainer(gen_cfg, mesh)  # one compilation for every generation
-  sample_jit = pipeline.make_sampler(gen_cfg, pipeline.eps_fn_for(model), real.shape[1:],
-                                     mesh=mesh, clip_x0=kind.clip_x0)
+  sample_jit = pipeline.make_sampler(
+    gen_cfg, pipeline.eps_fn_for(model), real.shape[1:], mesh=mesh, clip_x0=kind.clip_x0
+  )
   # Measurements are recomputed from the cached samples on every run (cheap next to
   # training and sampling), so a rerun on a finished workdir refreshes results and figures;
   # until a record is recomputed, the previous run's stands (an interrupted rerun loses none).
   previous = (wd.read_results() or {}).get("generations") or []
-  records = {(r["filter"], r["generation"]): r for r in previous
-             if r.get("filter") in rc.filters and r.get("generation", rc.generations) < rc.generations}
+  records = {
+    (r["filter"], r["generation"]): r
+    for r in previous
+    if r.get("filter") in rc.filters and r.get("generation", rc.generations) < rc.generations
+  }
   t0 = time.time()
 
   def one_generation(filt, g, data):
     tag = "gen0" if g == 0 else f"{filt}_gen{g}"
     key = jax.random.fold_in(jax.random.key(cfg.seed), g)
-    state = pipeline.train_model(gen_cfg, data, wd, trainer=trainer, subdir=tag, key=key,
-                                 label=f"train/{tag}")
+    state = pipeline.train_model(
+      gen_cfg, data, wd, trainer=trainer, subdir=tag, key=key, label=f"train/{tag}"
+    )
     step = int(jax.device_get(state.step))
-    out = pipeline.draw_samples(gen_cfg, sample_jit, state.ema_params, n_draw, mesh=mesh,
-                                key=jax.random.fold_in(key, 1), label=f"sample/{tag}",
-                                workdir=wd, cache=f"samples_{tag}.npz", step=step)
+    out = pipeline.draw_samples(
+      gen_cfg,
+      sample_jit,
+      state.ema_params,
+      n_draw,
+      mesh=mesh,
+      key=jax.random.fold_in(key, 1),
+      label=f"sample/{tag}",
+      workdir=wd,
+      cache=f"samples_{tag}.npz",
+      step=step,
+    )
     return out
 
   for filt in rc.filters:
@@ -232,32 +284,57 @@ def run(cfg, wd, mesh, info=None):
       tag = "gen0" if g == 0 else f"{filt}_gen{g}"
       out = one_generation(filt, g, data)
       # Non-finite samples (diverged trajectories) are never passed on nor measured.
-      ok = hallucination.finite_or_warn(out.samples, out.traj_variance,
-                                        f"samples of {filt} generation {g}",
-                                        "dropped before filtering and measuring")
+      ok = hallucination.finite_or_warn(
+        out.samples,
+        out.traj_variance,
+        f"samples of {filt} generation {g}",
+        "dropped before filtering and measuring",
+      )
       if not ok.all():
         out = type(out)(*(None if a is None else a[ok] for a in out))
       if len(out.samples) < cfg.data.num_train:
         raise TrainingDivergedError(
-            f"recursive {filt} gen {g}: only {len(out.samples)} of {n_draw} samples are finite, "
-            f"fewer than data.num_train={cfg.data.num_train}; the model diverges when sampling "
-            f"(train longer, or lower train.lr)")
-      kept_idx = hallucination.filter_indices(cfg.data.num_train, filt, key_seed=cfg.seed + g,
-                                              traj_variance=out.traj_variance,
-                                              num_total=len(out.samples))
-      rec = {"filter": filt, "generation": g, "num_train": len(data), "num_drawn": n_draw,
-             "num_non_finite": int((~ok).sum()),
-             **kind.measure(out.samples, out.traj_variance, kept_idx)}
+          f"recursive {filt} gen {g}: only {len(out.samples)} of {n_draw} samples are finite, "
+          f"fewer than data.num_train={cfg.data.num_train}; the model diverges when sampling "
+          f"(train longer, or lower train.lr)"
+        )
+      kept_idx = hallucination.filter_indices(
+        cfg.data.num_train,
+        filt,
+        key_seed=cfg.seed + g,
+        traj_variance=out.traj_variance,
+        num_total=len(out.samples),
+      )
+      rec = {
+        "filter": filt,
+        "generation": g,
+        "num_train": len(data),
+        "num_drawn": n_draw,
+        "num_non_finite": int((~ok).sum()),
+        **kind.measure(out.samples, out.traj_variance, kept_idx),
+      }
       records[(filt, g)] = rec
-      logging.info("recursive %s gen %d: %s", filt, g,
-                   {k: v for k, v in rec.items() if not isinstance(v, list)})
+      logging.info(
+        "recursive %s gen %d: %s",
+        filt,
+        g,
+        {k: v for k, v in rec.items() if not isinstance(v, list)},
+      )
       if g > 0 or filt == rc.filters[0]:
-        kind.figure(wd.figure(f"samples_{tag}.png"), out.samples,
-                    f"{cfg.data.name}, generation {g}" + (f", filter {filt}" if g else ""))
+        kind.figure(
+          wd.figure(f"samples_{tag}.png"),
+          out.samples,
+          f"{cfg.data.name}, generation {g}" + (f", filter {filt}" if g else ""),
+        )
       if filt == "variance" and hasattr(kind, "filter_figure"):
-        kind.filter_figure(wd.figure(f"filtered_{tag}.png"), out.samples, out.traj_variance,
-                           kept_idx, f"generation {g}: first 32 kept | 32 dropped (highest "
-                           f"trajectory variance); caption: CNN class, confidence")
+        kind.filter_figure(
+          wd.figure(f"filtered_{tag}.png"),
+          out.samples,
+          out.traj_variance,
+          kept_idx,
+          f"generation {g}: first 32 kept | 32 dropped (highest "
+          f"trajectory variance); caption: CNN class, confidence",
+        )
       _write(cfg, wd, records, kind, info, t0)
       data = out.samples[kept_idx]
   return _write(cfg, wd, records, kind, info, t0)
@@ -265,13 +342,21 @@ def run(cfg, wd, mesh, info=None):
 
 def _write(cfg, wd, records, kind, info, t0):
   gens = [records[k] for k in sorted(records, key=lambda k: (k[1], k[0]))]
-  res = {"experiment": "recursive", "data": cfg.data.name, "seed": cfg.seed, **(info or {}),
-         "num_train": cfg.data.num_train, "oversample": cfg.recursive.oversample,
-         "filters": list(cfg.recursive.filters), "generations": gens,
-         "seconds_this_run": time.time() - t0}
+  res = {
+    "experiment": "recursive",
+    "data": cfg.data.name,
+    "seed": cfg.seed,
+    **(info or {}),
+    "num_train": cfg.data.num_train,
+    "oversample": cfg.recursive.oversample,
+    "filters": list(cfg.recursive.filters),
+    "generations": gens,
+    "seconds_this_run": time.time() - t0,
+  }
   wd.write_results(res)
-  plots.generation_curves(wd.figure("recursive_curves.png"), gens, cfg.recursive.filters,
-                          _measure_keys(kind))
+  plots.generation_curves(
+    wd.figure("recursive_curves.png"), gens, cfg.recursive.filters, _measure_keys(kind)
+  )
   return res
 
 

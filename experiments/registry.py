@@ -17,11 +17,11 @@ class Experiment:
 
 
 EXPERIMENTS = {
-    "gaussian": Experiment("experiments.gaussian", gaussians.NAMES),
-    "shapes": Experiment("experiments.shapes", ("shapes",)),
-    "recursive": Experiment("experiments.recursive", gaussians.NAMES + ("mnist", "shapes")),
-    "timesteps": Experiment("experiments.timesteps", ("grid25", "grid25_rotated")),
-    "denoisers": Experiment("experiments.denoisers", ("shapes",)),
-    "scaling": Experiment("experiments.scaling", ("shapes",)),
-    "hallbench": Experiment("experiments.hallbench", gaussians.NAMES),
+  "gaussian": Experiment("experiments.gaussian", gaussians.NAMES),
+  "shapes": Experiment("experiments.shapes", ("shapes",)),
+  "recursive": Experiment("experiments.recursive", gaussians.NAMES + ("mnist", "shapes")),
+  "timesteps": Experiment("experiments.timesteps", ("grid25", "grid25_rotated")),
+  "denoisers": Experiment("experiments.denoisers", ("shapes",)),
+  "scaling": Experiment("experiments.scaling", ("shapes",)),
+  "hallbench": Experiment("experiments.hallbench", gaussians.NAMES),
 }

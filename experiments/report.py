@@ -172,8 +172,11 @@ def judge(row: Row, ref) -> Tuple[Optional[bool], str]:
   if how in ("at_least", "at_most"):
     bad = hi < v if how == "at_least" else lo > v
     side = "below" if how == "at_least" else "above"
-    return bad, (f"not met: this run's 95% interval {ci} lies entirely {side} it" if bad
-                 else f"met or not excluded by this run's 95% interval {ci}")
+    return bad, (
+      f"not met: this run's 95% interval {ci} lies entirely {side} it"
+      if bad
+      else f"met or not excluded by this run's 95% interval {ci}"
+    )
   bad = not (lo <= v <= hi)
   return bad, f"{'outside' if bad else 'inside'} this run's 95% interval {ci}"
 
@@ -211,10 +214,15 @@ def num_samples_text(run: Run) -> str:
   r = run.results
   if run.experiment == "recursive":
     drawn = (r.get("num_train") or 0) + (r.get("oversample") or 0)
-    return (f"{drawn:,} drawn per generation, {r.get('num_train', 0):,} kept" if drawn else "—")
+    return f"{drawn:,} drawn per generation, {r.get('num_train', 0):,} kept" if drawn else "—"
   if run.is_sweep:
-    ns = sorted({e.get("num_samples") for e in r.get("sweep", []) if isinstance(e, dict)
-                 and _is_number(e.get("num_samples"))})
+    ns = sorted(
+      {
+        e.get("num_samples")
+        for e in r.get("sweep", [])
+        if isinstance(e, dict) and _is_number(e.get("num_samples"))
+      }
+    )
     return ", ".join(f"{n:,}" for n in ns) + " per sweep point" if ns else "—"
   n = r.get("num_samples", get(run.config, "sample.num_samples"))
   return f"{n:,}" if _is_number(n) else "—"
@@ -225,15 +233,17 @@ def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
   lines = [f"## {run_title(run)}", ""]
   seed = r.get("seed", c.get("seed"))
   steps = get(r, "train.steps", get(c, "train.steps"))
-  facts = [("Workdir", f"`{_rel(run.path, out_dir)}`"),
-           ("Config", f"`{r.get('config_name')}`" if r.get("config_name") else "not recorded"),
-           ("Seed", seed if seed is not None else "not recorded"),
-           ("Samples", num_samples_text(run)),
-           ("Training steps", f"{steps:,}" if _is_number(steps) else "—"),
-           ("Batch size", fmt_value(get(c, "train.batch_size"), "int")),
-           ("Diffusion steps T", fmt_value(get(c, "diffusion.timesteps"), "int")),
-           ("Sampler", get(r, "sampling.sampler", get(c, "sample.sampler", "—"))),
-           ("Machine", machine_text(r.get("machine")))]
+  facts = [
+    ("Workdir", f"`{_rel(run.path, out_dir)}`"),
+    ("Config", f"`{r.get('config_name')}`" if r.get("config_name") else "not recorded"),
+    ("Seed", seed if seed is not None else "not recorded"),
+    ("Samples", num_samples_text(run)),
+    ("Training steps", f"{steps:,}" if _is_number(steps) else "—"),
+    ("Batch size", fmt_value(get(c, "train.batch_size"), "int")),
+    ("Diffusion steps T", fmt_value(get(c, "diffusion.timesteps"), "int")),
+    ("Sampler", get(r, "sampling.sampler", get(c, "sample.sampler", "—"))),
+    ("Machine", machine_text(r.get("machine"))),
+  ]
   if run.problems:
     facts.append(("Problems", "; ".join(run.problems)))
   lines += ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in facts] + [""]
@@ -241,8 +251,10 @@ def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
   if not rows:
     lines += ["No measurements found in results.json.", ""]
   else:
-    lines += ["| Metric | This implementation [95% CI] | Paper | Official code | Agreement |",
-              "|---|---|---|---|---|"]
+    lines += [
+      "| Metric | This implementation [95% CI] | Paper | Official code | Agreement |",
+      "|---|---|---|---|---|",
+    ]
     for row in rows:
       found = {src: matching_references(refs, run, row, src) for src, _ in SOURCES}
       if row.value is None and not any(found.values()):
@@ -254,28 +266,38 @@ def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
         this += f" ({row.count:,}/{row.n:,})"
       cells, verdicts = [], []
       for source, missing in SOURCES:
-        cells.append("; ".join(fmt_reference(x, row.kind) for x in found[source])
-                     if found[source] else missing)
+        cells.append(
+          "; ".join(fmt_reference(x, row.kind) for x in found[source]) if found[source] else missing
+        )
         for ref in found[source]:
           bad, words = judge(row, ref)
           who = "paper" if source == "paper" else "official code"
           if bad:
             verdicts.append(f"**DISAGREES** with {who}: {fmt_reference(ref, row.kind)} is {words}")
-            disagreements.append(f"{run_title(run)} (`{_rel(run.path, out_dir)}`), {row.label}: "
-                                 f"{who} {fmt_reference(ref, row.kind)} is {words}")
+            disagreements.append(
+              f"{run_title(run)} (`{_rel(run.path, out_dir)}`), {row.label}: "
+              f"{who} {fmt_reference(ref, row.kind)} is {words}"
+            )
           elif bad is None:
             verdicts.append(f"{who}: cannot judge ({words})")
           else:
             verdicts.append(f"agrees with {who} ({words})")
-      lines.append(f"| {_md(row.label)} | {_md(this)} | {_md(cells[0])} | {_md(cells[1])} | "
-                   f"{_md('; '.join(verdicts) or '—')} |")
+      lines.append(
+        f"| {_md(row.label)} | {_md(this)} | {_md(cells[0])} | {_md(cells[1])} | "
+        f"{_md('; '.join(verdicts) or '—')} |"
+      )
     lines.append("")
   if run.experiment == "shapes" and isinstance(r.get("counts"), dict):
-    lines += ["Verdict counts: " + ", ".join(f"{k} {v:,}" if _is_number(v) else f"{k} {v}"
-                                             for k, v in r["counts"].items()), ""]
+    lines += [
+      "Verdict counts: "
+      + ", ".join(f"{k} {v:,}" if _is_number(v) else f"{k} {v}" for k, v in r["counts"].items()),
+      "",
+    ]
   if run.figures:
-    lines += ["Figures: " + " · ".join(f"[{os.path.basename(f)}]({_rel(f, out_dir)})"
-                                       for f in run.figures), ""]
+    lines += [
+      "Figures: " + " · ".join(f"[{os.path.basename(f)}]({_rel(f, out_dir)})" for f in run.figures),
+      "",
+    ]
   else:
     lines += ["Figures: none found.", ""]
   return lines
@@ -285,12 +307,16 @@ def render_references(refs) -> List[str]:
   lines = ["## References used", ""]
   paper, code = refs.get("paper") or {}, refs.get("official_code") or {}
   if paper:
-    lines += [f"- Paper: {paper.get('citation', '')} — read from: "
-              + ", ".join(paper.get("read_from", []))
-              + (f". {paper['note']}" if paper.get("note") else "")]
+    lines += [
+      f"- Paper: {paper.get('citation', '')} — read from: "
+      + ", ".join(paper.get("read_from", []))
+      + (f". {paper['note']}" if paper.get("note") else "")
+    ]
   if code:
-    lines += [f"- Official code: {code.get('repository', '')} at commit `{code.get('commit', '?')}`"
-              + (f"; {code['note']}" if code.get("note") else "")]
+    lines += [
+      f"- Official code: {code.get('repository', '')} at commit `{code.get('commit', '?')}`"
+      + (f"; {code['note']}" if code.get("note") else "")
+    ]
     for key in ("machine", "date"):
       if code.get(key):
         lines += [f"  - {key}: {code[key]}"]
@@ -302,9 +328,11 @@ def render_references(refs) -> List[str]:
     lines += [f"- {d}" for d in diffs]
   figs = refs.get("figures", [])
   if figs:
-    lines += ["",
-              "| Source | Experiment | Metric | Value | Where / command | Claim or conditions |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      "| Source | Experiment | Metric | Value | Where / command | Claim or conditions |",
+      "|---|---|---|---|---|---|",
+    ]
     for x in figs:
       kind = x.get("kind", "pct")
       sel = "".join(f", {k}={v}" for k, v in (x.get("select") or {}).items())
@@ -312,17 +340,26 @@ def render_references(refs) -> List[str]:
       where = x.get("where") or ""
       if x.get("command"):
         where = (where + "; " if where else "") + f"`{x['command']}`"
-      lines.append(f"| {_md(x.get('source'))} | {_md(x.get('experiment'))}"
-                   f"{_md(' / ' + x['data'] if x.get('data') else '')}{_md(sel)} | "
-                   f"`{_md(x.get('metric'))}` | {_md(fmt_reference(dict(x, where=None), kind))} | "
-                   f"{_md(where)} | {_md(x.get('claim') or x.get('conditions') or '')} |")
+      lines.append(
+        f"| {_md(x.get('source'))} | {_md(x.get('experiment'))}"
+        f"{_md(' / ' + x['data'] if x.get('data') else '')}{_md(sel)} | "
+        f"`{_md(x.get('metric'))}` | {_md(fmt_reference(dict(x, where=None), kind))} | "
+        f"{_md(where)} | {_md(x.get('claim') or x.get('conditions') or '')} |"
+      )
   timings = refs.get("official_code_timings", [])
   if timings:
-    lines += ["", "Official code timings (CPU, this project's machine):", "",
-              "| What | ms | Conditions |", "|---|---|---|"]
+    lines += [
+      "",
+      "Official code timings (CPU, this project's machine):",
+      "",
+      "| What | ms | Conditions |",
+      "|---|---|---|",
+    ]
     for t in timings:
-      lines.append(f"| {_md(t.get('what'))} | {fmt_value(t.get('ms'), 'num')} | "
-                   f"{_md(t.get('conditions', ''))} |")
+      lines.append(
+        f"| {_md(t.get('what'))} | {fmt_value(t.get('ms'), 'num')} | "
+        f"{_md(t.get('conditions', ''))} |"
+      )
   return lines + [""]
 
 
@@ -335,14 +372,21 @@ def render_parity(run: Run, out_dir) -> List[str]:
   """Both sides per seed, then mean [min, max], and whether each side's mean lies in the
   other side's seed range."""
   from experiments import parity  # its metric list and number formats
+
   r = run.results
   seeds = [str(s) for s in r.get("seeds", [])]
-  lines = [f"## parity — {r.get('config_name') or 'gaussian'} (`{os.path.basename(run.path)}`)", "",
-           f"Workdir `{_rel(run.path, out_dir)}`; recipe: {_md(r.get('recipe', '—'))}; "
-           f"official side: {_md((r.get('reference') or {}).get('status', '—'))}.", ""]
+  lines = [
+    f"## parity — {r.get('config_name') or 'gaussian'} (`{os.path.basename(run.path)}`)",
+    "",
+    f"Workdir `{_rel(run.path, out_dir)}`; recipe: {_md(r.get('recipe', '—'))}; "
+    f"official side: {_md((r.get('reference') or {}).get('status', '—'))}.",
+    "",
+  ]
   shown = parity.METRICS
-  lines += ["| side | seed | " + " | ".join(label for _, label, _ in shown) + " |",
-            "|---|---|" + "---|" * len(shown)]
+  lines += [
+    "| side | seed | " + " | ".join(label for _, label, _ in shown) + " |",
+    "|---|---|" + "---|" * len(shown),
+  ]
   for side in parity.SIDES:
     for seed in seeds:
       rec = (r["per_seed"].get(side) or {}).get(seed)
@@ -352,20 +396,29 @@ def render_parity(run: Run, out_dir) -> List[str]:
     cells = []
     for k, _, kind in shown:
       m = (r.get("summary", {}).get(side) or {}).get(k) or {}
-      cells.append(f"{parity._fmt(m['mean'], kind)} [{parity._fmt(m['min'], kind)}, "
-                   f"{parity._fmt(m['max'], kind)}]" if m.get("n") else "—")
+      cells.append(
+        f"{parity._fmt(m['mean'], kind)} [{parity._fmt(m['min'], kind)}, "
+        f"{parity._fmt(m['max'], kind)}]"
+        if m.get("n")
+        else "—"
+      )
     lines.append(f"| **{side}** | mean [min, max] | " + " | ".join(cells) + " |")
   lines.append("")
   for k, label, _ in shown:
     c = r["comparison"].get(k)
     if c:
-      lines.append(f"- {label}: this side's mean is {'inside' if c.get('this_mean_within_official_range') else '**outside**'} "
-                   f"the official seed range; the official mean is "
-                   f"{'inside' if c.get('official_mean_within_this_range') else 'outside'} this side's"
-                   + (f"; difference {c['welch_z']:+.1f} standard errors (Welch)"
-                      if c.get("welch_z") is not None else "")
-                   + (f", rank test p = {c['rank_test_p']:.2f}"
-                      if c.get("rank_test_p") is not None else "") + ".")
+      lines.append(
+        f"- {label}: this side's mean is {'inside' if c.get('this_mean_within_official_range') else '**outside**'} "
+        f"the official seed range; the official mean is "
+        f"{'inside' if c.get('official_mean_within_this_range') else 'outside'} this side's"
+        + (
+          f"; difference {c['welch_z']:+.1f} standard errors (Welch)"
+          if c.get("welch_z") is not None
+          else ""
+        )
+        + (f", rank test p = {c['rank_test_p']:.2f}" if c.get("rank_test_p") is not None else "")
+        + "."
+      )
   if r.get("errors"):
     lines.append(f"- errors: {_md(json.dumps(r['errors']))}")
   return lines + [""]
@@ -374,15 +427,31 @@ def render_parity(run: Run, out_dir) -> List[str]:
 def render_bench(path: str, out_dir) -> List[str]:
   """A benchmark record file (``experiments.bench --json``) as its table and ratios."""
   from experiments import bench
+
   with open(path) as f:
     records = json.load(f)
   if not isinstance(records, list) or not records:
     return [f"## speed — `{_rel(path, out_dir)}`", "", "No records.", ""]
   r0 = next((r for r in records if r.get("speedup_vs_reference") is not None), None)
-  ref = None if r0 is None else {"torch": r0.get("reference_torch") or "?",
-                                 "threads": r0.get("reference_threads"), "stubbed": []}
-  return [f"## speed — `{_rel(path, out_dir)}`", "", "```",
-          bench.format_table(records), "", bench.format_reference(records, ref), "```", ""]
+  ref = (
+    None
+    if r0 is None
+    else {
+      "torch": r0.get("reference_torch") or "?",
+      "threads": r0.get("reference_threads"),
+      "stubbed": [],
+    }
+  )
+  return [
+    f"## speed — `{_rel(path, out_dir)}`",
+    "",
+    "```",
+    bench.format_table(records),
+    "",
+    bench.format_reference(records, ref),
+    "```",
+    "",
+  ]
 
 
 def render(runs: Sequence[Run], refs, out_dir: str, bench_files: Sequence[str] = ()) -> str:
@@ -390,26 +459,36 @@ def render(runs: Sequence[Run], refs, out_dir: str, bench_files: Sequence[str] =
   disagreements: List[str] = []
   body: List[str] = []
   for run in runs:
-    body += render_parity(run, out_dir) if is_parity(run) else \
-        render_run(run, refs, out_dir, disagreements)
+    body += (
+      render_parity(run, out_dir)
+      if is_parity(run)
+      else render_run(run, refs, out_dir, disagreements)
+    )
   for path in bench_files:
     body += render_bench(path, out_dir)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  head = ["# Mode interpolation: results against the paper and the official code", "",
-          f"Generated {now} from {len(runs)} run(s). Intervals are 95%: Wilson score intervals "
-          "for proportions, Hanley-McNeil for AUROC. A reference *disagrees beyond noise* when it "
-          "lies outside this run's interval (a bound such as \"over 95%\" when the whole interval "
-          "is on its wrong side). \"not stated\": the reference file records no figure from the "
-          "paper for it (see *References used* for which parts of the paper were read); \"not "
-          "measured\": no official-code figure was measured for it under this run's settings. "
-          "Reference figures may come from another budget than the run's: see their conditions "
-          "under *References used*.", "",
-          "## Disagreements beyond noise", ""]
+  head = [
+    "# Mode interpolation: results against the paper and the official code",
+    "",
+    f"Generated {now} from {len(runs)} run(s). Intervals are 95%: Wilson score intervals "
+    "for proportions, Hanley-McNeil for AUROC. A reference *disagrees beyond noise* when it "
+    'lies outside this run\'s interval (a bound such as "over 95%" when the whole interval '
+    'is on its wrong side). "not stated": the reference file records no figure from the '
+    'paper for it (see *References used* for which parts of the paper were read); "not '
+    "measured\": no official-code figure was measured for it under this run's settings. "
+    "Reference figures may come from another budget than the run's: see their conditions "
+    "under *References used*.",
+    "",
+    "## Disagreements beyond noise",
+    "",
+  ]
   if disagreements:
     head += [f"- {d}" for d in disagreements]
   else:
-    head += ["None: every stated or measured reference value lies inside the corresponding "
-             "run's 95% interval (or meets its bound), or has no interval to judge by."]
+    head += [
+      "None: every stated or measured reference value lies inside the corresponding "
+      "run's 95% interval (or meets its bound), or has no interval to judge by."
+    ]
   gallery = ["## Figure gallery", ""]
   for run in runs:
     if run.figures:
@@ -423,17 +502,32 @@ def render(runs: Sequence[Run], refs, out_dir: str, bench_files: Sequence[str] =
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.report",
-                              description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs of finished runs "
-                 "(experiments.main or experiments.parity)")
-  p.add_argument("--bench", action="append", default=[], metavar="JSON",
-                 help="an experiments.bench --json record file (repeatable): its table")
-  p.add_argument("--out", default=DEFAULT_OUT,
-                 help=f"Markdown file to write (default {DEFAULT_OUT})")
-  p.add_argument("--references", default=DEFAULT_REFERENCES,
-                 help="reference figures (default experiments/references.json)")
+  p = argparse.ArgumentParser(
+    prog="python -m experiments.report",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "run_dirs",
+    nargs="+",
+    metavar="RUN_DIR",
+    help="workdirs of finished runs (experiments.main or experiments.parity)",
+  )
+  p.add_argument(
+    "--bench",
+    action="append",
+    default=[],
+    metavar="JSON",
+    help="an experiments.bench --json record file (repeatable): its table",
+  )
+  p.add_argument(
+    "--out", default=DEFAULT_OUT, help=f"Markdown file to write (default {DEFAULT_OUT})"
+  )
+  p.add_argument(
+    "--references",
+    default=DEFAULT_REFERENCES,
+    help="reference figures (default experiments/references.json)",
+  )
   args = p.parse_args(argv)
   missing = [d for d in args.run_dirs if not os.path.isdir(d)]
   if missing:

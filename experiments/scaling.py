@@ -59,12 +59,11 @@ def _canvas64(c):
 
 # name -> (what it changes, the change): each a function of a point's config.
 MODEL_VARIANTS = {
-    "default": ("the config's U-Net", _default),
-    "attn16": ("self-attention also at 16x16 (global mixing one level higher)", _attn16),
-    "wide": ("twice the channels", _wide),
-    "t1000": ("the paper's T = 1000 schedule (betas 1e-4 .. 0.02), all 1,000 steps sampled",
-              _t1000),
-    "canvas64": ("the paper's 64x64 canvas (data.scale = 1.0), one more level", _canvas64),
+  "default": ("the config's U-Net", _default),
+  "attn16": ("self-attention also at 16x16 (global mixing one level higher)", _attn16),
+  "wide": ("twice the channels", _wide),
+  "t1000": ("the paper's T = 1000 schedule (betas 1e-4 .. 0.02), all 1,000 steps sampled", _t1000),
+  "canvas64": ("the paper's 64x64 canvas (data.scale = 1.0), one more level", _canvas64),
 }
 
 
@@ -72,7 +71,7 @@ MODEL_VARIANTS = {
 class Point:
   model: str
   seed: int
-  steps: tuple   # the step counts studied, increasing
+  steps: tuple  # the step counts studied, increasing
 
   @property
   def name(self) -> str:
@@ -127,12 +126,15 @@ def _headline(res: dict) -> dict:
   for role in ("paper", "reimplementation", "best"):
     h = res["headline"][role]
     held, multi = h["held_out"], h["held_out_multiple_in_column"]
-    out[role] = {"name": h["name"],
-                 "auroc": held.get("auroc"), "auroc_ci95": held.get("ci95"),
-                 "removed_at_keep": held["removed_at_keep"],
-                 "multiple_in_column_auroc": multi.get("auroc"),
-                 "multiple_in_column_auroc_ci95": multi.get("ci95"),
-                 "multiple_in_column_removed_at_keep": multi["removed_at_keep"]}
+    out[role] = {
+      "name": h["name"],
+      "auroc": held.get("auroc"),
+      "auroc_ci95": held.get("ci95"),
+      "removed_at_keep": held["removed_at_keep"],
+      "multiple_in_column_auroc": multi.get("auroc"),
+      "multiple_in_column_auroc_ci95": multi.get("ci95"),
+      "multiple_in_column_removed_at_keep": multi["removed_at_keep"],
+    }
   return out
 
 
@@ -141,25 +143,35 @@ def _rate(count: int, n: int) -> dict:
   return {"rate": count / n if n else None, "count": int(count), "n": int(n), "ci95": [lo, hi]}
 
 
-def study_row(model: str, seed: int, steps: int, description: str, flops, train_s, study_s,
-              res: dict) -> dict:
+def study_row(
+  model: str, seed: int, steps: int, description: str, flops, train_s, study_s, res: dict
+) -> dict:
   """One row of the table: a model at a step count, from its detection study ``res``."""
   counts = res["counts"]
   n = sum(counts.values())
   multi = counts.get("multiple_in_column", 0)
-  return {"model": model, "seed": seed, "step": steps, "description": description,
-          "flops_per_step": flops, "train_flops": flops * steps if flops else None,
-          "train_seconds_segment": None if train_s is None else round(train_s, 1),
-          "study_seconds": None if study_s is None else round(study_s, 1),
-          "num_samples": n, "counts": counts,
-          "multiple_in_column": _rate(multi, n),
-          "hallucination": _rate(n - counts.get("in_support", 0), n),
-          "scores": _headline(res), "verdict": res["verdict"]}
+  return {
+    "model": model,
+    "seed": seed,
+    "step": steps,
+    "description": description,
+    "flops_per_step": flops,
+    "train_flops": flops * steps if flops else None,
+    "train_seconds_segment": None if train_s is None else round(train_s, 1),
+    "study_seconds": None if study_s is None else round(study_s, 1),
+    "num_samples": n,
+    "counts": counts,
+    "multiple_in_column": _rate(multi, n),
+    "hallucination": _rate(n - counts.get("in_support", 0), n),
+    "scores": _headline(res),
+    "verdict": res["verdict"],
+  }
 
 
 def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
   """Trains one model along its step counts and studies each; returns its table rows."""
   from experiments import detect  # the study (imports the sampler stack)
+
   path = wd.file(os.path.join("points", point.name))
   os.makedirs(path, exist_ok=True)
   rows = []
@@ -173,18 +185,20 @@ def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
     c = point_config(cfg, point, steps)
     beyond = [s_ for s_ in detect.checkpoint_steps(path) if s_ > steps]
     if beyond:
-      raise ConfigError("scaling.steps", f"{path} already holds a checkpoint at step "
-                        f"{max(beyond)}, past the step count {steps} not yet studied there; a "
-                        "model cannot be trained back: keep the step counts of this workdir "
-                        "or use a new --workdir")
+      raise ConfigError(
+        "scaling.steps",
+        f"{path} already holds a checkpoint at step "
+        f"{max(beyond)}, past the step count {steps} not yet studied there; a "
+        "model cannot be trained back: keep the step counts of this workdir "
+        "or use a new --workdir",
+      )
     pwd = Workdir(path)
     pwd.lock()
     try:
       pwd.write_config(c.to_dict())
       trainer = pipeline.make_trainer(c, mesh)
       t0 = time.time()
-      state = pipeline.train_model(c, train_x, pwd, trainer=trainer,
-                                   label=f"train/{point.name}")
+      state = pipeline.train_model(c, train_x, pwd, trainer=trainer, label=f"train/{point.name}")
       train_s = time.time() - t0
     finally:
       pwd.unlock()
@@ -193,15 +207,23 @@ def run_point(cfg, wd, mesh, point: Point, train_x) -> list:
     if flops is None:
       flops = step_flops(c, train_x, mesh)
     t0 = time.time()
-    res = detect.run_study(path, num_samples=int(cfg.scaling.num_samples),
-                           chunk_size=int(cfg.scaling.study_chunk))
+    res = detect.run_study(
+      path, num_samples=int(cfg.scaling.num_samples), chunk_size=int(cfg.scaling.study_chunk)
+    )
     study_s = time.time() - t0
-    row = study_row(point.model, point.seed, steps, MODEL_VARIANTS[point.model][0], flops,
-                    train_s, study_s, res)
+    row = study_row(
+      point.model, point.seed, steps, MODEL_VARIANTS[point.model][0], flops, train_s, study_s, res
+    )
     write_json(done, row)
-    logging.info("scaling: %s step %d: multiple in column %d/%d; paper AUROC %s; %s",
-                 point.name, steps, row["multiple_in_column"]["count"], row["num_samples"],
-                 row["scores"]["paper"]["auroc"], res["verdict"])
+    logging.info(
+      "scaling: %s step %d: multiple in column %d/%d; paper AUROC %s; %s",
+      point.name,
+      steps,
+      row["multiple_in_column"]["count"],
+      row["num_samples"],
+      row["scores"]["paper"]["auroc"],
+      res["verdict"],
+    )
     rows.append(row)
   return rows
 
@@ -210,10 +232,14 @@ def collect_rows(paths) -> list:
   """Every table row (``study_step<N>.json``) under ``paths`` (directories, searched
   recursively, or the files themselves), in model, seed, step order."""
   import glob
+
   rows = []
   for p in paths:
-    files = [p] if os.path.isfile(p) else glob.glob(os.path.join(p, "**", "study_step*.json"),
-                                                    recursive=True)
+    files = (
+      [p]
+      if os.path.isfile(p)
+      else glob.glob(os.path.join(p, "**", "study_step*.json"), recursive=True)
+    )
     for f in files:
       with open(f) as fh:
         rows.append(json.load(fh))
@@ -230,23 +256,28 @@ def external_row(workdir: str, label: str) -> dict:
   cfg_path = os.path.join(workdir, "config.json")
   study = os.path.join(workdir, "study", "results.json")
   if not os.path.isfile(cfg_path):
-    raise ConfigError("--add_study", f"{cfg_path} does not exist: not a workdir of "
-                      "experiments.main")
+    raise ConfigError(
+      "--add_study", f"{cfg_path} does not exist: not a workdir of experiments.main"
+    )
   with open(cfg_path) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
   if cfg.get("experiment") != "shapes":
-    raise ConfigError("--add_study", f"{workdir} holds a {cfg.get('experiment')!r} run; "
-                      "allowed: a 'shapes' workdir")
+    raise ConfigError(
+      "--add_study", f"{workdir} holds a {cfg.get('experiment')!r} run; allowed: a 'shapes' workdir"
+    )
   if not os.path.isfile(study):
-    raise ConfigError("--add_study", f"{study} does not exist: run python -m experiments.detect "
-                      f"--workdir={workdir} first")
+    raise ConfigError(
+      "--add_study",
+      f"{study} does not exist: run python -m experiments.detect --workdir={workdir} first",
+    )
   with open(study) as f:
     res = json.load(f)
   x = jnp.zeros((1,) + pipeline.input_shape(cfg), jnp.float32)
   mesh = sharding.make_mesh(cfg.num_devices or None)
   flops = step_flops(cfg, x, mesh)
-  return study_row(label, int(cfg.seed), int(res["checkpoint_step"]),
-                   f"{label}: {workdir}", flops, None, None, res)
+  return study_row(
+    label, int(cfg.seed), int(res["checkpoint_step"]), f"{label}: {workdir}", flops, None, None, res
+  )
 
 
 def _curves(table):
@@ -262,16 +293,23 @@ def check_config(cfg) -> None:
   model and step count it will train, validated as the shapes experiment it runs."""
   import numbers
   from experiments import config_check as cc
+
   names = model_names(cfg)
   bad = [m for m in names if m not in MODEL_VARIANTS]
   if not names or bad or len(set(names)) != len(names):
-    raise ConfigError("scaling.models", f"must name distinct models of "
-                      f"{', '.join(MODEL_VARIANTS)} (comma-separated), got "
-                      f"{cfg.scaling.models!r}")
+    raise ConfigError(
+      "scaling.models",
+      f"must name distinct models of "
+      f"{', '.join(MODEL_VARIANTS)} (comma-separated), got "
+      f"{cfg.scaling.models!r}",
+    )
   steps = cc.increasing(cfg, "scaling.steps")
   seeds = tuple(cc.get(cfg, "scaling.seeds"))
-  if (not seeds or len(set(seeds)) != len(seeds)
-      or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
+  if (
+    not seeds
+    or len(set(seeds)) != len(seeds)
+    or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)
+  ):
     raise ConfigError("scaling.seeds", f"must be distinct non-negative integers, got {seeds!r}")
   extra = cc.increasing(cfg, "scaling.seed_steps", allow_empty=len(seeds) == 1)
   if set(extra) - set(steps):
@@ -281,13 +319,16 @@ def check_config(cfg) -> None:
   for p in points(cfg):
     c = point_config(cfg, p, p.steps[-1])
     if c.train.warmup_steps >= p.steps[0]:
-      raise ConfigError("scaling.steps", f"the first step count {p.steps[0]} must exceed "
-                        f"train.warmup_steps={c.train.warmup_steps}")
+      raise ConfigError(
+        "scaling.steps",
+        f"the first step count {p.steps[0]} must exceed train.warmup_steps={c.train.warmup_steps}",
+      )
     try:
       cc.validate(c)
     except ConfigError as e:
-      raise ConfigError("scaling.models", f"model {p.model!r} gives an invalid config: {e}") \
-          from None
+      raise ConfigError(
+        "scaling.models", f"model {p.model!r} gives an invalid config: {e}"
+      ) from None
 
 
 def run(cfg, wd, mesh, info=None):
@@ -307,11 +348,18 @@ def run(cfg, wd, mesh, info=None):
   lines = _curves(table)
   if table:
     plots.scaling_curves(wd.figure("detection_vs_compute.png"), lines)
-  res = {"experiment": "scaling", "data": cfg.data.name, **(info or {}),
-         "models": {m: MODEL_VARIANTS[m][0] for m in model_names(cfg)},
-         "steps": list(cfg.scaling.steps), "seeds": list(cfg.scaling.seeds),
-         "seed_steps": list(cfg.scaling.seed_steps), "num_samples": cfg.scaling.num_samples,
-         "table": table, "seconds_this_run": time.time() - t0}
+  res = {
+    "experiment": "scaling",
+    "data": cfg.data.name,
+    **(info or {}),
+    "models": {m: MODEL_VARIANTS[m][0] for m in model_names(cfg)},
+    "steps": list(cfg.scaling.steps),
+    "seeds": list(cfg.scaling.seeds),
+    "seed_steps": list(cfg.scaling.seed_steps),
+    "num_samples": cfg.scaling.num_samples,
+    "table": table,
+    "seconds_this_run": time.time() - t0,
+  }
   wd.write_results(res)
   return res
 
@@ -323,11 +371,27 @@ def report_rows(res, cfg) -> List[Row]:
   for r in res.get("table") or []:
     tag = f"{r['model']}/seed{r['seed']}/step{r['step']}"
     m = r["multiple_in_column"]
-    rows.append(proportion_row(f"{tag}.multiple_in_column", f"{tag}: two shapes in one column",
-                               m["rate"], m["n"], m["count"], m["ci95"]))
+    rows.append(
+      proportion_row(
+        f"{tag}.multiple_in_column",
+        f"{tag}: two shapes in one column",
+        m["rate"],
+        m["n"],
+        m["count"],
+        m["ci95"],
+      )
+    )
     p = r["scores"]["paper"]["removed_at_keep"]
-    rows.append(proportion_row(f"{tag}.paper_removed", f"{tag}: paper's score, removed at "
-                               "96% kept (held out)", p["rate"], p["n"], p["count"], p["ci95"]))
+    rows.append(
+      proportion_row(
+        f"{tag}.paper_removed",
+        f"{tag}: paper's score, removed at 96% kept (held out)",
+        p["rate"],
+        p["n"],
+        p["count"],
+        p["ci95"],
+      )
+    )
   return rows
 
 
@@ -338,11 +402,11 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {argv[1:]}")
   from absl import flags
+
   f = flags.FLAGS
   try:
     table = collect_rows(f.points)
-    extra = [external_row(w, f.label or os.path.basename(os.path.normpath(w)))
-             for w in f.add_study]
+    extra = [external_row(w, f.label or os.path.basename(os.path.normpath(w))) for w in f.add_study]
   except ConfigError as e:
     raise SystemExit(f"error: {e}")
   table += extra
@@ -350,18 +414,31 @@ def main(argv):
   if f.json:
     write_json(f.json, extra)
   for r in extra:
-    logging.info("scaling: added %s step %d (%s training FLOPs): two in one column %.3f; "
-                 "paper's AUROC %s; %s", r["model"], r["step"], r["train_flops"],
-                 r["multiple_in_column"]["rate"], r["scores"]["paper"]["auroc"], r["verdict"])
+    logging.info(
+      "scaling: added %s step %d (%s training FLOPs): two in one column %.3f; paper's AUROC %s; %s",
+      r["model"],
+      r["step"],
+      r["train_flops"],
+      r["multiple_in_column"]["rate"],
+      r["scores"]["paper"]["auroc"],
+      r["verdict"],
+    )
   logging.info("scaling: wrote %s (%d rows)", f.out, len(table))
 
 
 if __name__ == "__main__":
   from absl import app, flags
-  flags.DEFINE_multi_string("points", ["reports/latest/shapes_scaling"],
-                            "Directories (searched recursively) or files of finished points.")
-  flags.DEFINE_multi_string("add_study", [], "Workdirs trained by experiments.main and studied "
-                            "by experiments.detect to add as points.")
+
+  flags.DEFINE_multi_string(
+    "points",
+    ["reports/latest/shapes_scaling"],
+    "Directories (searched recursively) or files of finished points.",
+  )
+  flags.DEFINE_multi_string(
+    "add_study",
+    [],
+    "Workdirs trained by experiments.main and studied by experiments.detect to add as points.",
+  )
   flags.DEFINE_string("label", "", "The added points' label (default: the workdir's name).")
   flags.DEFINE_string("out", "detection_vs_compute.png", "The figure to write.")
   flags.DEFINE_string("json", "", "Where to write the added rows (optional).")

@@ -47,14 +47,26 @@ def _vdm_trainer(cfg, schedule: str, mesh):
   tc = cfg.train
   optimizer = pipeline.make_optimizer(cfg)
   from mode_interp import sharding
+
   repl = sharding.replicated(mesh)
   init = sharding.jit_once(
-      lambda x1, key: vdm.init_state(model, gamma_init, optimizer, x1, key), mesh,
-      out_shardings=repl)
-  step = sharding.jit(vdm.make_train_step(net_apply, gamma_apply, optimizer, tc.batch_size,
-                                          tc.ema_decay, learned_schedule=schedule == "learned"),
-                      mesh, convolutional=False, training=True, donate_argnums=(0,),
-                      out_shardings=(repl, repl))
+    lambda x1, key: vdm.init_state(model, gamma_init, optimizer, x1, key), mesh, out_shardings=repl
+  )
+  step = sharding.jit(
+    vdm.make_train_step(
+      net_apply,
+      gamma_apply,
+      optimizer,
+      tc.batch_size,
+      tc.ema_decay,
+      learned_schedule=schedule == "learned",
+    ),
+    mesh,
+    convolutional=False,
+    training=True,
+    donate_argnums=(0,),
+    out_shardings=(repl, repl),
+  )
   return pipeline.Trainer(init, step, mesh), net_apply, gamma_apply
 
 
@@ -62,31 +74,48 @@ def _measure(cfg, mixture, x, tv):
   ok = hallucination.finite_or_warn(x, tv)
   x, tv = x[ok], tv[ok]
   hal = hallucination.mixture_hallucinations(x, mixture.means, mixture.std, cfg.detect.k_sigma)
-  det = hallucination.detection_metrics(tv, hal, cfg.detect.keep_in_support,
-                                        cfg.detect.remove_hallucinations)
-  return {"hallucination": hallucination.rate_with_interval(hal),
-          "hallucination_rate": float(hal.mean()) if len(hal) else None,
-          "auroc": det["auroc"], "hallucinations_removed": det["hallucinations_removed"],
-          "non_finite": hallucination.non_finite_report(ok)}, x, hal
+  det = hallucination.detection_metrics(
+    tv, hal, cfg.detect.keep_in_support, cfg.detect.remove_hallucinations
+  )
+  return (
+    {
+      "hallucination": hallucination.rate_with_interval(hal),
+      "hallucination_rate": float(hal.mean()) if len(hal) else None,
+      "auroc": det["auroc"],
+      "hallucinations_removed": det["hallucinations_removed"],
+      "non_finite": hallucination.non_finite_report(ok),
+    },
+    x,
+    hal,
+  )
 
 
 def check_config(cfg) -> None:
   """The T-vs-T' experiment's fields: positive step counts, known VDM schedules."""
   from experiments import config_check as cc
+
   for field in ("tsteps.train_T", "tsteps.sample_T"):
     values = cc.get(cfg, field)
-    if isinstance(values, (str, bytes)) or not values or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+    if (
+      isinstance(values, (str, bytes))
+      or not values
+      or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)
+    ):
       raise ConfigError(field, f"must be a non-empty tuple of positive ints, got {values!r}")
   window = cfg.detect.window
   if min(cc.get(cfg, "tsteps.sample_T")) < window:
-    raise ConfigError("tsteps.sample_T", f"every T' must be >= detect.window={window}, got "
-                      f"{tuple(cfg.tsteps.sample_T)!r}")
+    raise ConfigError(
+      "tsteps.sample_T",
+      f"every T' must be >= detect.window={window}, got {tuple(cfg.tsteps.sample_T)!r}",
+    )
   from mode_interp import vdm
+
   scheds = cc.get(cfg, "tsteps.vdm_schedules")
   if isinstance(scheds, str) or any(s not in vdm.SCHEDULES for s in scheds):
-    raise ConfigError("tsteps.vdm_schedules", f"{scheds!r}: entries must be from "
-                      f"{', '.join(vdm.SCHEDULES)} (or empty)")
+    raise ConfigError(
+      "tsteps.vdm_schedules",
+      f"{scheds!r}: entries must be from {', '.join(vdm.SCHEDULES)} (or empty)",
+    )
   lo = cc.number(cfg, "tsteps.gamma_min")
   cc.number(cfg, "tsteps.gamma_max", lo=lo, lo_open=True)
 
@@ -104,29 +133,53 @@ def run(cfg, wd, mesh, info=None):
     m, xs, hal = _measure(cfg, mixture, x, tv)
     cells.append({"model": model_name, "sample_T": t_prime, **extra, **m})
     panels[(model_name, t_prime)] = (xs, hal)
-    logging.info("T vs T': %s, T' = %d: hallucination rate %s, AUROC %s", model_name, t_prime,
-                 m["hallucination_rate"], m["auroc"])
+    logging.info(
+      "T vs T': %s, T' = %d: hallucination rate %s, AUROC %s",
+      model_name,
+      t_prime,
+      m["hallucination_rate"],
+      m["auroc"],
+    )
 
   def draw(c, fn, params, cache, step, key):
-    return pipeline.draw_samples(c, pipeline.jit_sampler(fn, c, mesh), params, n, mesh=mesh,
-                                 key=key, label=cache, workdir=wd, cache=cache, step=step)
+    return pipeline.draw_samples(
+      c,
+      pipeline.jit_sampler(fn, c, mesh),
+      params,
+      n,
+      mesh=mesh,
+      key=key,
+      label=cache,
+      workdir=wd,
+      cache=cache,
+      step=step,
+    )
 
   key = jax.random.key(cfg.seed + 1)
   for T in ts.train_T:
     c = _ddpm_cfg(cfg, T)
     tag = f"ddpm_T{T}"
-    state = pipeline.train_model(c, data, wd, trainer=pipeline.make_trainer(c, mesh), subdir=tag,
-                                 label=f"train/{tag}")
+    state = pipeline.train_model(
+      c, data, wd, trainer=pipeline.make_trainer(c, mesh), subdir=tag, label=f"train/{tag}"
+    )
     step = int(jax.device_get(state.step))
     for tp in ts.sample_T:
       if tp > T:
         continue
       cc = _cell_cfg(c, "ddim", tp, 1.0)
-      fn = pipeline.make_sampler(cc, pipeline.eps_fn_for(pipeline.make_model(cc)), shape,
-                                 mesh=mesh)
-      out = pipeline.draw_samples(cc, fn, state.ema_params, n, mesh=mesh, key=key,
-                                  label=f"{tag}_Tp{tp}", workdir=wd,
-                                  cache=f"{tag}_Tp{tp}_samples.npz", step=step)
+      fn = pipeline.make_sampler(cc, pipeline.eps_fn_for(pipeline.make_model(cc)), shape, mesh=mesh)
+      out = pipeline.draw_samples(
+        cc,
+        fn,
+        state.ema_params,
+        n,
+        mesh=mesh,
+        key=key,
+        label=f"{tag}_Tp{tp}",
+        workdir=wd,
+        cache=f"{tag}_Tp{tp}_samples.npz",
+        step=step,
+      )
       record(f"DDPM T={T}", tp, out.samples, out.traj_variance, {"train_T": T})
 
   for sched in ts.vdm_schedules:
@@ -136,13 +189,19 @@ def run(cfg, wd, mesh, info=None):
     step = int(jax.device_get(state.step))
     for tp in ts.sample_T:
       cc = _cell_cfg(cfg, f"vdm_{sched}", tp, 0.0)
-      fn = vdm.get_sampling_fn(net_apply, gamma_apply, shape, tp, cfg.detect.window,
-                               cfg.detect.reduction)
+      fn = vdm.get_sampling_fn(
+        net_apply, gamma_apply, shape, tp, cfg.detect.window, cfg.detect.reduction
+      )
       out = draw(cc, fn, state.ema_params, f"{tag}_Tp{tp}_samples.npz", step, key)
       record(f"VDM {sched}", tp, out.samples, out.traj_variance, {"schedule": sched})
     g = np.asarray(gamma_apply(state.ema_params["gamma"], jnp.linspace(0.0, 1.0, 11)))
-    cells.append({"model": f"VDM {sched}", "gamma_at_t": [round(float(v), 4) for v in g],
-                  "t": [round(float(v), 1) for v in np.linspace(0, 1, 11)]})
+    cells.append(
+      {
+        "model": f"VDM {sched}",
+        "gamma_at_t": [round(float(v), 4) for v in g],
+        "t": [round(float(v), 1) for v in np.linspace(0, 1, 11)],
+      }
+    )
 
   T_max = max(ts.train_T)
   c = _ddpm_cfg(cfg, T_max)
@@ -153,16 +212,34 @@ def run(cfg, wd, mesh, info=None):
       continue
     cc = _cell_cfg(c, "ddim", tp, 1.0)
     fn = pipeline.make_sampler(cc, exact, shape, mesh=mesh, schedule=schedule)
-    out = pipeline.draw_samples(cc, fn, None, n, mesh=mesh, key=key, label=f"exact_Tp{tp}",
-                                workdir=wd, cache=f"exact_T{T_max}_Tp{tp}_samples.npz", step=0)
+    out = pipeline.draw_samples(
+      cc,
+      fn,
+      None,
+      n,
+      mesh=mesh,
+      key=key,
+      label=f"exact_Tp{tp}",
+      workdir=wd,
+      cache=f"exact_T{T_max}_Tp{tp}_samples.npz",
+      step=0,
+    )
     record(f"exact score (T={T_max})", tp, out.samples, out.traj_variance, {"train_T": T_max})
 
   rows = list(dict.fromkeys(m for m, _ in panels))
-  plots.cell_scatter_grid(wd.figure("tsteps_grid.png"), panels, rows, list(ts.sample_T),
-                          data[:5_000])
-  res = {"experiment": "timesteps", "data": cfg.data.name, "seed": cfg.seed, **(info or {}),
-         "num_train": cfg.data.num_train, "num_samples": n, "cells": cells,
-         "seconds_this_run": time.time() - t0}
+  plots.cell_scatter_grid(
+    wd.figure("tsteps_grid.png"), panels, rows, list(ts.sample_T), data[:5_000]
+  )
+  res = {
+    "experiment": "timesteps",
+    "data": cfg.data.name,
+    "seed": cfg.seed,
+    **(info or {}),
+    "num_train": cfg.data.num_train,
+    "num_samples": n,
+    "cells": cells,
+    "seconds_this_run": time.time() - t0,
+  }
   wd.write_results(res)
   return res
 
@@ -177,9 +254,17 @@ def report_rows(res, cfg=None) -> List[Row]:
     sel = {"model": c.get("model"), "sample_T": c.get("sample_T")}
     tag = f"{c.get('model')}, T' = {c.get('sample_T')}"
     h = c.get("hallucination") or {}
-    rows.append(proportion_row("hallucination_rate", f"Hallucination rate, {tag}",
-                               c.get("hallucination_rate"), h.get("n"), h.get("count"),
-                               h.get("ci95"), select=sel))
+    rows.append(
+      proportion_row(
+        "hallucination_rate",
+        f"Hallucination rate, {tag}",
+        c.get("hallucination_rate"),
+        h.get("n"),
+        h.get("count"),
+        h.get("ci95"),
+        select=sel,
+      )
+    )
     if is_number(c.get("auroc")):
       rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", c["auroc"], "num", select=sel))
   return rows

@@ -97,8 +97,9 @@ def init_params(seed: int = 0):
   return MnistCNN().init(jax.random.key(seed), jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
 
 
-def train_classifier(images, labels, *, steps: int = 800, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0):
+def train_classifier(
+  images, labels, *, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
+):
   """Trains :class:`MnistCNN` with Adam on minibatches drawn with replacement.
 
   Args:
@@ -146,8 +147,9 @@ def train_classifier(images, labels, *, steps: int = 800, batch_size: int = 128,
   for step in range(steps):
     variables, opt_state, loss = train_step(variables, opt_state, step, x, y)
     if (step + 1) % 100 == 0 or step + 1 == steps:
-      logging.info("classifier step %d/%d loss %.4f (%.1fs)", step + 1, steps,
-                   float(loss), time.time() - t0)
+      logging.info(
+        "classifier step %d/%d loss %.4f (%.1fs)", step + 1, steps, float(loss), time.time() - t0
+      )
   return jax.device_get(variables)
 
 
@@ -177,8 +179,9 @@ def load_or_train(path_dir, images, labels, **kw):
       variables = ckptr.restore(ckpt_path, abstract)
     cached = json.loads(meta_path.read_text()) if meta_path.exists() else None
     if cached is not None and cached != meta:
-      logging.warning("classifier cache %s was trained with %s, not %s; using it anyway",
-                      ckpt_path, cached, meta)
+      logging.warning(
+        "classifier cache %s was trained with %s, not %s; using it anyway", ckpt_path, cached, meta
+      )
     logging.info("restored cached MNIST classifier from %s", ckpt_path)
     return jax.device_get(variables)
   logging.info("no cached MNIST classifier in %s; training one", path_dir)
@@ -199,7 +202,7 @@ def _features_and_probs_fn(variables, x):
 
 @functools.lru_cache(maxsize=None)
 def _features_and_probs_jit():
-  return sharding.jit(_features_and_probs_fn)   # built on first use, after the backend's setup
+  return sharding.jit(_features_and_probs_fn)  # built on first use, after the backend's setup
 
 
 def _features_and_probs(variables, x):
@@ -225,7 +228,7 @@ def features_and_probs(params, images, batch_size: int = 1000):
   n = x.shape[0]
   feats, probs = [], []
   for start in range(0, n, batch_size):
-    batch = x[start:start + batch_size]
+    batch = x[start : start + batch_size]
     m = batch.shape[0]
     if m < batch_size and n > batch_size:
       batch = np.concatenate([batch, np.zeros((batch_size - m,) + IMAGE_SHAPE, np.float32)])
@@ -234,8 +237,7 @@ def features_and_probs(params, images, batch_size: int = 1000):
     probs.append(p[:m])
   if not feats:
     return np.zeros((0, FEATURE_DIM)), np.zeros((0, NUM_CLASSES))
-  return (np.concatenate(feats).astype(np.float64),
-          np.concatenate(probs).astype(np.float64))
+  return (np.concatenate(feats).astype(np.float64), np.concatenate(probs).astype(np.float64))
 
 
 def _sqrtm(matrix):
@@ -281,8 +283,12 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
   sigma_b = np.atleast_2d(np.cov(b, rowvar=False))
   covmean, singular = _sqrtm(sigma_a @ sigma_b)
   if singular or not np.isfinite(covmean).all():
-    logging.log_first_n(logging.INFO, "frechet_distance: singular covariance product; adding "
-                        "%g * I to both covariances", 5, eps)
+    logging.log_first_n(
+      logging.INFO,
+      "frechet_distance: singular covariance product; adding %g * I to both covariances",
+      5,
+      eps,
+    )
     offset = eps * np.eye(sigma_a.shape[0])
     covmean, _ = _sqrtm((sigma_a + offset) @ (sigma_b + offset))
   covmean = np.real(covmean)
@@ -324,16 +330,23 @@ def class_metrics(probs, low_confidence: float = 0.5, min_share: float = 0.01) -
   hist = np.bincount(p.argmax(1), minlength=num_classes) / p.shape[0]
   conf = p.max(1)
   return {
-      "entropy": entropy,
-      "coverage": float((hist >= min_share).sum() / num_classes),
-      "low_confidence_rate": float((conf < low_confidence).mean()),
-      "mean_confidence": float(conf.mean()),
-      "class_histogram": [float(h) for h in hist],
+    "entropy": entropy,
+    "coverage": float((hist >= min_share).sum() / num_classes),
+    "low_confidence_rate": float((conf < low_confidence).mean()),
+    "mean_confidence": float(conf.mean()),
+    "class_histogram": [float(h) for h in hist],
   }
 
 
-def collapse_metrics(params, generated, reference_features, *, low_confidence: float = 0.5,
-                     min_share: float = 0.01, batch_size: int = 1000) -> dict:
+def collapse_metrics(
+  params,
+  generated,
+  reference_features,
+  *,
+  low_confidence: float = 0.5,
+  min_share: float = 0.01,
+  batch_size: int = 1000,
+) -> dict:
   """Frechet distance to real features plus :func:`class_metrics` of ``generated``.
 
   Args:
@@ -349,8 +362,8 @@ def collapse_metrics(params, generated, reference_features, *, low_confidence: f
   """
   feats, probs = features_and_probs(params, generated, batch_size=batch_size)
   out: dict[str, Any] = {
-      "frechet_distance": frechet_distance(feats, reference_features),
-      "num_samples": int(feats.shape[0]),
+    "frechet_distance": frechet_distance(feats, reference_features),
+    "num_samples": int(feats.shape[0]),
   }
   out.update(class_metrics(probs, low_confidence=low_confidence, min_share=min_share))
   return out

@@ -41,12 +41,13 @@ from mode_interp import diffusion, hallucination, samplers, trajectory_scores
 
 EpsFn = Callable[..., jax.Array]
 
-NAMES = ("trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise",
-         "oracle")
+NAMES = ("trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise", "oracle")
 PERTURBATION_DESIGNS = ("gaussian", "orthogonal")
 TRACE_METHODS = ("exact", "hutchinson")
-COST_CONVENTION = ("network passes per sample: a forward evaluation, each forward-mode "
-                   "(JVP) tangent and each reverse sweep (VJP) count one each")
+COST_CONVENTION = (
+  "network passes per sample: a forward evaluation, each forward-mode "
+  "(JVP) tangent and each reverse sweep (VJP) count one each"
+)
 
 
 def _dim(x) -> int:
@@ -64,8 +65,10 @@ def _coefs(schedule: diffusion.Schedule, t):
 
 # -- the divergence of the network ---------------------------------------------------------
 
-def eps_and_trace(eps_fn: EpsFn, params, x, t, method: str = "exact", key=None,
-                  num_probes: int = 1):
+
+def eps_and_trace(
+  eps_fn: EpsFn, params, x, t, method: str = "exact", key=None, num_probes: int = 1
+):
   """``eps(x)`` ``[B, ...]`` and ``tr(d eps / d x)`` ``[B]`` per row at timestep ``t``.
 
   ``exact``: the per-row Jacobian by ``jax.jacfwd`` (D forward-mode tangents per row, for
@@ -76,12 +79,14 @@ def eps_and_trace(eps_fn: EpsFn, params, x, t, method: str = "exact", key=None,
   shape = x.shape[1:]
   tb = _tvec(t)
   if method == "exact":
+
     def single(xi):
       return eps_fn(params, xi[None], tb)[0]
 
     def both(xi):
       jac = jax.jacfwd(single)(xi).reshape(math.prod(shape), math.prod(shape))
       return single(xi), jnp.trace(jac)
+
     return jax.vmap(both)(x)
   if method == "hutchinson":
     f = lambda xx: eps_fn(params, xx, tb)
@@ -91,6 +96,7 @@ def eps_and_trace(eps_fn: EpsFn, params, x, t, method: str = "exact", key=None,
     def one(v):
       _, jv = jax.jvp(f, (x,), (v,))
       return jnp.sum((v * jv).reshape(x.shape[0], -1), axis=1)
+
     return eps, jnp.mean(jax.lax.map(one, probes), axis=0)
   raise ValueError(f"unknown trace method {method!r}; allowed: {', '.join(TRACE_METHODS)}")
 
@@ -107,8 +113,17 @@ def trace_cost(dim: int, method: str, num_probes: int) -> int:
 
 # -- FLIPD ---------------------------------------------------------------------------------
 
-def flipd(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t0: int,
-          method: str = "exact", key=None, num_probes: int = 1):
+
+def flipd(
+  eps_fn: EpsFn,
+  params,
+  schedule: diffusion.Schedule,
+  x,
+  t0: int,
+  method: str = "exact",
+  key=None,
+  num_probes: int = 1,
+):
   """FLIPD (Kamkari et al., 2024, arXiv:2406.03537, eq. (10) for the variance-preserving
   process) of each sample ``x`` ``[B, ...]`` at timestep ``t0``:
 
@@ -127,8 +142,16 @@ def flipd(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t0: int,
   return _dim(x) - sigma * tr + sq
 
 
-def lid_at(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x_t, t: int,
-           method: str = "exact", key=None, num_probes: int = 1):
+def lid_at(
+  eps_fn: EpsFn,
+  params,
+  schedule: diffusion.Schedule,
+  x_t,
+  t: int,
+  method: str = "exact",
+  key=None,
+  num_probes: int = 1,
+):
   """The FLIPD form of the local intrinsic dimension at the *noisy* point ``x_t`` itself
   (``D - sigma_t tr(d eps/d x_t) + |eps(x_t)|^2``): what Intrinsic Quenching reads along the
   reverse chain (:func:`iq_eps_fn`)."""
@@ -139,8 +162,10 @@ def lid_at(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x_t, t: int,
 
 # -- the denoising loss as an LID estimate -------------------------------------------------
 
-def lid_denoising_loss(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t: int, key,
-                       num_draws: int):
+
+def lid_denoising_loss(
+  eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t: int, key, num_draws: int
+):
   """``mean_j |eps(psi x + sigma e_j, t) - e_j|^2`` over ``num_draws`` noise draws ``e_j``
   (summed over dimensions): the denoising loss of each sample at a small ``t``.
 
@@ -157,13 +182,16 @@ def lid_denoising_loss(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t
     e = jax.random.normal(k, x.shape, x.dtype)
     err = eps_fn(params, psi * x + sigma * e, tb) - e
     return jnp.sum(err.reshape(x.shape[0], -1) ** 2, axis=1)
+
   return jnp.mean(jax.lax.map(one, jax.random.split(key, num_draws)), axis=0)
 
 
 # -- re-noising consistency ----------------------------------------------------------------
 
-def renoise_spread(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t: int, key,
-                   num_draws: int):
+
+def renoise_spread(
+  eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t: int, key, num_draws: int
+):
   """Noise each sample to timestep ``t`` ``num_draws`` times and predict x0 from each (one
   network call each); the spread is the trace of the variance of those predictions
   (population variance over draws, summed over dimensions). A sample between modes is
@@ -175,11 +203,13 @@ def renoise_spread(eps_fn: EpsFn, params, schedule: diffusion.Schedule, x, t: in
     e = jax.random.normal(k, x.shape, x.dtype)
     xt = psi * x + sigma * e
     return diffusion.x0_from_eps(schedule, xt, tb, eps_fn(params, xt, tb))
+
   x0s = jax.lax.map(one, jax.random.split(key, num_draws))  # [J, B, ...]
   return jnp.sum(jnp.var(x0s, axis=0).reshape(x.shape[0], -1), axis=1)
 
 
 # -- manifold instability ------------------------------------------------------------------
+
 
 def perturbations(key, num: int, shape, design: str = "gaussian"):
   """``[num, *shape]`` perturbation directions of the starting noise.
@@ -193,17 +223,19 @@ def perturbations(key, num: int, shape, design: str = "gaussian"):
     return jax.random.normal(key, (num,) + tuple(shape))
   if design == "orthogonal":
     if num % (2 * d):
-      raise ValueError(f"the orthogonal design needs a multiple of 2 * D = {2 * d} "
-                       f"perturbations, got {num}")
+      raise ValueError(
+        f"the orthogonal design needs a multiple of 2 * D = {2 * d} perturbations, got {num}"
+      )
     blocks = []
     for k in jax.random.split(key, num // (2 * d)):
       q, r = jnp.linalg.qr(jax.random.normal(k, (d, d)))
       q = q * jnp.sign(jnp.diag(r))[None]  # Haar-distributed rotation
-      cols = math.sqrt(d) * q.T                # rows: sqrt(D) Q e_j
+      cols = math.sqrt(d) * q.T  # rows: sqrt(D) Q e_j
       blocks += [cols, -cols]
     return jnp.concatenate(blocks).reshape((num,) + tuple(shape))
-  raise ValueError(f"unknown perturbation design {design!r}; allowed: "
-                   f"{', '.join(PERTURBATION_DESIGNS)}")
+  raise ValueError(
+    f"unknown perturbation design {design!r}; allowed: {', '.join(PERTURBATION_DESIGNS)}"
+  )
 
 
 def output_spread(outputs, design: str = "gaussian"):
@@ -215,8 +247,9 @@ def output_spread(outputs, design: str = "gaussian"):
   return jnp.sum(jnp.var(x, axis=1, ddof=ddof), axis=1)
 
 
-def manifold_instability_sampler(sample_chunk, shape, num: int, scale: float, pert_key,
-                                 design: str = "gaussian"):
+def manifold_instability_sampler(
+  sample_chunk, shape, num: int, scale: float, pert_key, design: str = "gaussian"
+):
   """A ``chunk(params, key, indices) -> SampleOutput(outputs [B, M, *shape], score [B])``
   (a sampler-shaped function, so it runs, shards and caches as samplers do) for a
   deterministic ``sample_chunk`` (DDIM, ``eta = 0``, which accepts ``x_init``): the starting
@@ -235,8 +268,9 @@ def manifold_instability_sampler(sample_chunk, shape, num: int, scale: float, pe
     b = indices.shape[0]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
-    dirs = jax.vmap(lambda i: perturbations(jax.random.fold_in(pert_key, i), num, shape,
-                                            design))(indices)        # [B, M, *shape]
+    dirs = jax.vmap(lambda i: perturbations(jax.random.fold_in(pert_key, i), num, shape, design))(
+      indices
+    )  # [B, M, *shape]
     starts = (z[:, None] + scale * dirs).reshape((b * num,) + shape)
     rep = jnp.repeat(indices, num)
     out = sample_chunk(params, key, rep, starts).samples.reshape((b, num) + shape)
@@ -247,8 +281,10 @@ def manifold_instability_sampler(sample_chunk, shape, num: int, scale: float, pe
 
 # -- the oracle (numpy) --------------------------------------------------------------------
 
-def oracle_out_of_band(samples, means, std: float, psi: float, sigma: float,
-                       k_sigma: float = 4.0, weights=None) -> np.ndarray:
+
+def oracle_out_of_band(
+  samples, means, std: float, psi: float, sigma: float, k_sigma: float = 4.0, weights=None
+) -> np.ndarray:
   """For a Gaussian mixture ``sum_k w_k N(mu_k, s^2 I)`` (the true data), the probability
   under the exact posterior ``p(x0 | x_t = psi x)`` that ``x0`` lies outside every mode's
   ``k_sigma * s`` ball, for each sample ``x`` (numpy, float64).
@@ -271,25 +307,27 @@ def oracle_out_of_band(samples, means, std: float, psi: float, sigma: float,
   r = k_sigma * std
   gaps = np.sqrt(((mu[:, None] - mu[None]) ** 2).sum(-1))[~np.eye(kk, dtype=bool)]
   if kk > 1 and gaps.min() <= 2 * r:
-    raise ValueError(f"the {k_sigma}-std balls of the modes overlap (closest modes "
-                     f"{gaps.min():.3g} apart, radius {r:.3g}); the oracle sums disjoint balls")
+    raise ValueError(
+      f"the {k_sigma}-std balls of the modes overlap (closest modes "
+      f"{gaps.min():.3g} apart, radius {r:.3g}); the oracle sums disjoint balls"
+    )
   w = np.full(kk, 1.0 / kk) if weights is None else np.asarray(weights, np.float64)
   y = psi * x
-  v = psi ** 2 * std ** 2 + sigma ** 2
+  v = psi**2 * std**2 + sigma**2
   logits = -0.5 * ((y[:, None] - psi * mu[None]) ** 2).sum(-1) / v + np.log(w)[None]
   resp = np.exp(logits - logits.max(1, keepdims=True))
-  resp /= resp.sum(1, keepdims=True)                            # [N, K]
-  c2 = std ** 2 * sigma ** 2 / v
+  resp /= resp.sum(1, keepdims=True)  # [N, K]
+  c2 = std**2 * sigma**2 / v
   c = math.sqrt(c2)
-  m = (mu[None] / std ** 2 + psi * y[:, None] / sigma ** 2) * c2   # [N, K, D]
+  m = (mu[None] / std**2 + psi * y[:, None] / sigma**2) * c2  # [N, K, D]
   p_in = np.zeros(n)
   # Only components with weight and balls within reach contribute: evaluate those.
   ni, ki = np.nonzero(resp > 1e-300)
-  dist2 = ((m[ni, ki][:, None] - mu[None]) ** 2).sum(-1)        # [P, K(balls)]
+  dist2 = ((m[ni, ki][:, None] - mu[None]) ** 2).sum(-1)  # [P, K(balls)]
   pi, ji = np.nonzero(np.sqrt(dist2) < r + 40 * c)
   if len(pi):
     nc = dist2[pi, ji] / c2
-    q = r ** 2 / c2
+    q = r**2 / c2
     cdf = np.where(nc < 1e-12, stats.chi2.cdf(q, d), stats.ncx2.cdf(q, d, np.maximum(nc, 1e-12)))
     np.add.at(p_in, ni[pi], resp[ni[pi], ki[pi]] * cdf)
   return np.clip(1.0 - p_in, 0.0, 1.0)
@@ -297,9 +335,20 @@ def oracle_out_of_band(samples, means, std: float, psi: float, sigma: float,
 
 # -- Intrinsic Quenching -------------------------------------------------------------------
 
-def iq_thresholds(eps_fn: EpsFn, params, schedule: diffusion.Schedule, data, t_lo: int,
-                  t_hi: int, quantile: float, key, method: str = "exact", num_probes: int = 1,
-                  lid_fn=None) -> np.ndarray:
+
+def iq_thresholds(
+  eps_fn: EpsFn,
+  params,
+  schedule: diffusion.Schedule,
+  data,
+  t_lo: int,
+  t_hi: int,
+  quantile: float,
+  key,
+  method: str = "exact",
+  num_probes: int = 1,
+  lid_fn=None,
+) -> np.ndarray:
   """Per-timestep LID thresholds ``[T]`` for :func:`iq_eps_fn`: at each ``t`` in
   ``t_lo..t_hi`` the ``quantile`` of :func:`lid_at` over the training points ``data``
   noised to ``t`` (``inf`` elsewhere).
@@ -312,8 +361,9 @@ def iq_thresholds(eps_fn: EpsFn, params, schedule: diffusion.Schedule, data, t_l
   thr = np.full(T, np.inf, np.float32)
   x0 = jnp.asarray(data, jnp.float32)
   # One compilation for every t (a traced argument).
-  lid_fn = lid_fn or jax.jit(lambda p, xt, t, k: lid_at(eps_fn, p, schedule, xt, t, method, k,
-                                                          num_probes)[0])
+  lid_fn = lid_fn or jax.jit(
+    lambda p, xt, t, k: lid_at(eps_fn, p, schedule, xt, t, method, k, num_probes)[0]
+  )
   for t in range(t_lo, t_hi + 1):
     k1, k2 = jax.random.split(jax.random.fold_in(key, t))
     xt = diffusion.q_sample(schedule, x0, t, jax.random.normal(k1, x0.shape))
@@ -322,8 +372,17 @@ def iq_thresholds(eps_fn: EpsFn, params, schedule: diffusion.Schedule, data, t_l
   return thr
 
 
-def iq_eps_fn(eps_fn: EpsFn, schedule: diffusion.Schedule, thresholds, t_lo: int, t_hi: int,
-              strength: float, method: str = "exact", num_probes: int = 1, key=None) -> EpsFn:
+def iq_eps_fn(
+  eps_fn: EpsFn,
+  schedule: diffusion.Schedule,
+  thresholds,
+  t_lo: int,
+  t_hi: int,
+  strength: float,
+  method: str = "exact",
+  num_probes: int = 1,
+  key=None,
+) -> EpsFn:
   """Intrinsic Quenching (arXiv:2605.05026) as a corrected noise predictor for any sampler.
 
   At a reverse step with ``t_lo <= t <= t_hi``, each row whose LID estimate (:func:`lid_at`)
@@ -347,6 +406,7 @@ def iq_eps_fn(eps_fn: EpsFn, schedule: diffusion.Schedule, thresholds, t_lo: int
     def lid_sum(xx):
       lid, eps = lid_at(eps_fn, params, schedule, xx, tt, method, k, num_probes)
       return jnp.sum(lid), (lid, eps)
+
     grad, (lid, _) = jax.grad(lid_sum, has_aux=True)(x)
     gate = (lid > thr[tt]).reshape((-1,) + (1,) * (x.ndim - 1))
     # The batched prediction, so that rows left alone are exactly the plain predictor's.
@@ -370,6 +430,7 @@ def iq_step_cost(dim: int, method: str = "exact", num_probes: int = 1) -> int:
 
 # -- evaluation (numpy) --------------------------------------------------------------------
 
+
 def _frac(mask_num, mask_den) -> dict:
   n = int(mask_den.sum())
   c = int((mask_num & mask_den).sum())
@@ -377,8 +438,13 @@ def _frac(mask_num, mask_den) -> dict:
   return {"rate": c / n if n else None, "count": c, "n": n, "ci95": [lo, hi]}
 
 
-def held_out_evaluation(scores, is_hallucination, selection, keep_in_support: float = 0.96,
-                        remove_hallucinations: float = 0.95) -> dict:
+def held_out_evaluation(
+  scores,
+  is_hallucination,
+  selection,
+  keep_in_support: float = 0.96,
+  remove_hallucinations: float = 0.95,
+) -> dict:
   """A detector's thresholds chosen on the ``selection`` rows, reported on the others.
 
   On the selection half: the threshold that keeps ``keep_in_support`` of the in-support
@@ -390,21 +456,27 @@ def held_out_evaluation(scores, is_hallucination, selection, keep_in_support: fl
   s = np.asarray(scores, np.float64)
   hal = np.asarray(is_hallucination, bool)
   sel = np.asarray(selection, bool)
-  det = hallucination.detection_metrics(s[sel], hal[sel], keep_in_support,
-                                        remove_hallucinations)
+  det = hallucination.detection_metrics(s[sel], hal[sel], keep_in_support, remove_hallucinations)
   thr_keep = det["threshold"]
   thr_rem = (det["at_removal"] or {}).get("threshold")
   held = ~sel
   ok = np.isfinite(s) & held
   sh, yh = s[ok], hal[ok]
-  out = {"held_out": auroc_block(sh, yh), "threshold_keep": thr_keep,
-         "threshold_remove": thr_rem, "num_non_finite": int((~np.isfinite(s) & held).sum()),
-         "selection": {"num_hallucinations": det["num_hallucinations"],
-                       "num_in_support": det["num_in_support"]}}
+  out = {
+    "held_out": auroc_block(sh, yh),
+    "threshold_keep": thr_keep,
+    "threshold_remove": thr_rem,
+    "num_non_finite": int((~np.isfinite(s) & held).sum()),
+    "selection": {
+      "num_hallucinations": det["num_hallucinations"],
+      "num_in_support": det["num_in_support"],
+    },
+  }
   none = {"rate": None, "count": None, "n": None, "ci95": [None, None]}
   if thr_keep is None:
-    out.update(removed_at_keep=none, kept_at_keep=none, removed_at_removal=none,
-               kept_at_removal=none)
+    out.update(
+      removed_at_keep=none, kept_at_keep=none, removed_at_removal=none, kept_at_removal=none
+    )
     return out
   out["removed_at_keep"] = _frac(sh > thr_keep, yh)
   out["kept_at_keep"] = _frac(sh <= thr_keep, ~yh)

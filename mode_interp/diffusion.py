@@ -17,6 +17,7 @@ VARIANCES = ("fixed_large", "fixed_small")
 
 class Schedule(NamedTuple):
   """Per-timestep coefficients, each an array of shape ``[T]`` (float32)."""
+
   betas: jax.Array
   alphas_bar: jax.Array
   alphas_bar_prev: jax.Array
@@ -34,13 +35,14 @@ class Schedule(NamedTuple):
     return self.betas.shape[0]
 
 
-def beta_schedule(name: str, timesteps: int, beta_start: float = 1e-4,
-                  beta_end: float = 0.02) -> np.ndarray:
+def beta_schedule(
+  name: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> np.ndarray:
   """Betas as float64 numpy, shape ``[timesteps]``."""
   if name == "linear":
     return np.linspace(beta_start, beta_end, timesteps, dtype=np.float64)
   if name == "quad":
-    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, timesteps, dtype=np.float64) ** 2
+    return np.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=np.float64) ** 2
   if name == "cosine":  # Nichol & Dhariwal (2021), s = 0.008, betas clipped at 0.999.
     s = 0.008
     steps = np.arange(timesteps + 1, dtype=np.float64) / timesteps
@@ -49,8 +51,9 @@ def beta_schedule(name: str, timesteps: int, beta_start: float = 1e-4,
   raise ValueError(f"unknown beta schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
 
 
-def make_schedule(name: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4,
-                  beta_end: float = 0.02) -> Schedule:
+def make_schedule(
+  name: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Schedule:
   """Builds the schedule in float64 numpy, then stores it as float32 arrays."""
   betas = beta_schedule(name, timesteps, beta_start, beta_end)
   alphas = 1.0 - betas
@@ -58,20 +61,23 @@ def make_schedule(name: str = "linear", timesteps: int = 1000, beta_start: float
   alphas_bar_prev = np.append(1.0, alphas_bar[:-1])
   posterior_variance = betas * (1.0 - alphas_bar_prev) / (1.0 - alphas_bar)
   # The t = 0 posterior variance is 0; the log is clipped to the t = 1 value (DDPM).
-  post_var_for_log = np.append(posterior_variance[1], posterior_variance[1:]) if timesteps > 1 \
-      else np.maximum(posterior_variance, 1e-20)
+  post_var_for_log = (
+    np.append(posterior_variance[1], posterior_variance[1:])
+    if timesteps > 1
+    else np.maximum(posterior_variance, 1e-20)
+  )
   arrays = dict(
-      betas=betas,
-      alphas_bar=alphas_bar,
-      alphas_bar_prev=alphas_bar_prev,
-      sqrt_alphas_bar=np.sqrt(alphas_bar),
-      sqrt_one_minus_alphas_bar=np.sqrt(1.0 - alphas_bar),
-      sqrt_recip_alphas_bar=np.sqrt(1.0 / alphas_bar),
-      sqrt_recipm1_alphas_bar=np.sqrt(1.0 / alphas_bar - 1.0),
-      posterior_variance=posterior_variance,
-      posterior_log_variance_clipped=np.log(post_var_for_log),
-      posterior_mean_coef1=betas * np.sqrt(alphas_bar_prev) / (1.0 - alphas_bar),
-      posterior_mean_coef2=(1.0 - alphas_bar_prev) * np.sqrt(alphas) / (1.0 - alphas_bar),
+    betas=betas,
+    alphas_bar=alphas_bar,
+    alphas_bar_prev=alphas_bar_prev,
+    sqrt_alphas_bar=np.sqrt(alphas_bar),
+    sqrt_one_minus_alphas_bar=np.sqrt(1.0 - alphas_bar),
+    sqrt_recip_alphas_bar=np.sqrt(1.0 / alphas_bar),
+    sqrt_recipm1_alphas_bar=np.sqrt(1.0 / alphas_bar - 1.0),
+    posterior_variance=posterior_variance,
+    posterior_log_variance_clipped=np.log(post_var_for_log),
+    posterior_mean_coef1=betas * np.sqrt(alphas_bar_prev) / (1.0 - alphas_bar),
+    posterior_mean_coef2=(1.0 - alphas_bar_prev) * np.sqrt(alphas) / (1.0 - alphas_bar),
   )
   return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()})
 
@@ -88,11 +94,15 @@ def q_sample(s: Schedule, x0, t, noise):
 
 
 def x0_from_eps(s: Schedule, x_t, t, eps):
-  return _bcast(s.sqrt_recip_alphas_bar, t, x_t) * x_t - _bcast(s.sqrt_recipm1_alphas_bar, t, x_t) * eps
+  return (
+    _bcast(s.sqrt_recip_alphas_bar, t, x_t) * x_t - _bcast(s.sqrt_recipm1_alphas_bar, t, x_t) * eps
+  )
 
 
 def eps_from_x0(s: Schedule, x_t, t, x0):
-  return (_bcast(s.sqrt_recip_alphas_bar, t, x_t) * x_t - x0) / _bcast(s.sqrt_recipm1_alphas_bar, t, x_t)
+  return (_bcast(s.sqrt_recip_alphas_bar, t, x_t) * x_t - x0) / _bcast(
+    s.sqrt_recipm1_alphas_bar, t, x_t
+  )
 
 
 def score_from_eps(s: Schedule, x_t, t, eps):
@@ -103,7 +113,11 @@ def score_from_eps(s: Schedule, x_t, t, eps):
 def posterior_mean_variance(s: Schedule, x0, x_t, t):
   """Mean, variance and clipped log-variance of ``q(x_{t-1} | x_t, x_0)``."""
   mean = _bcast(s.posterior_mean_coef1, t, x_t) * x0 + _bcast(s.posterior_mean_coef2, t, x_t) * x_t
-  return mean, _bcast(s.posterior_variance, t, x_t), _bcast(s.posterior_log_variance_clipped, t, x_t)
+  return (
+    mean,
+    _bcast(s.posterior_variance, t, x_t),
+    _bcast(s.posterior_log_variance_clipped, t, x_t),
+  )
 
 
 def model_log_variance(s: Schedule, t, x, variance: str):

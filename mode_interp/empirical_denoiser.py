@@ -58,7 +58,7 @@ def optimal_x0(train: jax.Array, x_t: jax.Array, s: jax.Array, v: jax.Array) -> 
   m = train.shape[0]
   y = train.reshape(m, -1).astype(jnp.float32)
   x = x_t.reshape(x_t.shape[0], -1).astype(jnp.float32)
-  logits = (s[:, None] * (x @ y.T) - 0.5 * s[:, None] ** 2 * jnp.sum(y * y, axis=1)[None, :])
+  logits = s[:, None] * (x @ y.T) - 0.5 * s[:, None] ** 2 * jnp.sum(y * y, axis=1)[None, :]
   w = jax.nn.softmax(logits / v[:, None], axis=1)
   return (w @ y).reshape(x_t.shape)
 
@@ -80,8 +80,9 @@ def box_sum(x: jax.Array, patch: int) -> jax.Array:
   return x
 
 
-def local_x0(train: jax.Array, x_t: jax.Array, s: jax.Array, v: jax.Array, patch: int,
-             chunk: int = 256) -> jax.Array:
+def local_x0(
+  train: jax.Array, x_t: jax.Array, s: jax.Array, v: jax.Array, patch: int, chunk: int = 256
+) -> jax.Array:
   """The local denoiser: pixel ``p`` of ``x0_hat`` is ``E[y[p]]`` under the posterior over
   the training images computed from the ``patch x patch`` window around ``p`` alone.
 
@@ -104,14 +105,14 @@ def local_x0(train: jax.Array, x_t: jax.Array, s: jax.Array, v: jax.Array, patch
   y = jnp.concatenate([y, jnp.zeros((pad, h, w), y.dtype)])
   ys = y.reshape(-1, chunk, h, w)
   valid = valid.reshape(-1, chunk)
-  y2 = box_sum(ys * ys, patch)                       # [C, chunk, H, W]
+  y2 = box_sum(ys * ys, patch)  # [C, chunk, H, W]
   s_, v_ = s[:, None, None, None], v[:, None, None, None]
 
   def body(carry, inputs):
     run_max, norm, acc = carry
     yc, y2c, ok = inputs
-    cross = box_sum(x[:, None] * yc[None], patch)    # [B, chunk, H, W]
-    logits = (s_ * cross - 0.5 * s_ ** 2 * y2c[None]) / v_
+    cross = box_sum(x[:, None] * yc[None], patch)  # [B, chunk, H, W]
+    logits = (s_ * cross - 0.5 * s_**2 * y2c[None]) / v_
     logits = jnp.where(ok[None, :, None, None], logits, -jnp.inf)
     new_max = jnp.maximum(run_max, jnp.max(logits, axis=1))
     scale = jnp.exp(run_max - new_max)
@@ -125,8 +126,9 @@ def local_x0(train: jax.Array, x_t: jax.Array, s: jax.Array, v: jax.Array, patch
   return (acc / norm).reshape(shape)
 
 
-def make_eps_fn(schedule: diffusion.Schedule, kind: str = "exact",
-                patch: Optional[int] = None, chunk: int = 256):
+def make_eps_fn(
+  schedule: diffusion.Schedule, kind: str = "exact", patch: Optional[int] = None, chunk: int = 256
+):
   """``eps_fn(train, x_t, t)`` of the exact (``kind="exact"``) or local (``"local"``,
   ``patch`` wide) denoiser: the training images ``[M, *shape]`` take the place of a
   network's parameters (passed in, not closed over, so XLA does not fold them into
@@ -143,6 +145,7 @@ def make_eps_fn(schedule: diffusion.Schedule, kind: str = "exact",
     else:
       x0 = local_x0(train, x_t, s, v, patch, chunk)
     return diffusion.eps_from_x0(schedule, x_t, t, x0)
+
   return eps_fn
 
 
@@ -154,10 +157,14 @@ def receptive_field(eps_fn, params, shape, key=None) -> tuple:
   key = jax.random.key(0) if key is None else key
   x = jax.random.normal(key, (1,) + tuple(shape))
   # Jitted (once): run eagerly, the gradient is hundreds of one-op programs to compile.
-  g = sharding.jit_once(jax.grad(
-      lambda p, x: eps_fn(p, x, jnp.zeros((1,), jnp.int32))[0, h // 2, w // 2].sum(),
-      argnums=1))(params, x)
+  g = sharding.jit_once(
+    jax.grad(
+      lambda p, x: eps_fn(p, x, jnp.zeros((1,), jnp.int32))[0, h // 2, w // 2].sum(), argnums=1
+    )
+  )(params, x)
   nz = np.abs(np.asarray(g[0])).reshape(h, w, -1).max(-1) > 0
   rows, cols = np.flatnonzero(nz.any(1)), np.flatnonzero(nz.any(0))
-  return (int(rows.max() - rows.min() + 1) if len(rows) else 0,
-          int(cols.max() - cols.min() + 1) if len(cols) else 0)
+  return (
+    int(rows.max() - rows.min() + 1) if len(rows) else 0,
+    int(cols.max() - cols.min() + 1) if len(cols) else 0,
+  )

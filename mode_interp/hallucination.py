@@ -14,7 +14,7 @@ from absl import logging
 # scipy.stats (its import) cost about 2 s of each process's start, as much as a tiny run's
 # training: the few closed forms below are written with numpy and the standard library
 # instead, and tests/test_hallucination.py checks them against scikit-learn and scipy.
-_ROWS_PER_CHUNK_ELEMENTS = 1 << 22   # distance matrix entries per chunk (32 MiB of float64)
+_ROWS_PER_CHUNK_ELEMENTS = 1 << 22  # distance matrix entries per chunk (32 MiB of float64)
 
 
 def normal_quantile(confidence: float) -> float:
@@ -30,7 +30,7 @@ def _mode_distances(samples, means):
   samples = np.asarray(samples, np.float64).reshape(len(samples), means.shape[1])  # N may be 0
   rows = max(1, _ROWS_PER_CHUNK_ELEMENTS // max(1, len(means) * means.shape[1]))
   for i in range(0, len(samples), rows):
-    d = samples[i:i + rows, None, :] - means[None]
+    d = samples[i : i + rows, None, :] - means[None]
     yield np.einsum("nkd,nkd->nk", d, d)
 
 
@@ -94,7 +94,8 @@ def auroc(is_positive, scores) -> float:
 def rule_false_positive_rate(dim: int, k: float) -> float:
   """Probability that a true in-mode sample ``N(mu, s^2 I_dim)`` is farther than ``k s``."""
   from scipy import special  # a tenth of scipy.stats' import
-  return float(special.gammaincc(dim / 2.0, k * k / 2.0))   # the chi-square(dim) tail at k^2
+
+  return float(special.gammaincc(dim / 2.0, k * k / 2.0))  # the chi-square(dim) tail at k^2
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = 0.95):
@@ -126,12 +127,20 @@ def rate_with_interval(flags) -> dict:
   """Share of true ``flags`` with its count, total and Wilson 95% interval."""
   flags = np.asarray(flags, bool)
   lo, hi = binomial_interval(int(flags.sum()), len(flags))
-  return {"rate": float(flags.mean()) if len(flags) else None, "count": int(flags.sum()),
-          "n": len(flags), "ci95": [lo, hi]}
+  return {
+    "rate": float(flags.mean()) if len(flags) else None,
+    "count": int(flags.sum()),
+    "n": len(flags),
+    "ci95": [lo, hi],
+  }
 
 
-def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
-                      remove_hallucinations: Optional[float] = 0.95):
+def detection_metrics(
+  scores,
+  is_hallucination,
+  keep_in_support: float = 0.96,
+  remove_hallucinations: Optional[float] = 0.95,
+):
   """How well thresholding ``scores`` (high = suspicious) separates hallucinations.
 
   The threshold keeps ``keep_in_support`` of the in-support samples (the
@@ -152,11 +161,20 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
   finite = np.isfinite(scores)
   scores, hal = scores[finite], hal[finite]
   ins = ~hal
-  out = {"num_in_support": int(ins.sum()), "num_hallucinations": int(hal.sum()),
-         "num_non_finite": int((~finite).sum()), "keep_in_support": keep_in_support}
+  out = {
+    "num_in_support": int(ins.sum()),
+    "num_hallucinations": int(hal.sum()),
+    "num_non_finite": int((~finite).sum()),
+    "keep_in_support": keep_in_support,
+  }
   if ins.sum() == 0 or hal.sum() == 0:
-    out.update(auroc=None, threshold=None, in_support_retained=None, hallucinations_removed=None,
-               at_removal=None)
+    out.update(
+      auroc=None,
+      threshold=None,
+      in_support_retained=None,
+      hallucinations_removed=None,
+      at_removal=None,
+    )
     return out
   thr = float(np.quantile(scores[ins], keep_in_support, method="higher"))
   out["auroc"] = auroc(hal, scores)
@@ -167,10 +185,10 @@ def detection_metrics(scores, is_hallucination, keep_in_support: float = 0.96,
     thr2 = float(np.quantile(scores[hal], 1 - remove_hallucinations, method="lower"))
     # Remove everything >= thr2, so at least `remove_hallucinations` of them go.
     out["at_removal"] = {
-        "remove_hallucinations": remove_hallucinations,
-        "threshold": thr2,
-        "hallucinations_removed": float(np.mean(scores[hal] >= thr2)),
-        "in_support_retained": float(np.mean(scores[ins] < thr2)),
+      "remove_hallucinations": remove_hallucinations,
+      "threshold": thr2,
+      "hallucinations_removed": float(np.mean(scores[hal] >= thr2)),
+      "in_support_retained": float(np.mean(scores[ins] < thr2)),
     }
   return out
 
@@ -201,14 +219,23 @@ def finite_rows(samples, scores=None):
   return ok
 
 
-def finite_or_warn(samples, scores=None, what: str = "samples",
-                   fate: str = "left out of the rates, the detection metrics and the figures"):
+def finite_or_warn(
+  samples,
+  scores=None,
+  what: str = "samples",
+  fate: str = "left out of the rates, the detection metrics and the figures",
+):
   """:func:`finite_rows`, with a warning naming how many rows are not finite (a diverged
   trajectory: an undertrained or unstable model) and what becomes of them (``fate``)."""
   ok = finite_rows(samples, scores)
   if not ok.all():
-    logging.warning("%d of %d %s are not finite (diverged trajectories): %s",
-                    int((~ok).sum()), len(ok), what, fate)
+    logging.warning(
+      "%d of %d %s are not finite (diverged trajectories): %s",
+      int((~ok).sum()),
+      len(ok),
+      what,
+      fate,
+    )
   return ok
 
 
@@ -222,8 +249,9 @@ def non_finite_report(ok) -> dict:
 FILTERS = ("none", "random", "variance")
 
 
-def filter_indices(num_keep: int, how: str, key_seed: int = 0, traj_variance=None,
-                   num_total: Optional[int] = None):
+def filter_indices(
+  num_keep: int, how: str, key_seed: int = 0, traj_variance=None, num_total: Optional[int] = None
+):
   """Which of the generated samples to keep for the next generation.
 
   ``none``: the first ``num_keep``; ``random``: a uniform subset (seeded);

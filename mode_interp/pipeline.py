@@ -33,14 +33,25 @@ MODELS = ("mlp", "unet")
 def make_model(cfg):
   m = cfg.model
   if m.name == "mlp":
-    return ToyMLP(width=m.width, num_blocks=m.num_blocks, share_blocks=m.share_blocks,
-                  timesteps=cfg.diffusion.timesteps,
-                  dtype=compute_dtype(m.get("dtype", "float32")))
+    return ToyMLP(
+      width=m.width,
+      num_blocks=m.num_blocks,
+      share_blocks=m.share_blocks,
+      timesteps=cfg.diffusion.timesteps,
+      dtype=compute_dtype(m.get("dtype", "float32")),
+    )
   if m.name == "unet":
     from mode_interp.networks.unet import UNet
-    return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                num_groups=m.num_groups, dtype=compute_dtype(m.get("dtype", "float32")))
+
+    return UNet(
+      ch=m.ch,
+      ch_mult=tuple(m.ch_mult),
+      num_res_blocks=m.num_res_blocks,
+      attn_resolutions=tuple(m.attn_resolutions),
+      dropout=m.dropout,
+      num_groups=m.num_groups,
+      dtype=compute_dtype(m.get("dtype", "float32")),
+    )
   raise ValueError(f"unknown model.name {m.name!r}; allowed: {', '.join(MODELS)}")
 
 
@@ -51,6 +62,7 @@ def input_shape(cfg) -> tuple:
   name = cfg.data.name
   if name == "shapes":
     from mode_interp.data import shapes
+
     side = shapes.get_geometry(cfg.data.scale).canvas
     return (side, side, 1)
   if name == "mnist":
@@ -77,6 +89,7 @@ class Trainer:
   - ``init(x1, key) -> TrainState``: fresh weights and optimiser state, replicated.
   - ``step(state, data, key) -> (state, metrics)``: one data-parallel step (state donated).
   """
+
   init: Callable
   step: Callable
   mesh: Any
@@ -94,8 +107,9 @@ def is_convolutional(cfg) -> bool:
 def make_optimizer(cfg):
   """The config's optimiser (``train`` section: Adam, warm-up, clipping, schedule)."""
   tc = cfg.train
-  return train.make_optimizer(tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip,
-                              tc.lr_schedule, tc.steps)
+  return train.make_optimizer(
+    tc.lr, tc.b1, tc.b2, tc.warmup_steps, tc.grad_clip, tc.lr_schedule, tc.steps
+  )
 
 
 def make_trainer(cfg, mesh) -> Trainer:
@@ -105,18 +119,39 @@ def make_trainer(cfg, mesh) -> Trainer:
   optimizer = make_optimizer(cfg)
   repl = sharding.replicated(mesh)
   conv = is_convolutional(cfg)
-  init_jit = sharding.jit_once(functools.partial(train.init_state, model, optimizer), mesh,
-                               out_shardings=repl)
-  step_fn = train.make_train_step(eps_fn_for(model), make_schedule(cfg), optimizer,
-                                  tc.batch_size, tc.ema_decay, mesh=mesh,
-                                  micro_batch=rows_per_pass(tc.get("micro_batch", -1), mesh, "train"))
-  step_jit = sharding.jit(step_fn, mesh, convolutional=conv, training=True,
-                          donate_argnums=(0,), out_shardings=(repl, repl))
+  init_jit = sharding.jit_once(
+    functools.partial(train.init_state, model, optimizer), mesh, out_shardings=repl
+  )
+  step_fn = train.make_train_step(
+    eps_fn_for(model),
+    make_schedule(cfg),
+    optimizer,
+    tc.batch_size,
+    tc.ema_decay,
+    mesh=mesh,
+    micro_batch=rows_per_pass(tc.get("micro_batch", -1), mesh, "train"),
+  )
+  step_jit = sharding.jit(
+    step_fn,
+    mesh,
+    convolutional=conv,
+    training=True,
+    donate_argnums=(0,),
+    out_shardings=(repl, repl),
+  )
   return Trainer(init_jit, step_jit, mesh)
 
 
-def train_model(cfg, data: np.ndarray, workdir, *, trainer: Trainer, subdir: str = "",
-                key=None, label: str = "train"):
+def train_model(
+  cfg,
+  data: np.ndarray,
+  workdir,
+  *,
+  trainer: Trainer,
+  subdir: str = "",
+  key=None,
+  label: str = "train",
+):
   """Trains (or resumes training of) the config's network on ``data`` with ``trainer``
   (from :func:`make_trainer` for the same config).
 
@@ -140,27 +175,44 @@ def train_model(cfg, data: np.ndarray, workdir, *, trainer: Trainer, subdir: str
     logging.info("%s: resumed from checkpoint at step %d (%s)", label, restored, manager.directory)
   writer = workdir.metric_writer(resume_step=restored or 0, model=subdir)
   data_dev = jax.device_put(jnp.asarray(data), sharding.replicated(mesh))
-  state = train.train_loop(state, trainer.step, data_dev, run_key, tc.steps, manager=manager,
-                           writer=writer, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
-                           label=label)
+  state = train.train_loop(
+    state,
+    trainer.step,
+    data_dev,
+    run_key,
+    tc.steps,
+    manager=manager,
+    writer=writer,
+    log_every=tc.log_every,
+    ckpt_every=tc.ckpt_every,
+    label=label,
+  )
   manager.close()
   return state
 
 
 def sampler_spec(cfg, shape, clip_x0: Optional[float] = None, traj_stride: int = 0):
   s = cfg.sample
-  return samplers.SamplerSpec(shape=tuple(shape), window=cfg.detect.window, variance=s.variance,
-                              num_steps=s.num_steps, eta=s.eta, clip_x0=clip_x0,
-                              traj_stride=traj_stride,
-                              reduction=cfg.detect.reduction,
-                              t_lo=cfg.detect.get("t_lo", -1), t_hi=cfg.detect.get("t_hi", -1))
+  return samplers.SamplerSpec(
+    shape=tuple(shape),
+    window=cfg.detect.window,
+    variance=s.variance,
+    num_steps=s.num_steps,
+    eta=s.eta,
+    clip_x0=clip_x0,
+    traj_stride=traj_stride,
+    reduction=cfg.detect.reduction,
+    t_lo=cfg.detect.get("t_lo", -1),
+    t_hi=cfg.detect.get("t_hi", -1),
+  )
 
 
 def make_sampler(cfg, eps_fn, shape, *, mesh, clip_x0=None, traj_stride=0, schedule=None):
   """A jitted ``sample_chunk(params, key, indices)`` sharded over ``mesh``."""
   schedule = make_schedule(cfg) if schedule is None else schedule
-  fn = samplers.get_sampling_fn(cfg.sample.sampler, schedule, eps_fn,
-                                sampler_spec(cfg, shape, clip_x0, traj_stride))
+  fn = samplers.get_sampling_fn(
+    cfg.sample.sampler, schedule, eps_fn, sampler_spec(cfg, shape, clip_x0, traj_stride)
+  )
   return jit_sampler(fn, cfg, mesh)
 
 
@@ -173,11 +225,17 @@ def jit_sampler(sample_chunk, cfg, mesh):
   if rows:
     # Each device draws its own samples tile by tile (samples never interact).
     spec = P(sharding.AXIS)
-    fn = jax.shard_map(samplers.row_tiled(fn, rows), mesh=mesh, in_specs=(P(), P(), spec),
-                       out_specs=spec, check_vma=False)  # no collectives inside
+    fn = jax.shard_map(
+      samplers.row_tiled(fn, rows),
+      mesh=mesh,
+      in_specs=(P(), P(), spec),
+      out_specs=spec,
+      check_vma=False,
+    )  # no collectives inside
   ds, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
-  return sharding.jit(fn, mesh, convolutional=is_convolutional(cfg), in_shardings=(repl, repl, ds),
-                      out_shardings=ds)
+  return sharding.jit(
+    fn, mesh, convolutional=is_convolutional(cfg), in_shardings=(repl, repl, ds), out_shardings=ds
+  )
 
 
 # Rows per CPU core and pass (sampling, training): beyond ~1,000-2,000 rows of 128 floats a
@@ -209,16 +267,36 @@ def sampling_fingerprint(cfg, traj_stride: int = 0) -> str:
   ``traj_stride`` is that of the sampler that fills it (a cache without trajectories
   cannot serve a request for them)."""
   s, d = cfg.sample, cfg.detect
-  return json.dumps({"sampler": s.sampler, "variance": s.variance, "num_steps": s.num_steps,
-                     "eta": s.eta, "window": d.window, "reduction": d.reduction,
-                     "traj_stride": int(traj_stride), "t_lo": int(d.get("t_lo", -1)),
-                     "t_hi": int(d.get("t_hi", -1))},
-                    sort_keys=True)
+  return json.dumps(
+    {
+      "sampler": s.sampler,
+      "variance": s.variance,
+      "num_steps": s.num_steps,
+      "eta": s.eta,
+      "window": d.window,
+      "reduction": d.reduction,
+      "traj_stride": int(traj_stride),
+      "t_lo": int(d.get("t_lo", -1)),
+      "t_hi": int(d.get("t_hi", -1)),
+    },
+    sort_keys=True,
+  )
 
 
-def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
-                 label: str = "sample", workdir=None, cache: str = "", step: int = -1,
-                 traj_stride: int = 0):
+def draw_samples(
+  cfg,
+  sample_jit,
+  params,
+  num_samples: int,
+  *,
+  mesh,
+  key=None,
+  label: str = "sample",
+  workdir=None,
+  cache: str = "",
+  step: int = -1,
+  traj_stride: int = 0,
+):
   """Draws ``num_samples`` in chunks of ``sample.chunk_size``; returns numpy arrays.
 
   With ``workdir`` and ``cache`` (a file name), every finished chunk is saved,
@@ -242,29 +320,44 @@ def draw_samples(cfg, sample_jit, params, num_samples: int, *, mesh, key=None,
     if done is not None:
       done = {k: v[:num_samples] for k, v in done.items()}
       logging.info("%s: %d of %d samples already drawn", cache, len(done["samples"]), num_samples)
-  parts = [] if done is None else [samplers.SampleOutput(
-      done["samples"], done["traj_variance"], done.get("x0_trajectory"))]
+  parts = (
+    []
+    if done is None
+    else [samplers.SampleOutput(done["samples"], done["traj_variance"], done.get("x0_trajectory"))]
+  )
   have = 0 if done is None else len(done["samples"])
   progress = train.Progress(label, num_samples, start=have, unit="samples")
   drawn = 0
   while have < num_samples:
     if preemption.should_stop():
       # The chunks drawn so far are in the cache; the rerun starts at the next one.
-      kept = (f"{have} of {num_samples} samples saved in {cache}" if workdir is not None and cache
-              else f"{have} of {num_samples} samples drawn, not saved")
-      raise Preempted(f"{label}: preempted while sampling ({kept}); rerun the same command "
-                      f"to resume")
+      kept = (
+        f"{have} of {num_samples} samples saved in {cache}"
+        if workdir is not None and cache
+        else f"{have} of {num_samples} samples drawn, not saved"
+      )
+      raise Preempted(
+        f"{label}: preempted while sampling ({kept}); rerun the same command to resume"
+      )
     drawn += 1
     faults.maybe_kill("sample_chunk", drawn)
     n = min(chunk, num_samples - have)
-    out = samplers.sample(sample_jit, params, key, n, chunk, start_index=have,
-                          index_sharding=sharding.data_sharding(mesh))
+    out = samplers.sample(
+      sample_jit,
+      params,
+      key,
+      n,
+      chunk,
+      start_index=have,
+      index_sharding=sharding.data_sharding(mesh),
+    )
     parts.append(out)
     have += n
     progress(have)
     if workdir is not None and cache:
       merged = samplers.concat(parts)
-      workdir.save_sample_cache(cache, step, fingerprint,
-                                {k: v for k, v in merged._asdict().items() if v is not None})
+      workdir.save_sample_cache(
+        cache, step, fingerprint, {k: v for k, v in merged._asdict().items() if v is not None}
+      )
       faults.maybe_kill("sample", len(parts))
   return samplers.concat(parts)

@@ -29,11 +29,25 @@ def hist_1d(path, train, generated, exact=None, means=None, bins=300):
   hi = max(np.max(train), np.max(generated)) + 0.1
   edges = np.linspace(lo, hi, bins + 1)
   ax.hist(np.ravel(train), edges, alpha=0.5, label="training data", color="gray")
-  ax.hist(np.ravel(generated), edges, alpha=0.6, label="learned score", color=OK_COLOR,
-          histtype="step", linewidth=1.2)
+  ax.hist(
+    np.ravel(generated),
+    edges,
+    alpha=0.6,
+    label="learned score",
+    color=OK_COLOR,
+    histtype="step",
+    linewidth=1.2,
+  )
   if exact is not None:
-    ax.hist(np.ravel(exact), edges, alpha=0.8, label="exact score", color="green",
-            histtype="step", linewidth=1.0)
+    ax.hist(
+      np.ravel(exact),
+      edges,
+      alpha=0.8,
+      label="exact score",
+      color="green",
+      histtype="step",
+      linewidth=1.0,
+    )
   if means is not None:
     for m in np.ravel(means):
       ax.axvline(m, color="k", lw=0.5, ls=":")
@@ -48,8 +62,7 @@ def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
   """Training data, and generated samples with hallucinations in red."""
   n = 3 if exact is not None else 2
   # Constrained layout leaves room for the suptitle above the panel titles.
-  fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), sharex=True, sharey=True,
-                           layout="constrained")
+  fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), sharex=True, sharey=True, layout="constrained")
   axes[0].scatter(train[:, 0], train[:, 1], s=0.5, c="gray")
   axes[0].set_title(f"training data ({len(train)})")
   h = np.asarray(is_hallucination, bool)
@@ -57,8 +70,9 @@ def scatter_2d(path, train, generated, is_hallucination, exact=None, title=""):
   axes[1].scatter(generated[h, 0], generated[h, 1], s=2, c=HALLU_COLOR, label="hallucination")
   axes[1].set_title(f"learned score: {h.mean():.2%} hallucinated")
   # Below the axes, so the legend never hides a mode in a corner.
-  axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, markerscale=5,
-                 frameon=False)
+  axes[1].legend(
+    loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, markerscale=5, frameon=False
+  )
   if exact is not None:
     axes[2].scatter(exact[:, 0], exact[:, 1], s=0.5, c="green")
     axes[2].set_title("exact score")
@@ -97,8 +111,13 @@ def variance_hist(path, scores, groups: dict, threshold=None, bins=80):
   edges = np.logspace(lo - 0.1, hi + 0.1, bins)
   for name, mask in groups.items():
     if np.any(mask):
-      ax.hist(np.maximum(s[mask], edges[0]), edges, alpha=0.55, label=f"{name} ({int(np.sum(mask))})",
-              density=True)
+      ax.hist(
+        np.maximum(s[mask], edges[0]),
+        edges,
+        alpha=0.55,
+        label=f"{name} ({int(np.sum(mask))})",
+        density=True,
+      )
   if threshold is not None:
     ax.axvline(threshold, color="k", ls="--", label="threshold")
   ax.set_xscale("log")
@@ -158,8 +177,14 @@ def embedding_scatter(path, points, groups: dict, title=""):
 def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
   """One 2D scatter per ``(row, col)`` cell: ``panels[(row, col)] = (samples, is_hallucination)``
   (hallucinations in red, the rate in the title); empty cells are left blank."""
-  fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols), 2.6 * len(rows)),
-                           squeeze=False, sharex=True, sharey=True)
+  fig, axes = plt.subplots(
+    len(rows),
+    len(cols),
+    figsize=(2.6 * len(cols), 2.6 * len(rows)),
+    squeeze=False,
+    sharex=True,
+    sharey=True,
+  )
   for i, r in enumerate(rows):
     for j, c in enumerate(cols):
       ax = axes[i, j]
@@ -178,8 +203,14 @@ def cell_scatter_grid(path, panels: dict, rows, cols, train=None):
         ax.scatter(train[:, 0], train[:, 1], s=0.2, c="lightgray")
       ax.scatter(x[~h, 0], x[~h, 1], s=0.3, c=OK_COLOR)
       ax.scatter(x[h, 0], x[h, 1], s=0.8, c=HALLU_COLOR)
-      ax.text(0.02, 0.02, f"{h.mean():.1%}" if len(h) else "-", transform=ax.transAxes,
-              fontsize=8, color=HALLU_COLOR)
+      ax.text(
+        0.02,
+        0.02,
+        f"{h.mean():.1%}" if len(h) else "-",
+        transform=ax.transAxes,
+        fontsize=8,
+        color=HALLU_COLOR,
+      )
   return save(fig, path)
 
 
@@ -198,17 +229,17 @@ def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap=
   h, w = images.shape[1:3] if n else (1, 1)
   lo, hi = (-1.0, 1.0) if images.dtype.kind == "f" else (0.0, 255.0)
   rgb = matplotlib.colormaps[cmap](np.clip((images.astype(np.float32) - lo) / (hi - lo), 0, 1))
-  frame = max(1, round(max(h, w) / 16))        # frame width, pixels
-  gap = max(1, round(max(h, w) / 14))          # white space between tiles
-  cap = round(h * 0.28) if labels is not None else 0   # room for a caption above each tile
+  frame = max(1, round(max(h, w) / 16))  # frame width, pixels
+  gap = max(1, round(max(h, w) / 14))  # white space between tiles
+  cap = round(h * 0.28) if labels is not None else 0  # room for a caption above each tile
   th, tw = h + 2 * frame + cap + gap, w + 2 * frame + gap
   mosaic = np.ones((nrows * th, ncols * tw, 3), np.float32)
   for i in range(n):
     r, c = divmod(i, ncols)
     y, x = r * th + cap, c * tw
     if colors is not None:
-      mosaic[y:y + h + 2 * frame, x:x + w + 2 * frame] = matplotlib.colors.to_rgb(colors[i])
-    mosaic[y + frame:y + frame + h, x + frame:x + frame + w] = rgb[i, ..., :3]
+      mosaic[y : y + h + 2 * frame, x : x + w + 2 * frame] = matplotlib.colors.to_rgb(colors[i])
+    mosaic[y + frame : y + frame + h, x + frame : x + frame + w] = rgb[i, ..., :3]
   fig = plt.figure(figsize=(ncols * 1.0, nrows * 1.15 + (0.4 if title else 0)))
   top = 1.0 - (0.4 / (nrows * 1.15 + 0.4) if title else 0.0)
   ax = fig.add_axes((0.0, 0.0, 1.0, top))
@@ -217,8 +248,15 @@ def image_grid(path, images, labels=None, colors=None, ncols=16, title="", cmap=
   if labels is not None:
     for i in range(n):
       r, c = divmod(i, ncols)
-      ax.text(c * tw + (w + 2 * frame) / 2, r * th + cap - 0.5, labels[i], ha="center",
-              va="bottom", fontsize=6, color=colors[i] if colors is not None else "k")
+      ax.text(
+        c * tw + (w + 2 * frame) / 2,
+        r * th + cap - 0.5,
+        labels[i],
+        ha="center",
+        va="bottom",
+        fontsize=6,
+        color=colors[i] if colors is not None else "k",
+      )
   if title:
     fig.suptitle(title, y=1.0 - 0.1 / (nrows * 1.15 + 0.4))
   return save(fig, path, tight=False)
@@ -229,8 +267,9 @@ def generation_curves(path, records, filters, keys):
   fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
   for ax, key in zip(np.atleast_1d(axes), keys):
     for filt in filters:
-      pts = sorted((r["generation"], r[key]) for r in records
-                   if r["filter"] == filt and r.get(key) is not None)
+      pts = sorted(
+        (r["generation"], r[key]) for r in records if r["filter"] == filt and r.get(key) is not None
+      )
       if pts:
         ax.plot(*zip(*pts), marker="o", label=filt)
     ax.set_xlabel("generation")
@@ -251,19 +290,39 @@ def scaling_curves(path, lines: dict):
     c = colors[i % len(colors)]
     rows = sorted(rows, key=lambda r: r["step"])
     xs = [r["train_flops"] if use_flops else r["step"] for r in rows]
+
     def col(role, key):
       return [np.nan if r["scores"][role][key] is None else r["scores"][role][key] for r in rows]
+
     axes[0].plot(xs, col("paper", "auroc"), "-o", color=c, label=f"{label}: paper's score")
-    axes[0].plot(xs, col("paper", "multiple_in_column_auroc"), "--s", color=c, alpha=0.7,
-                 label=f"{label}: paper's, two-in-column vs in support")
+    axes[0].plot(
+      xs,
+      col("paper", "multiple_in_column_auroc"),
+      "--s",
+      color=c,
+      alpha=0.7,
+      label=f"{label}: paper's, two-in-column vs in support",
+    )
     rem = [r["scores"]["paper"]["removed_at_keep"] for r in rows]
     ys = np.array([np.nan if d["rate"] is None else d["rate"] for d in rem])
     lo = np.array([np.nan if d["ci95"][0] is None else d["ci95"][0] for d in rem])
     hi = np.array([np.nan if d["ci95"][1] is None else d["ci95"][1] for d in rem])
-    axes[1].errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="-o", color=c, capsize=3,
-                     label=f"{label}: removed at 96% kept")
-    twin.plot(xs, [r["multiple_in_column"]["rate"] for r in rows], ":^", color=c,
-              label=f"{label}: two-in-column rate")
+    axes[1].errorbar(
+      xs,
+      ys,
+      yerr=[ys - lo, hi - ys],
+      fmt="-o",
+      color=c,
+      capsize=3,
+      label=f"{label}: removed at 96% kept",
+    )
+    twin.plot(
+      xs,
+      [r["multiple_in_column"]["rate"] for r in rows],
+      ":^",
+      color=c,
+      label=f"{label}: two-in-column rate",
+    )
   xlabel = "training FLOPs" if use_flops else "training steps"
   for ax in axes:
     ax.set_xscale("log")
@@ -288,8 +347,9 @@ def commit_histograms(path, groups: dict, T: int, xlabel: str):
   for name, values in groups.items():
     v = np.asarray(values, np.float64)
     if len(v):
-      ax.hist(v, bins, alpha=0.5, density=True,
-              label=f"{name} (n={len(v)}, median t={np.median(v):.0f})")
+      ax.hist(
+        v, bins, alpha=0.5, density=True, label=f"{name} (n={len(v)}, median t={np.median(v):.0f})"
+      )
   ax.set_xlim(T, 0)
   ax.set_xlabel(xlabel)
   ax.set_ylabel("density")
@@ -311,7 +371,7 @@ def column_traces(path, timesteps, examples: dict, column_names):
     ax.set_title(label, fontsize=9)
     ax.set_xlabel("timestep")
     ax.set_ylabel("RMS distance to final")
-  for ax in list(axes.flat)[len(examples):]:
+  for ax in list(axes.flat)[len(examples) :]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
   return save(fig, path)
@@ -344,8 +404,9 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=Non
     hi = rate if hi is None else hi
     j = seen.get(round(cost, 6), 0)
     seen[round(cost, 6)] = j + 1
-    ax.errorbar([cost * 1.012 ** j], [rate], yerr=[[rate - lo], [hi - rate]], marker="o",
-                capsize=3, label=label)
+    ax.errorbar(
+      [cost * 1.012**j], [rate], yerr=[[rate - lo], [hi - rate]], marker="o", capsize=3, label=label
+    )
   ax.set_xscale("log")
   ax.set_xlabel("network evaluations per delivered sample")
   ax.set_ylabel("hallucination rate (Wilson 95%)")
@@ -355,8 +416,14 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=Non
     ax = axes[-1]
     k = np.asarray(k_curve["k"], np.float64)
     r = np.asarray(k_curve["rate"], np.float64)
-    ax.errorbar(k + 1, r, yerr=[r - np.asarray(k_curve["lo"]), np.asarray(k_curve["hi"]) - r],
-                marker="o", capsize=3, label="DDIM, last k steps ancestral")
+    ax.errorbar(
+      k + 1,
+      r,
+      yerr=[r - np.asarray(k_curve["lo"]), np.asarray(k_curve["hi"]) - r],
+      marker="o",
+      capsize=3,
+      label="DDIM, last k steps ancestral",
+    )
     if k_curve.get("ddpm") is not None:
       ax.axhline(k_curve["ddpm"], color="k", ls="--", lw=1, label="DDPM (same samples)")
     ax.set_xscale("log")

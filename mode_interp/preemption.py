@@ -32,8 +32,8 @@ from absl import logging
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_received: Optional[int] = None   # the first signal's number, once one arrived
-_calls = 0                        # should_stop calls so far: the sync point's counter
+_received: Optional[int] = None  # the first signal's number, once one arrived
+_calls = 0  # should_stop calls so far: the sync point's counter
 
 
 def _sync_manager():
@@ -81,6 +81,7 @@ def should_stop() -> bool:
   _calls += 1
   if _sync_manager() is not None:
     from jax.experimental import multihost_utils
+
     if multihost_utils.reached_preemption_sync_point(_calls):
       logging.warning("preemption: every process reached the sync point (call %d)", _calls)
       return True
@@ -88,6 +89,7 @@ def should_stop() -> bool:
   if jax.process_count() == 1:
     return _received is not None
   from jax.experimental import multihost_utils
+
   flags = multihost_utils.process_allgather(np.asarray([_received is not None], np.int32))
   return bool(np.any(flags))
 

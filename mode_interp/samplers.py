@@ -51,8 +51,8 @@ EpsFn = Callable[..., jax.Array]
 
 
 class SampleOutput(NamedTuple):
-  samples: jax.Array            # [B, *shape]
-  traj_variance: jax.Array      # [B]: mean (or max) over dims of Var(x0_hat) over the window
+  samples: jax.Array  # [B, *shape]
+  traj_variance: jax.Array  # [B]: mean (or max) over dims of Var(x0_hat) over the window
   x0_trajectory: Optional[jax.Array] = None  # [B, K, *shape] every `traj_stride` steps, if asked
   # [B, S, W, *shape]: per-pixel variance of source s over study window w, if asked
   window_variance: Optional[jax.Array] = None
@@ -61,13 +61,14 @@ class SampleOutput(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
   """What every sampler needs besides the network."""
-  shape: tuple           # shape of one sample, e.g. (2,) or (32, 32, 1)
-  window: int = 10       # trajectory-variance window, in reverse steps of this sampler
-  variance: str = "fixed_large"   # DDPM only
-  num_steps: int = 0     # DDIM only: number of reverse steps (0 -> all T)
-  eta: float = 0.0       # DDIM only
+
+  shape: tuple  # shape of one sample, e.g. (2,) or (32, 32, 1)
+  window: int = 10  # trajectory-variance window, in reverse steps of this sampler
+  variance: str = "fixed_large"  # DDPM only
+  num_steps: int = 0  # DDIM only: number of reverse steps (0 -> all T)
+  eta: float = 0.0  # DDIM only
   clip_x0: Optional[float] = None  # clip predicted x0 to [-c, c] (images); None for toy data
-  traj_stride: int = 0   # >0: also return x0_hat every `traj_stride` steps (for plots)
+  traj_stride: int = 0  # >0: also return x0_hat every `traj_stride` steps (for plots)
   reduction: str = "mean"  # how the per-dimension variances become one score per sample
   # The main window by timesteps, inclusive: t_lo <= t <= t_hi (anywhere in the trajectory).
   # -1 (both): the last `window` reverse steps, the paper's score.
@@ -108,8 +109,9 @@ def window_mask(ts, window: int, t_lo: int = -1, t_hi: int = -1) -> np.ndarray:
     raise ValueError(f"t_hi={t_hi} must lie in [t_lo={t_lo}, {T - 1}] (or set both to -1)")
   mask = (ts >= t_lo) & (ts <= t_hi)
   if not mask.any():
-    raise ValueError(f"the window t_lo={t_lo}..t_hi={t_hi} holds none of the sampler's "
-                     f"{n} reverse timesteps")
+    raise ValueError(
+      f"the window t_lo={t_lo}..t_hi={t_hi} holds none of the sampler's {n} reverse timesteps"
+    )
   return mask
 
 
@@ -125,15 +127,18 @@ def register_sampler(name):
   """Registers a sampler factory under ``name``; a name already taken is refused (a second
   registration would silently replace the first for every caller)."""
   if name in _SAMPLERS:
-    raise ValueError(f"a sampler named {name!r} is already registered "
-                     f"({_SAMPLERS[name].__module__}.{_SAMPLERS[name].__qualname__}); "
-                     f"registered: {', '.join(sampler_names())}; choose another name")
+    raise ValueError(
+      f"a sampler named {name!r} is already registered "
+      f"({_SAMPLERS[name].__module__}.{_SAMPLERS[name].__qualname__}); "
+      f"registered: {', '.join(sampler_names())}; choose another name"
+    )
 
   def deco(fn):
     if name in _SAMPLERS:  # registered between the call and the decoration
       raise ValueError(f"a sampler named {name!r} is already registered; choose another name")
     _SAMPLERS[name] = fn
     return fn
+
   return deco
 
 
@@ -154,11 +159,15 @@ def get_sampling_fn(name: str, schedule: diffusion.Schedule, eps_fn: EpsFn, spec
   window_mask(ts, spec.window, spec.t_lo, spec.t_hi)  # validates the main window
   k = spec.stochastic_last
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= len(ts):
-    raise ValueError(f"stochastic_last={k!r} must be an integer in [0, {len(ts)}] (the "
-                     f"{len(ts)} reverse steps of sampler {name!r})")
+    raise ValueError(
+      f"stochastic_last={k!r} must be an integer in [0, {len(ts)}] (the "
+      f"{len(ts)} reverse steps of sampler {name!r})"
+    )
   if k and name != "ddim":
-    raise ValueError(f"stochastic_last={k} is for the 'ddim' sampler (every 'ddpm' step is "
-                     f"already stochastic); use 0 with {name!r}")
+    raise ValueError(
+      f"stochastic_last={k} is for the 'ddim' sampler (every 'ddpm' step is "
+      f"already stochastic); use 0 with {name!r}"
+    )
   for lo, hi in spec.study_windows:
     window_mask(ts, 0, int(lo), int(hi))
   return _SAMPLERS[name](schedule, eps_fn, spec)
@@ -171,8 +180,8 @@ def per_sample_normal(keys, step, shape):
 
 class Welford(NamedTuple):
   count: jax.Array  # scalar
-  mean: jax.Array   # [B, *shape]
-  m2: jax.Array     # [B, *shape]
+  mean: jax.Array  # [B, *shape]
+  m2: jax.Array  # [B, *shape]
 
 
 def welford_init(x):
@@ -255,8 +264,7 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
       ws = welford_update_windows(ws, _source_values(sources, x0_hat, eps), inc_study)
     if stride:
       k = jnp.maximum(slot, 0)
-      buf = jax.lax.dynamic_update_index_in_dim(
-          buf, jnp.where(slot >= 0, x0_hat, buf[k]), k, 0)
+      buf = jax.lax.dynamic_update_index_in_dim(buf, jnp.where(slot >= 0, x0_hat, buf[k]), k, 0)
     return (x_next, w, ws, buf), None
 
   buf0 = jnp.zeros((len(kept),) + x_init.shape, x_init.dtype) if stride else None
@@ -265,8 +273,10 @@ def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
     zeros = jnp.zeros((len(sources), len(study)) + x_init.shape, jnp.float32)
     ws0 = Welford(jnp.zeros((len(study),), jnp.float32), zeros, zeros)
   (x, w, ws, traj), _ = jax.lax.scan(
-      body, (x_init, welford_init(x_init), ws0, buf0),
-      (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of), in_main, in_study))
+    body,
+    (x_init, welford_init(x_init), ws0, buf0),
+    (jnp.arange(n), ts_arr, ts_prev, jnp.asarray(slot_of), in_main, in_study),
+  )
   traj = jnp.swapaxes(traj, 0, 1) if stride else None  # [B, K, ...]
   wvar = None
   if study:
@@ -353,7 +363,7 @@ def ddim_etas(num_steps: int, eta: float, stochastic_last: int = 0) -> np.ndarra
   ancestral, DDPM-like step) for the last ``stochastic_last``."""
   etas = np.full(num_steps, float(eta), np.float64)
   if stochastic_last:
-    etas[num_steps - stochastic_last:] = 1.0
+    etas[num_steps - stochastic_last :] = 1.0
   return etas
 
 
@@ -372,10 +382,11 @@ def ddim_coefficients(schedule: diffusion.Schedule, ts, eta):
   log_a_t = log_ab[ts]
   log_a_prev = np.where(ts_prev >= 0, log_ab[np.maximum(ts_prev, 0)], 0.0)
   a_t, a_prev = np.exp(log_a_t), np.exp(log_a_prev)
-  ratio = np.exp(log_a_t - log_a_prev)                       # a_t / a_prev
+  ratio = np.exp(log_a_t - log_a_prev)  # a_t / a_prev
   sigma = np.asarray(eta, np.float64) * np.sqrt(
-      np.maximum((1 - a_prev) / (1 - a_t) * (1 - ratio), 0.0))
-  return np.sqrt(a_prev), np.sqrt(np.maximum(1 - a_prev - sigma ** 2, 0.0)), sigma
+    np.maximum((1 - a_prev) / (1 - a_t) * (1 - ratio), 0.0)
+  )
+  return np.sqrt(a_prev), np.sqrt(np.maximum(1 - a_prev - sigma**2, 0.0)), sigma
 
 
 @register_sampler("ddim")
@@ -413,13 +424,23 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
 
 def concat(outputs):
   """Concatenates :class:`SampleOutput` s along the sample axis."""
+
   def cat(*xs):
     return None if xs[0] is None else np.concatenate(xs, axis=0)
+
   return SampleOutput(*(cat(*[getattr(o, f) for o in outputs]) for f in SampleOutput._fields))
 
 
-def sample(sample_chunk_jit, params, key, num_samples: int, chunk_size: int,
-           start_index: int = 0, progress: Optional[Callable] = None, index_sharding=None):
+def sample(
+  sample_chunk_jit,
+  params,
+  key,
+  num_samples: int,
+  chunk_size: int,
+  start_index: int = 0,
+  progress: Optional[Callable] = None,
+  index_sharding=None,
+):
   """Draws ``num_samples`` samples (global indices ``start_index, ...``) in
   fixed-size chunks with a jitted chunk function.
 

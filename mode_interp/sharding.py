@@ -74,10 +74,15 @@ def cpu_ynn_options() -> tuple:
   try:
     cpu = jax.local_devices(backend="cpu")[0]
     jax.jit(lambda x: x + 1, compiler_options=opts).lower(
-        jax.device_put(np.zeros((1,), np.float32), cpu)).compile()
+      jax.device_put(np.zeros((1,), np.float32), cpu)
+    ).compile()
   except Exception as e:  # noqa: BLE001 - any refusal means: compile with XLA's defaults
-    logging.info("XLA compile option %s=%s not available (%s); using XLA's defaults",
-                 CPU_YNN_OPTION, CPU_YNN_FUSIONS, type(e).__name__)
+    logging.info(
+      "XLA compile option %s=%s not available (%s); using XLA's defaults",
+      CPU_YNN_OPTION,
+      CPU_YNN_FUSIONS,
+      type(e).__name__,
+    )
     return ()
   return tuple(opts.items())
 
@@ -105,8 +110,9 @@ def _platform(mesh: Optional[Mesh]) -> str:
   return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
 
 
-def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True,
-                     training: bool = False) -> dict:
+def compiler_options(
+  mesh: Optional[Mesh] = None, convolutional: bool = True, training: bool = False
+) -> dict:
   """XLA compile options for a program on ``mesh`` (default: the default backend): on CPUs,
   :func:`cpu_ynn_options` for training steps and convolutional networks, none otherwise."""
   if not (convolutional or training) or using_xla_defaults():
@@ -115,11 +121,13 @@ def compiler_options(mesh: Optional[Mesh] = None, convolutional: bool = True,
   return dict(cpu_ynn_options()) if platform == "cpu" else {}
 
 
-def jit(fun, mesh: Optional[Mesh] = None, *, convolutional: bool = True, training: bool = False,
-        **kwargs):
+def jit(
+  fun, mesh: Optional[Mesh] = None, *, convolutional: bool = True, training: bool = False, **kwargs
+):
   """``jax.jit(fun, **kwargs)`` with this project's compile options (:func:`compiler_options`)."""
-  return jax.jit(fun, compiler_options=compiler_options(mesh, convolutional, training) or None,
-                 **kwargs)
+  return jax.jit(
+    fun, compiler_options=compiler_options(mesh, convolutional, training) or None, **kwargs
+  )
 
 
 # A program that runs once per process (a network's parameter initialisation: one threefry
@@ -151,16 +159,22 @@ def maybe_initialize_distributed(force: bool = False) -> None:
   env_says |= int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
   if force or env_says:
     jax.distributed.initialize()
-    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count())
+    logging.info(
+      "jax.distributed: process %d of %d, %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+    )
 
 
 def make_mesh(num_devices: Optional[int] = None) -> Mesh:
   devices = jax.devices()
   if num_devices:
     if num_devices > len(devices):
-      raise ConfigError("num_devices", f"asked for {num_devices} devices, only {len(devices)} available")
+      raise ConfigError(
+        "num_devices", f"asked for {num_devices} devices, only {len(devices)} available"
+      )
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (AXIS,))
 
@@ -182,9 +196,10 @@ def check_divisible(value: int, mesh: Mesh, field: str) -> None:
   n = num_shards(mesh)
   if value % n:
     lo, hi = (value // n) * n, (value // n + 1) * n
-    raise ConfigError(field,
-        f"{value} does not split over {n} devices; use a multiple of {n} "
-        f"(e.g. {lo or hi} or {hi})")
+    raise ConfigError(
+      field,
+      f"{value} does not split over {n} devices; use a multiple of {n} (e.g. {lo or hi} or {hi})",
+    )
 
 
 def is_main_process() -> bool:
@@ -195,6 +210,7 @@ def to_host(x):
   """Gathers a (possibly multi-host) sharded array to a numpy array on every host."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
@@ -243,4 +259,6 @@ def bfloat16_support() -> tuple:
   if not flags:
     return True, "a CPU whose features cannot be read"
   have = sorted(flags & {"avx512_bf16", "amx_bf16"})
-  return bool(have), "a CPU with " + ("/".join(have) if have else "neither AVX512-BF16 nor AMX-BF16")
+  return bool(have), "a CPU with " + (
+    "/".join(have) if have else "neither AVX512-BF16 nor AMX-BF16"
+  )

@@ -34,13 +34,20 @@ class TrainState:
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def make_optimizer(lr: float, b1: float = 0.9, b2: float = 0.999, warmup_steps: int = 0,
-                   grad_clip: float = 0.0, schedule: str = "constant",
-                   total_steps: int = 0) -> optax.GradientTransformation:
+def make_optimizer(
+  lr: float,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  warmup_steps: int = 0,
+  grad_clip: float = 0.0,
+  schedule: str = "constant",
+  total_steps: int = 0,
+) -> optax.GradientTransformation:
   """Adam with optional linear warm-up, cosine decay (to 0 at ``total_steps``) and clipping."""
   if schedule == "cosine":
-    sched = optax.warmup_cosine_decay_schedule(0.0 if warmup_steps else lr, lr, warmup_steps,
-                                               max(total_steps, warmup_steps + 1))
+    sched = optax.warmup_cosine_decay_schedule(
+      0.0 if warmup_steps else lr, lr, warmup_steps, max(total_steps, warmup_steps + 1)
+    )
   elif schedule == "constant":
     sched = optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
   else:
@@ -52,8 +59,12 @@ def make_optimizer(lr: float, b1: float = 0.9, b2: float = 0.999, warmup_steps: 
 def init_state(model, optimizer, sample_input, key) -> TrainState:
   t = jnp.zeros((sample_input.shape[0],), jnp.int32)
   params = model.init(key, sample_input, t)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                    opt_state=optimizer.init(params))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    ema_params=params,
+    opt_state=optimizer.init(params),
+  )
 
 
 def batch_indices(key, step, num_data: int, batch_size: int):
@@ -75,9 +86,15 @@ def ema_decay_at(step, ema_decay: float):
   return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
 
 
-def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
-                    optimizer: optax.GradientTransformation, batch_size: int,
-                    ema_decay: float = 0.0, mesh=None, micro_batch: int = 0):
+def make_train_step(
+  eps_fn: Callable,
+  schedule: diffusion.Schedule,
+  optimizer: optax.GradientTransformation,
+  batch_size: int,
+  ema_decay: float = 0.0,
+  mesh=None,
+  micro_batch: int = 0,
+):
   """``train_step(state, data, key) -> (state, metrics)``, pure and jittable.
 
   ``key`` is the run's base key; the data order and the noise of step ``s``
@@ -99,8 +116,10 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
 
   def grads_of(params, batch, step_key):
     if k == 1:
+
       def loss(p):
         return diffusion.loss_fn(eps_fn, p, schedule, batch, step_key)
+
       (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
       return metrics, grads
     t, noise = diffusion.loss_inputs(schedule, batch, step_key)
@@ -110,8 +129,10 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
       x0, tt, nn = xs
       if batch_spec is not None:
         x0, tt, nn = (jax.lax.with_sharding_constraint(a, batch_spec) for a in (x0, tt, nn))
+
       def part(p):
         return scale * jnp.sum(diffusion.eps_errors(eps_fn, p, schedule, x0, tt, nn))
+
       val, g = jax.value_and_grad(part)(params)
       return (acc[0] + val, jax.tree.map(jnp.add, acc[1], g)), None
 
@@ -129,7 +150,9 @@ def make_train_step(eps_fn: Callable, schedule: diffusion.Schedule,
 
     metrics, grads = grads_of(state.params, batch, step_key)
     return apply_gradients(state, grads, optimizer, ema_decay), {
-        **metrics, "grad_norm": optax.tree.norm(grads)}
+      **metrics,
+      "grad_norm": optax.tree.norm(grads),
+    }
 
   return train_step
 
@@ -169,12 +192,20 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state) -> tuple:
     try:
       restored = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
-      logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the one before",
-                      step, manager.directory, type(e).__name__, str(e).splitlines()[0][:200])
+      logging.warning(
+        "checkpoint at step %d in %s is unreadable (%s: %s); trying the one before",
+        step,
+        manager.directory,
+        type(e).__name__,
+        str(e).splitlines()[0][:200],
+      )
       continue
     if not all_finite(restored.params):
-      logging.warning("checkpoint at step %d in %s holds non-finite weights; trying the one before",
-                      step, manager.directory)
+      logging.warning(
+        "checkpoint at step %d in %s holds non-finite weights; trying the one before",
+        step,
+        manager.directory,
+      )
       continue
     return restored, step
   if manager.all_steps():
@@ -219,13 +250,32 @@ class Progress:
     self.last = now
     rate = (done - self.start) / max(now - self.t0, 1e-9)
     eta = (total - done) / rate if rate > 0 else float("nan")
-    logging.info("%s %d/%d (%.0f%%) %.1f %s/s eta %.0fs %s", self.label, done, total,
-                 100.0 * done / max(total, 1), rate, self.unit, eta, extra)
+    logging.info(
+      "%s %d/%d (%.0f%%) %.1f %s/s eta %.0fs %s",
+      self.label,
+      done,
+      total,
+      100.0 * done / max(total, 1),
+      rate,
+      self.unit,
+      eta,
+      extra,
+    )
 
 
-def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_steps: int, *,
-               manager: ocp.CheckpointManager, writer, log_every: int = 100,
-               ckpt_every: int = 1000, label: str = "train") -> TrainState:
+def train_loop(
+  state: TrainState,
+  train_step_jit: Callable,
+  data,
+  key,
+  total_steps: int,
+  *,
+  manager: ocp.CheckpointManager,
+  writer,
+  log_every: int = 100,
+  ckpt_every: int = 1000,
+  label: str = "train",
+) -> TrainState:
   """Runs ``train_step_jit`` from ``state.step`` to ``total_steps``; logs and checkpoints.
 
   After every step it asks :func:`preemption.should_stop`: on a stop signal it finishes that
@@ -234,8 +284,9 @@ def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_ste
   """
   start = int(jax.device_get(state.step))
   if start >= total_steps:
-    logging.info("%s: checkpoint at step %d >= train.steps=%d; no training needed",
-                 label, start, total_steps)
+    logging.info(
+      "%s: checkpoint at step %d >= train.steps=%d; no training needed", label, start, total_steps
+    )
     return state
   progress = Progress(label, total_steps, start=start, unit="steps")
 
@@ -246,12 +297,16 @@ def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_ste
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
       manager.wait_until_finished()
       last = manager.latest_step()
-      kept = (f"the last good checkpoint (step {last}) is kept in {manager.directory}"
-              if last is not None else "no checkpoint was written")
+      kept = (
+        f"the last good checkpoint (step {last}) is kept in {manager.directory}"
+        if last is not None
+        else "no checkpoint was written"
+      )
       raise TrainingDivergedError(
-          f"{label}: training diverged (loss {m['loss']}, gradient norm {m['grad_norm']} at "
-          f"step {s}); {kept}. Lower train.lr, or set train.warmup_steps / train.grad_clip, "
-          f"in a new --workdir")
+        f"{label}: training diverged (loss {m['loss']}, gradient norm {m['grad_norm']} at "
+        f"step {s}); {kept}. Lower train.lr, or set train.warmup_steps / train.grad_clip, "
+        f"in a new --workdir"
+      )
     return m
 
   for step in range(start, total_steps):
@@ -272,7 +327,8 @@ def train_loop(state: TrainState, train_step_jit: Callable, data, key, total_ste
       if not (log_now or ckpt_now):
         finite_metrics(metrics, s)
       save(manager, state, force=True)
-      raise Preempted(f"{label}: preempted at step {s}: checkpoint saved; rerun the same "
-                      f"command to resume")
+      raise Preempted(
+        f"{label}: preempted at step {s}: checkpoint saved; rerun the same command to resume"
+      )
   manager.wait_until_finished()
   return state

@@ -36,17 +36,18 @@ from mode_interp import hallucination
 PAPER_T = 1000
 REDUCTIONS = ("mean", "max", "top16", "top64", "patch8")
 IMAGE_ONLY = ("top16", "top64", "patch8")
-DEFAULT_WINDOWS = ("last2,last5,last10,last20,p5-15,p10-20,p20-35,p30-60,p50-80,"
-                   "p100-200,p200-350")
-WINDOW_FORMS = ("lastK (the last K reverse steps, K >= 1), pA-B (timesteps A..B of a "
-                "T=1000 chain, mapped proportionally to this run's T), tA-B (this run's "
-                "timesteps A..B, 0 <= A <= B < T)")
+DEFAULT_WINDOWS = "last2,last5,last10,last20,p5-15,p10-20,p20-35,p30-60,p50-80,p100-200,p200-350"
+WINDOW_FORMS = (
+  "lastK (the last K reverse steps, K >= 1), pA-B (timesteps A..B of a "
+  "T=1000 chain, mapped proportionally to this run's T), tA-B (this run's "
+  "timesteps A..B, 0 <= A <= B < T)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-  name: str      # as written, e.g. "last10", "p20-35"
-  t_lo: int      # this run's timesteps, inclusive
+  name: str  # as written, e.g. "last10", "p20-35"
+  t_lo: int  # this run's timesteps, inclusive
   t_hi: int
   aliases: tuple = ()  # other names that mapped to the same range
 
@@ -82,14 +83,18 @@ def parse_windows(spec: str, ts) -> list:
       a, b = int(m_rng.group(2)), int(m_rng.group(3))
       top = PAPER_T if m_rng.group(1) == "p" else T
       if not a <= b < top:
-        raise ValueError(f"--windows: {item!r} is not a window of timesteps 0 <= A <= B < {top}; "
-                         f"allowed: {WINDOW_FORMS}")
+        raise ValueError(
+          f"--windows: {item!r} is not a window of timesteps 0 <= A <= B < {top}; "
+          f"allowed: {WINDOW_FORMS}"
+        )
       lo, hi = map_paper_window(a, b, T) if m_rng.group(1) == "p" else (a, b)
     else:
       raise ValueError(f"--windows: {item!r} is not allowed; allowed: {WINDOW_FORMS}")
     if not np.any((ts >= lo) & (ts <= hi)):
-      raise ValueError(f"--windows: {item!r} (t={lo}..{hi}) holds none of the sampler's "
-                       f"{n} reverse timesteps; allowed: {WINDOW_FORMS}")
+      raise ValueError(
+        f"--windows: {item!r} (t={lo}..{hi}) holds none of the sampler's "
+        f"{n} reverse timesteps; allowed: {WINDOW_FORMS}"
+      )
     if (lo, hi) in seen:
       i = seen[(lo, hi)]
       out[i] = dataclasses.replace(out[i], aliases=out[i].aliases + (item,))
@@ -104,8 +109,10 @@ def parse_reductions(spec: str, image: bool) -> tuple:
   allowed = REDUCTIONS if image else tuple(r for r in REDUCTIONS if r not in IMAGE_ONLY)
   bad = [r for r in items if r not in allowed]
   if bad or not items:
-    raise ValueError(f"--reductions: {bad[0] if bad else spec!r} is not allowed; allowed: "
-                     f"{', '.join(allowed)}{'' if image else ' (non-image data)'}")
+    raise ValueError(
+      f"--reductions: {bad[0] if bad else spec!r} is not allowed; allowed: "
+      f"{', '.join(allowed)}{'' if image else ' (non-image data)'}"
+    )
   return tuple(dict.fromkeys(items))
 
 
@@ -143,6 +150,7 @@ def score_names(sources, windows, reductions) -> list:
 
 # -- statistics ----------------------------------------------------------------------------
 
+
 def split_halves(n: int, seed: int = 0) -> np.ndarray:
   """Bool mask of the *selection* half of ``n`` samples (a seeded permutation's first
   ``n // 2``); its complement is the held-out half."""
@@ -167,17 +175,26 @@ def auroc_delong(scores, labels, confidence: float = 0.95) -> dict:
   tz = ranks(np.concatenate([pos, neg]))
   tx, ty = ranks(pos), ranks(neg)
   auc = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
-  v10 = (tz[:m] - tx) / n          # per positive: share of negatives below it
-  v01 = 1.0 - (tz[m:] - ty) / m    # per negative: share of positives above it
+  v10 = (tz[:m] - tx) / n  # per positive: share of negatives below it
+  v01 = 1.0 - (tz[m:] - ty) / m  # per negative: share of positives above it
   var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
   z = hallucination.normal_quantile(confidence)
   half = z * math.sqrt(max(var, 0.0))
-  return {"auroc": float(auc), "ci95": [float(max(0.0, auc - half)), float(min(1.0, auc + half))],
-          "n_pos": m, "n_neg": n}
+  return {
+    "auroc": float(auc),
+    "ci95": [float(max(0.0, auc - half)), float(min(1.0, auc + half))],
+    "n_pos": m,
+    "n_neg": n,
+  }
 
 
-def evaluate_score(scores, is_hallucination, keep_in_support: float = 0.96,
-                   remove_hallucinations: float = 0.95, threshold=None) -> dict:
+def evaluate_score(
+  scores,
+  is_hallucination,
+  keep_in_support: float = 0.96,
+  remove_hallucinations: float = 0.95,
+  threshold=None,
+) -> dict:
   """AUROC [DeLong CI]; hallucinations removed at ``keep_in_support`` in-support kept and
   in-support kept at ``remove_hallucinations`` removed, each with its count and Wilson
   interval (thresholds from these samples, as :func:`hallucination.detection_metrics`);
@@ -185,17 +202,25 @@ def evaluate_score(scores, is_hallucination, keep_in_support: float = 0.96,
   s = np.asarray(scores, np.float64)
   hal = np.asarray(is_hallucination, bool)
   det = hallucination.detection_metrics(s, hal, keep_in_support, remove_hallucinations)
-  out = {**auroc_delong(s, hal), "num_hallucinations": det["num_hallucinations"],
-         "num_in_support": det["num_in_support"], "num_non_finite": det["num_non_finite"],
-         "threshold": det["threshold"]}
+  out = {
+    **auroc_delong(s, hal),
+    "num_hallucinations": det["num_hallucinations"],
+    "num_in_support": det["num_in_support"],
+    "num_non_finite": det["num_non_finite"],
+    "threshold": det["threshold"],
+  }
   nh, ni = det["num_hallucinations"], det["num_in_support"]
 
   def frac(p, total):
     if p is None:
       return {"rate": None, "count": None, "n": total, "ci95": [None, None]}
     c = int(round(p * total))
-    return {"rate": float(p), "count": c, "n": total,
-            "ci95": list(hallucination.binomial_interval(c, total))}
+    return {
+      "rate": float(p),
+      "count": c,
+      "n": total,
+      "ci95": list(hallucination.binomial_interval(c, total)),
+    }
 
   out["removed_at_keep"] = frac(det["hallucinations_removed"], nh)
   out["kept_at_keep"] = frac(det["in_support_retained"], ni)
@@ -205,9 +230,10 @@ def evaluate_score(scores, is_hallucination, keep_in_support: float = 0.96,
   if threshold is not None:
     ok = np.isfinite(s)
     out["fixed_threshold"] = {
-        "threshold": float(threshold),
-        "removed": frac(float(np.mean(s[ok & hal] > threshold)) if (ok & hal).any() else None, nh),
-        "kept": frac(float(np.mean(s[ok & ~hal] <= threshold)) if (ok & ~hal).any() else None, ni)}
+      "threshold": float(threshold),
+      "removed": frac(float(np.mean(s[ok & hal] > threshold)) if (ok & hal).any() else None, nh),
+      "kept": frac(float(np.mean(s[ok & ~hal] <= threshold)) if (ok & ~hal).any() else None, ni),
+    }
   return out
 
 
@@ -244,7 +270,8 @@ def column_distances(traj, final, column_edges) -> np.ndarray:
   traj = np.asarray(traj, np.float32)
   final = np.asarray(final, np.float32)
   d = (traj - final[:, None]) ** 2
-  d = d.reshape(d.shape[:4] + (-1,)).mean(axis=-1)       # [B, K, H, W]
+  d = d.reshape(d.shape[:4] + (-1,)).mean(axis=-1)  # [B, K, H, W]
   edges = list(column_edges[:-1]) + [d.shape[3]]
-  return np.stack([np.sqrt(d[:, :, :, a:b].mean(axis=(2, 3)))
-                   for a, b in zip(edges[:-1], edges[1:])], axis=-1)
+  return np.stack(
+    [np.sqrt(d[:, :, :, a:b].mean(axis=(2, 3))) for a, b in zip(edges[:-1], edges[1:])], axis=-1
+  )

@@ -45,6 +45,7 @@ class _DensePositive(nn.Dense):
 
 class LearnedGamma(nn.Module):
   """VDM's monotone noise schedule network, with its endpoints pinned."""
+
   gamma_min: float
   gamma_max: float
   hidden: int = 1024
@@ -68,12 +69,16 @@ class LearnedGamma(nn.Module):
 def make_gamma(kind: str, gamma_min: float, gamma_max: float):
   """``(init(key) -> params, apply(params, t [B]) -> gamma [B])`` for a schedule kind."""
   if kind == "fixed":
-    return (lambda key: {},
-            lambda p, t: gamma_min + (gamma_max - gamma_min) * jnp.asarray(t, jnp.float32))
+    return (
+      lambda key: {},
+      lambda p, t: gamma_min + (gamma_max - gamma_min) * jnp.asarray(t, jnp.float32),
+    )
   if kind == "learned":
     mod = LearnedGamma(gamma_min, gamma_max)
-    return (lambda key: mod.init(key, jnp.zeros((1,)))["params"],
-            lambda p, t: mod.apply({"params": p}, t))
+    return (
+      lambda key: mod.init(key, jnp.zeros((1,)))["params"],
+      lambda p, t: mod.apply({"params": p}, t),
+    )
   raise ValueError(f"unknown vdm schedule {kind!r}; allowed: {', '.join(SCHEDULES)}")
 
 
@@ -97,8 +102,14 @@ def per_example_loss(net_apply, gamma_apply, params, x0, key):
   return 0.5 * dgamma * sq
 
 
-def make_train_step(net_apply, gamma_apply, optimizer, batch_size: int, ema_decay: float = 0.0,
-                    learned_schedule: bool = False):
+def make_train_step(
+  net_apply,
+  gamma_apply,
+  optimizer,
+  batch_size: int,
+  ema_decay: float = 0.0,
+  learned_schedule: bool = False,
+):
   """``train_step(state, data, key) -> (state, metrics)``, as :func:`train.make_train_step`
   (same batch and noise derivation from ``key`` and ``state.step``)."""
 
@@ -112,11 +123,14 @@ def make_train_step(net_apply, gamma_apply, optimizer, batch_size: int, ema_deca
 
     loss, grads = jax.value_and_grad(mean_loss)(state.params)
     if learned_schedule:  # the schedule minimises the loss's variance (VDM, section 5.2)
-      g_var = jax.grad(lambda p: jnp.mean(per_example_loss(
-          net_apply, gamma_apply, p, batch, step_key) ** 2))(state.params)
+      g_var = jax.grad(
+        lambda p: jnp.mean(per_example_loss(net_apply, gamma_apply, p, batch, step_key) ** 2)
+      )(state.params)
       grads = {"net": grads["net"], "gamma": g_var["gamma"]}
-    return (train.apply_gradients(state, grads, optimizer, ema_decay),
-            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
+    return (
+      train.apply_gradients(state, grads, optimizer, ema_decay),
+      {"loss": loss, "grad_norm": optax.tree.norm(grads)},
+    )
 
   return train_step
 
@@ -125,18 +139,23 @@ def init_state(net, gamma_init, optimizer, sample_input, key):
   k1, k2 = jax.random.split(key)
   net_params = net.init(k1, sample_input, jnp.zeros((sample_input.shape[0],), jnp.float32))
   params = {"net": net_params["params"], "gamma": gamma_init(k2)}
-  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                          opt_state=optimizer.init(params))
+  return train.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    ema_params=params,
+    opt_state=optimizer.init(params),
+  )
 
 
-def get_sampling_fn(net_apply, gamma_apply, shape, num_steps: int, window: int,
-                    reduction: str = "mean"):
+def get_sampling_fn(
+  net_apply, gamma_apply, shape, num_steps: int, window: int, reduction: str = "mean"
+):
   """``sample_chunk(params, key, indices) -> SampleOutput``: the ancestral sampler over
   ``num_steps`` steps of ``t`` from 1 to 0, with the trajectory variance of x0_hat over
   the last ``window`` steps."""
   window = min(window, num_steps)
   ts = np.arange(num_steps, 0, -1, dtype=np.float32) / num_steps  # t_i, descending
-  ss = ts - 1.0 / num_steps                                       # s_i = t_i - 1/T'
+  ss = ts - 1.0 / num_steps  # s_i = t_i - 1/T'
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
@@ -154,12 +173,15 @@ def get_sampling_fn(net_apply, gamma_apply, shape, num_steps: int, window: int,
       c = -jnp.expm1(g_s - g_t)
       mean = a_s / a_t * (z - c * s_t * eps_hat)
       noise = samplers.per_sample_normal(keys, i + 1, shape)
-      z_next = mean + jnp.sqrt(jnp.maximum(s_s ** 2 * c, 0.0)) * noise
+      z_next = mean + jnp.sqrt(jnp.maximum(s_s**2 * c, 0.0)) * noise
       w = samplers.welford_update(w, x0_hat, i >= num_steps - window)
       return (z_next, w), None
 
-    (z, w), _ = jax.lax.scan(body, (z, samplers.welford_init(z)),
-                             (jnp.arange(num_steps), jnp.asarray(ts), g_t_all, g_s_all))
+    (z, w), _ = jax.lax.scan(
+      body,
+      (z, samplers.welford_init(z)),
+      (jnp.arange(num_steps), jnp.asarray(ts), g_t_all, g_s_all),
+    )
     a0, _ = _alpha_sigma(gamma_apply(params["gamma"], jnp.zeros((1,)))[0])
     x = z / a0
     return samplers.SampleOutput(x, samplers.welford_variance(w, reduction), None)

@@ -30,9 +30,22 @@ from mode_interp.errors import WorkdirError
 # would silently mix two experiments, so it is refused. Whole sections end in "."; other
 # entries are exact field names. `train.steps` may grow (training continues), except under
 # a cosine schedule, whose decay horizon it is (see `frozen_fields`).
-FROZEN = ("experiment", "seed", "data.", "diffusion.", "model.", "recursive.",
-          "train.batch_size", "train.lr", "train.lr_schedule", "train.b1", "train.b2",
-          "train.warmup_steps", "train.grad_clip", "train.ema_decay")
+FROZEN = (
+  "experiment",
+  "seed",
+  "data.",
+  "diffusion.",
+  "model.",
+  "recursive.",
+  "train.batch_size",
+  "train.lr",
+  "train.lr_schedule",
+  "train.b1",
+  "train.b2",
+  "train.warmup_steps",
+  "train.grad_clip",
+  "train.ema_decay",
+)
 
 
 def frozen_fields(config: dict) -> tuple:
@@ -47,8 +60,6 @@ def _is_frozen(field: str, frozen) -> bool:
   return any(field.startswith(f) if f.endswith(".") else field == f for f in frozen)
 
 
-
-
 class _QuietLibraries(py_logging.Filter):
   """Keeps the checkpoint library's per-save INFO chatter out of the progress log."""
 
@@ -59,6 +70,7 @@ class _QuietLibraries(py_logging.Filter):
 def quiet_library_logs() -> None:
   """Drops orbax's INFO records from absl's log handler (warnings and errors stay)."""
   from absl import logging as absl_logging
+
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
@@ -127,11 +139,14 @@ class Workdir:
       holder = f.read().strip() or "another process"
       f.close()
       raise WorkdirError(
-          f"{self.path} is in use by a running experiment ({holder}); wait for it to finish, "
-          f"or use another --workdir") from None
+        f"{self.path} is in use by a running experiment ({holder}); wait for it to finish, "
+        f"or use another --workdir"
+      ) from None
     f.seek(0)
     f.truncate()
-    f.write(f"pid {os.getpid()} on {os.uname().nodename}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.write(
+      f"pid {os.getpid()} on {os.uname().nodename}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
     f.flush()
     self._lock_file = f
 
@@ -153,9 +168,10 @@ class Workdir:
             json.load(f)
         except (OSError, ValueError) as e:
           raise WorkdirError(
-              f"{path} is unreadable ({type(e).__name__}: {e}); it was cut short or damaged. "
-              f"Move it away and rerun: {'the results are recomputed' if name == 'results.json' else 'the config is written again'}"
-              f" from the checkpoints and sample caches") from None
+            f"{path} is unreadable ({type(e).__name__}: {e}); it was cut short or damaged. "
+            f"Move it away and rerun: {'the results are recomputed' if name == 'results.json' else 'the config is written again'}"
+            f" from the checkpoints and sample caches"
+          ) from None
     for name in sorted(os.listdir(self.path)) if os.path.isdir(self.path) else []:
       if name.endswith(".npz") and not name.endswith(".tmp.npz"):
         try:
@@ -164,8 +180,9 @@ class Workdir:
               z[k]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
           raise WorkdirError(
-              f"{self.file(name)} (a sample cache) is unreadable ({type(e).__name__}: {e}); "
-              f"delete it and rerun: those samples are drawn again from the checkpoint") from None
+            f"{self.file(name)} (a sample cache) is unreadable ({type(e).__name__}: {e}); "
+            f"delete it and rerun: those samples are drawn again from the checkpoint"
+          ) from None
 
   def file(self, name: str) -> str:
     return os.path.join(self.path, name)
@@ -197,13 +214,16 @@ class Workdir:
       bad = [c for c in changes if c[0] in old and _is_frozen(c[0], frozen)]
       if bad:
         lines = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
-        why = ("these fields define the model, so resuming would mix two experiments")
+        why = "these fields define the model, so resuming would mix two experiments"
         if any(k == "train.steps" for k, _, _ in bad):
-          why += ("; train.steps is the horizon of this run's cosine learning-rate schedule, "
-                  "so more steps would restart a different schedule, not continue this one")
+          why += (
+            "; train.steps is the horizon of this run's cosine learning-rate schedule, "
+            "so more steps would restart a different schedule, not continue this one"
+          )
         raise WorkdirError(
-            f"{self.path} holds a run with a different config ({lines}); {why}. Use a new "
-            f"--workdir, or delete this one.")
+          f"{self.path} holds a run with a different config ({lines}); {why}. Use a new "
+          f"--workdir, or delete this one."
+        )
     if self.main:  # atomically: the other processes of a multi-host job read it meanwhile
       write_json(path, config, indent=2, sort_keys=True)
     return changes
@@ -234,12 +254,14 @@ class Workdir:
       return {k: z[k] for k in z.files}
 
   # -- sample caches ---------------------------------------------------------
-  def load_sample_cache(self, name: str, step: int, fingerprint: str,
-                        defaults: Optional[dict] = None) -> Optional[dict]:
+  def load_sample_cache(
+    self, name: str, step: int, fingerprint: str, defaults: Optional[dict] = None
+  ) -> Optional[dict]:
     """The arrays of sample cache ``name`` if it was drawn from checkpoint ``step`` with the
     sampling settings ``fingerprint`` (a JSON object; settings missing from an older cache
     read as their ``defaults``), else None (with a log line saying why)."""
     from absl import logging
+
     done = self.load_arrays(name)
     if done is None:
       return None
@@ -253,8 +275,12 @@ class Workdir:
     except ValueError:
       same = False
     if not same:
-      logging.info("%s: cached samples were drawn with other sampling settings (%s, now %s); "
-                   "sampling again", name, cached_fp or "not recorded", fingerprint)
+      logging.info(
+        "%s: cached samples were drawn with other sampling settings (%s, now %s); sampling again",
+        name,
+        cached_fp or "not recorded",
+        fingerprint,
+      )
       return None
     return done
 
@@ -263,13 +289,15 @@ class Workdir:
     self.save_arrays(name, step=step, fingerprint=np.asarray(fingerprint), **arrays)
 
   def metric_writer(self, resume_step: int = 0, model: str = "") -> "MetricWriter":
-    return MetricWriter(self.file("metrics.jsonl"), resume_step=resume_step, model=model,
-                        enabled=self.main)
+    return MetricWriter(
+      self.file("metrics.jsonl"), resume_step=resume_step, model=model, enabled=self.main
+    )
 
   def checkpoint_manager(self, subdir: str = "", max_to_keep: int = 2) -> ocp.CheckpointManager:
     directory = os.path.join(self.checkpoints, subdir) if subdir else self.checkpoints
     manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    )
     # The processes agree on a preemption at mode_interp.preemption's own sync points, which
     # count its calls; orbax's manager would report checkpoint steps to the same jax counter
     # on every save and move the agreed point out of reach. Our saves are explicit anyway.
@@ -313,7 +341,8 @@ class MetricWriter:
     if self.model:
       rec["model"] = self.model
     rec["time"] = round(time.time(), 3)
-    rec.update({k: jsonable(np.asarray(v).item() if np.ndim(v) == 0 else v)
-                for k, v in metrics.items()})
+    rec.update(
+      {k: jsonable(np.asarray(v).item() if np.ndim(v) == 0 else v) for k, v in metrics.items()}
+    )
     with open(self.path, "a") as f:
       f.write(json.dumps(rec) + "\n")

@@ -27,7 +27,8 @@ def write_idx(path, array) -> Path:
     raise ValueError(f"IDX cannot store dtype {array.dtype}")
   code = codes[native]
   header = bytes([0, 0, code, array.ndim]) + b"".join(
-      int(d).to_bytes(4, "big") for d in array.shape)
+    int(d).to_bytes(4, "big") for d in array.shape
+  )
   payload = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
   opener = gzip.open if path.name.endswith(".gz") else open
   with opener(path, "wb") as f:

@@ -13,11 +13,13 @@ import sys
 
 def main():
   port, num, pid = (int(a) for a in sys.argv[1:4])
-  args = sys.argv[sys.argv.index("--") + 1:]
+  args = sys.argv[sys.argv.index("--") + 1 :]
   import jax
+
   jax.distributed.initialize(f"localhost:{port}", num_processes=num, process_id=pid)
   from absl import app
   from experiments import main as main_mod
+
   sys.argv = ["experiments.main", *args]
   app.run(main_mod.main, flags_parser=main_mod.cli.parse_flags)
 

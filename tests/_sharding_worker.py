@@ -67,12 +67,11 @@ def part_sampler():
     p = jax.device_put(params, sharding.replicated(mesh))
     out = fn(p, jax.random.key(7), jax.device_put(idx, sharding.data_sharding(mesh)))
     res[f"{n}_tiled" if tile else str(n)] = {
-        "samples": np.asarray(out.samples).ravel().tolist(),
-        "traj_variance": np.asarray(out.traj_variance).tolist(),
-        "num_output_devices": len(out.samples.sharding.device_set),
-        "shard_rows": sorted(s.data.shape[0] for s in out.samples.addressable_shards),
-        "variance_shard_rows": sorted(s.data.shape[0]
-                                      for s in out.traj_variance.addressable_shards),
+      "samples": np.asarray(out.samples).ravel().tolist(),
+      "traj_variance": np.asarray(out.traj_variance).tolist(),
+      "num_output_devices": len(out.samples.sharding.device_set),
+      "shard_rows": sorted(s.data.shape[0] for s in out.samples.addressable_shards),
+      "variance_shard_rows": sorted(s.data.shape[0] for s in out.traj_variance.addressable_shards),
     }
   return res
 
@@ -100,9 +99,12 @@ def part_train(tmp):
       state, metrics = step_jit(state, data_dev, run_key)
       losses.append(float(metrics["loss"]))
     res[f"{n}_micro" if micro else str(n)] = {
-        "step": int(jax.device_get(state.step)), "params": _leaves(state.params),
-                   "ema_params": _leaves(state.ema_params), "losses": losses,
-                   "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set)}
+      "step": int(jax.device_get(state.step)),
+      "params": _leaves(state.params),
+      "ema_params": _leaves(state.ema_params),
+      "losses": losses,
+      "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
+    }
   return res
 
 
@@ -148,21 +150,31 @@ def part_full_width(tmp):
     losses = [json.loads(l)["loss"] for l in f if l.strip()]
   with np.load(os.path.join(wd, "samples.npz")) as z:
     num_saved = int(z["samples"].shape[0])
-  return {"num_samples": out["num_samples"], "num_saved": num_saved,
-          "hallucination_rate": out["hallucination_rate"],
-          "results_json": os.path.exists(os.path.join(wd, "results.json")),
-          "train_steps": out["train"]["steps"], "width": cfg.model.width,
-          "batch_size": cfg.train.batch_size, "losses": losses,
-          "device_count": out["machine"]["device_count"],
-          "nproc": os.environ.get("NPROC"),
-          "non_finite": out["non_finite"]["count"], "auroc": out["detection"]["auroc"]}
+  return {
+    "num_samples": out["num_samples"],
+    "num_saved": num_saved,
+    "hallucination_rate": out["hallucination_rate"],
+    "results_json": os.path.exists(os.path.join(wd, "results.json")),
+    "train_steps": out["train"]["steps"],
+    "width": cfg.model.width,
+    "batch_size": cfg.train.batch_size,
+    "losses": losses,
+    "device_count": out["machine"]["device_count"],
+    "nproc": os.environ.get("NPROC"),
+    "non_finite": out["non_finite"]["count"],
+    "auroc": out["detection"]["auroc"],
+  }
 
 
 def main(argv):
   tmp = argv[1]
   result = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform}
-  parts = {"sampler": part_sampler, "train": lambda: part_train(tmp),
-           "divisible": lambda: part_divisible(tmp), "full_width": lambda: part_full_width(tmp)}
+  parts = {
+    "sampler": part_sampler,
+    "train": lambda: part_train(tmp),
+    "divisible": lambda: part_divisible(tmp),
+    "full_width": lambda: part_full_width(tmp),
+  }
   only = argv[2].split(",") if len(argv) > 2 else list(parts)
   for name in only:
     t0 = time.perf_counter()

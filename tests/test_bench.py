@@ -15,8 +15,17 @@ import pytest
 from experiments import bench
 
 REPO = Path(__file__).resolve().parents[1]
-POSITIVE = ("ms_per_step", "samples_steps_per_s", "peak_mem_mb", "compile_s", "wall_s",
-            "timesteps", "devices", "steps_timed", "dim")
+POSITIVE = (
+  "ms_per_step",
+  "samples_steps_per_s",
+  "peak_mem_mb",
+  "compile_s",
+  "wall_s",
+  "timesteps",
+  "devices",
+  "steps_timed",
+  "dim",
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +33,14 @@ def quick_run(tmp_path_factory):
   path = tmp_path_factory.mktemp("bench") / "bench.json"
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-  proc = subprocess.run([sys.executable, "-m", "experiments.bench", "--quick", f"--json={path}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.bench", "--quick", f"--json={path}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   with open(path) as f:
     return json.load(f), proc.stdout
@@ -36,7 +51,10 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
   print("\n" + stdout)  # the table, for whoever reads the test log
   assert isinstance(records, list)
   assert [(r["case"], r["dtype"]) for r in records] == [
-      ("sampler", "float32"), ("sampler", "bfloat16"), ("train", "float32")]
+    ("sampler", "float32"),
+    ("sampler", "bfloat16"),
+    ("train", "float32"),
+  ]
   for r in records:
     assert set(r) == set(bench.RECORD_KEYS), set(r) ^ set(bench.RECORD_KEYS)
     for k in POSITIVE:
@@ -47,10 +65,12 @@ def test_quick_records_have_the_stable_keys_and_positive_numbers(quick_run):
     assert r["xla_temp_mb"] is not None and r["xla_temp_mb"] >= 0  # CPUs report it
   # The toy's sampler keeps XLA's defaults; its training step gets the project's CPU options.
   from mode_interp import sharding
+
   f32 = {r["case"]: r for r in records if r["dtype"] == "float32"}
   assert f32["sampler"]["compile_options"] == {} and not f32["train"]["xla_defaults"]
   assert f32["train"]["compile_options"] == sharding.compiler_options(
-      sharding.make_mesh(1), convolutional=False, training=True)
+    sharding.make_mesh(1), convolutional=False, training=True
+  )
   sampler = next(r for r in records if r["case"] == "sampler")
   assert sampler["num_samples"] >= 1_000 and sampler["num_samples"] % sampler["devices"] == 0
   assert sampler["batch_size"] is None and sampler["timesteps"] == 100
@@ -79,16 +99,20 @@ def test_matrix_products_lists_forward_backward_and_scan_products():
 
   def loss(w1, w2, x):
     h = jnp.tanh(x @ w1) @ w2
+
     def body(c, _):
       return jnp.tanh(c @ w2.T), None
+
     c, _ = jax.lax.scan(body, h, None, length=3)
     return jnp.sum(c)
 
   w1, w2, x = jnp.ones((4, 8)), jnp.ones((8, 8)), jnp.ones((16, 4))
   fwd = bench.matrix_products(jax.jit(loss), w1, w2, x)
-  assert [n for *_, n in fwd] == [1, 1, 3]   # the scan's product, once per iteration
-  assert [(tuple(a.shape), tuple(b.shape)) for a, b, *_ in fwd[:2]] == [((16, 4), (4, 8)),
-                                                                        ((16, 8), (8, 8))]
+  assert [n for *_, n in fwd] == [1, 1, 3]  # the scan's product, once per iteration
+  assert [(tuple(a.shape), tuple(b.shape)) for a, b, *_ in fwd[:2]] == [
+    ((16, 4), (4, 8)),
+    ((16, 8), (8, 8)),
+  ]
   grads = bench.matrix_products(jax.grad(lambda w1, w2: loss(w1, w2, x), (0, 1)), w1, w2)
   # Forward 5; backward: the scan's 3 products twice (input and weight), the second layer's
   # weight and input gradients, the first layer's weight gradient.
@@ -112,8 +136,13 @@ def test_unknown_case_is_refused():
 def test_records_are_written_with_the_json_keys_in_order():
   """A record's JSON form has every key of RECORD_KEYS, in that order, and nothing else: the
   products a case lists for later timing are a field of the record, never a key of its JSON."""
-  rec = bench.Record(case="train", model="mlp", shape=[1], compile_options={"a": 1},
-                     pending_products=bench.PendingProducts([], 1))
+  rec = bench.Record(
+    case="train",
+    model="mlp",
+    shape=[1],
+    compile_options={"a": 1},
+    pending_products=bench.PendingProducts([], 1),
+  )
   out = rec.to_json()
   assert tuple(out) == bench.RECORD_KEYS and len(bench.RECORD_KEYS) == 35
   assert out["case"] == "train" and out["dim"] is None and "pending_products" not in out
@@ -124,10 +153,22 @@ def test_records_are_written_with_the_json_keys_in_order():
 
 def test_table_formats_records_without_memory_figures():
   rec = dict.fromkeys(bench.RECORD_KEYS)
-  rec.update(case="train", model="unet", dim=1024, shape=[32, 32, 1], batch_size=64,
-             timesteps=250, devices=1, ms_per_step=120.0, samples_steps_per_s=533.0,
-             compile_s=3.0, platform="cpu", device_kind="cpu", jax_version="x",
-             mem_source="process_peak_rss_lifetime")
+  rec.update(
+    case="train",
+    model="unet",
+    dim=1024,
+    shape=[32, 32, 1],
+    batch_size=64,
+    timesteps=250,
+    devices=1,
+    ms_per_step=120.0,
+    samples_steps_per_s=533.0,
+    compile_s=3.0,
+    platform="cpu",
+    device_kind="cpu",
+    jax_version="x",
+    mem_source="process_peak_rss_lifetime",
+  )
   table = bench.format_table([rec])
   assert "unet" in table and "120.000" in table
   # A Record and its JSON mapping (a --json file read back) print the same.
@@ -152,17 +193,32 @@ def _records_with_reference(monkeypatch, tmp_path, stdout, returncode=0, stderr=
   monkeypatch.setattr(subprocess, "run", fake_run)
   recs = []
   for case, size in (("train", 2000), ("sampler", 10_000)):
-    recs.append(bench.Record(case=case, model="mlp", dim=1, timesteps=1000, ms_per_step=10.0,
-                             devices=1, platform="cpu",
-                             batch_size=size if case == "train" else None,
-                             num_samples=size if case == "sampler" else None))
+    recs.append(
+      bench.Record(
+        case=case,
+        model="mlp",
+        dim=1,
+        timesteps=1000,
+        ms_per_step=10.0,
+        devices=1,
+        platform="cpu",
+        batch_size=size if case == "train" else None,
+        num_samples=size if case == "sampler" else None,
+      )
+    )
   return str(ref_root), recs, calls
 
 
 def test_reference_times_fill_the_ratio_columns(monkeypatch, tmp_path):
-  out = json.dumps({"torch": "2.13", "threads": 2, "stubbed": [],
-                    "train": [{"batch_size": 2000, "ms_per_step": 25.0}],
-                    "sampler": [{"num_samples": 10_000, "ms_per_step": 40.0}]})
+  out = json.dumps(
+    {
+      "torch": "2.13",
+      "threads": 2,
+      "stubbed": [],
+      "train": [{"batch_size": 2000, "ms_per_step": 25.0}],
+      "sampler": [{"num_samples": 10_000, "ms_per_step": 40.0}],
+    }
+  )
   path, recs, calls = _records_with_reference(monkeypatch, tmp_path, "Timesteps: 1000\n" + out)
   bench.time_reference(path, "/some/python", recs, log=lambda s: None)
   assert "--train-batch=2000" in calls[0] and "--sampler-n=10000" in calls[0]
@@ -176,8 +232,9 @@ def test_reference_times_fill_the_ratio_columns(monkeypatch, tmp_path):
 
 
 def test_a_failing_reference_run_is_one_line(monkeypatch, tmp_path):
-  path, recs, _ = _records_with_reference(monkeypatch, tmp_path, "", returncode=1,
-                                          stderr="Traceback...\nModuleNotFoundError: torch")
+  path, recs, _ = _records_with_reference(
+    monkeypatch, tmp_path, "", returncode=1, stderr="Traceback...\nModuleNotFoundError: torch"
+  )
   with pytest.raises(bench.ReferenceError_, match="exit 1.*ModuleNotFoundError: torch"):
     bench.time_reference(path, "/some/python", recs, log=lambda s: None)
   with pytest.raises(bench.ReferenceError_, match="no gaussian_experiments"):
@@ -192,17 +249,21 @@ def test_unet_rows_report_flops_and_dtype():
   XLA's defaults, and bfloat16, per case, with XLA's FLOPs. On the ``:tiny`` U-Net: the rows'
   form is checked here, their speed is the benchmark's business (``--cases=unet``)."""
   from mode_interp import sharding
+
   results = bench.run(["unet"], quick=True, log=lambda s: None, unet_variant="tiny")
   assert results.reference is None
   records = results.records
   # --quick: float32 training and bfloat16 sampling only (the full run has both dtypes of
   # each, and float32 with XLA's default options).
   assert [(r.case, r.dtype, r.xla_defaults) for r in records] == [
-      ("train", "float32", False), ("sampler", "bfloat16", False)]
+    ("train", "float32", False),
+    ("sampler", "bfloat16", False),
+  ]
   mesh = sharding.make_mesh(1)
   for r in records:
     assert r.compile_options == sharding.compiler_options(
-        mesh, convolutional=True, training=r.case == "train")
+      mesh, convolutional=True, training=r.case == "train"
+    )
     assert r.model == "unet:tiny" and r.shape == [32, 32, 1]
     assert r.gflop_per_step > 0 and r.tflops > 0
     # On a CPU the share is of the dense matmul rate measured in the same run.
@@ -218,14 +279,23 @@ def test_rows_made_under_xla_defaults_say_so():
   """A row timed inside ``sharding.xla_default_options()`` (the full run's comparison rows)
   records no compile options and is marked, in its record and in the table."""
   from mode_interp import sharding
+
   mesh = sharding.make_mesh(1)
-  kw = dict(case="train", model="unet:tiny", dim=1024, shape=[32, 32, 1], batch_size=8,
-            timesteps=20, ms_per_step=10.0, compile_s=1.0, dtype="float32")
+  kw = dict(
+    case="train",
+    model="unet:tiny",
+    dim=1024,
+    shape=[32, 32, 1],
+    batch_size=8,
+    timesteps=20,
+    ms_per_step=10.0,
+    compile_s=1.0,
+    dtype="float32",
+  )
   plain = bench.new_record(mesh, **kw)
   with sharding.xla_default_options():
     defaults = bench.new_record(mesh, **kw)
-  assert plain.compile_options == sharding.compiler_options(mesh, convolutional=True,
-                                                            training=True)
+  assert plain.compile_options == sharding.compiler_options(mesh, convolutional=True, training=True)
   assert not plain.xla_defaults
   assert defaults.compile_options == {} and defaults.xla_defaults
   table = bench.format_table([plain, defaults])
@@ -248,6 +318,7 @@ def test_toy_rows_report_flops_against_the_measured_peak(quick_run):
 def test_compile_times_row_compares_both_option_sets():
   """The initialisation compile-time rows: both option sets compiled, the parameters compared."""
   from experiments.bench import compile_times
+
   row = compile_times.time_init("gaussian1d", once_first=True)
   assert row["config"] == "gaussian1d" and row["param_arrays"] > 0 and row["first"] == "once"
   assert row["defaults_s"] > 0 and row["once_s"] > 0

@@ -19,8 +19,8 @@ def test_column_mass_row_and_line_positions():
   geom = shapes.get_geometry(0.5)
   img = -np.ones((2, geom.canvas, geom.canvas, 1), np.float32)
   lo = geom.column_edges[1]
-  img[0, 2:4, lo + 1:lo + 3] = 1.0                      # near the top of column 1
-  img[1, geom.height - 4:geom.height - 2, lo + 1:lo + 3] = 1.0  # near the bottom
+  img[0, 2:4, lo + 1 : lo + 3] = 1.0  # near the top of column 1
+  img[1, geom.height - 4 : geom.height - 2, lo + 1 : lo + 3] = 1.0  # near the bottom
   row = bottleneck.column_mass_row(img, geom, 1)
   assert row[0] < 0.2 and row[1] > 0.8
   assert np.isnan(bottleneck.column_mass_row(img, geom, 0)).all()  # empty column
@@ -35,9 +35,14 @@ def test_column_mass_row_and_line_positions():
 
 def test_bad_workdir_is_one_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "experiments.bottleneck",
-                         f"--workdir={tmp_path / 'nothing'}"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.bottleneck", f"--workdir={tmp_path / 'nothing'}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("error:") and "config.json" in lines[0]

@@ -18,7 +18,7 @@ def test_learned_score_hallucinates_and_the_exact_score_does_not(tmp_path):
   # which the bound below refuses).
   cfg.train.steps = 3_000
   cfg.train.batch_size = 500
-  cfg.train.ema_decay = 0.99   # the average of the last ~100 steps
+  cfg.train.ema_decay = 0.99  # the average of the last ~100 steps
   cfg.train.log_every = 500
   cfg.train.ckpt_every = 3_000
   cfg.diffusion.timesteps = 200
@@ -30,8 +30,14 @@ def test_learned_score_hallucinates_and_the_exact_score_does_not(tmp_path):
   # The default run's training, sampling and measurements (gaussian.run_single), without the
   # figures (a run under a subdirectory draws none; the end-to-end tests check those).
   mixture = gaussian.make_mixture(cfg)
-  res = gaussian.run_single(cfg, Workdir(str(tmp_path / "g1d")), sharding.make_mesh(1), mixture,
-                            mixture.sample(cfg.data.num_train, seed=cfg.seed), subdir="contrast")
+  res = gaussian.run_single(
+    cfg,
+    Workdir(str(tmp_path / "g1d")),
+    sharding.make_mesh(1),
+    mixture,
+    mixture.sample(cfg.data.num_train, seed=cfg.seed),
+    subdir="contrast",
+  )
   learned, exact = res["hallucination"], res["true_score_hallucination"]
   print("learned", learned, "exact", exact)
   # Between the modes far more often than the exact score (disjoint 95% intervals) ...

@@ -35,8 +35,10 @@ def real_test_split():
   """``(x float32 [10000, 32, 32, 1], labels int32 [10000])``, shuffled once."""
   directory = _real_mnist_dir()
   if not directory.is_dir():
-    pytest.skip(f"real MNIST not available: ${mnist.ENV_VAR} is unset or absent and "
-                f"{directory} does not exist")
+    pytest.skip(
+      f"real MNIST not available: ${mnist.ENV_VAR} is unset or absent and "
+      f"{directory} does not exist"
+    )
   try:
     split = mnist.load_mnist("test", data_dir=directory, download=False)
   except mnist.MnistNotFoundError as e:
@@ -50,8 +52,9 @@ def real_test_split():
 def trained(real_test_split):
   """Classifier variables trained briefly on the first ``N_TRAIN`` real images."""
   x, y = real_test_split
-  return classifier.train_classifier(x[:N_TRAIN], y[:N_TRAIN], steps=TRAIN_STEPS,
-                                     lr=TRAIN_LR, seed=0)
+  return classifier.train_classifier(
+    x[:N_TRAIN], y[:N_TRAIN], steps=TRAIN_STEPS, lr=TRAIN_LR, seed=0
+  )
 
 
 def _gaussian_samples(mean, std, n, seed):
@@ -68,22 +71,23 @@ def _gaussian_samples(mean, std, n, seed):
 
 
 def test_frechet_identical_sets_is_zero():
-  a = np.random.default_rng(0).normal(size=(500, 8)) @ np.random.default_rng(1).normal(
-      size=(8, 8))
+  a = np.random.default_rng(0).normal(size=(500, 8)) @ np.random.default_rng(1).normal(size=(8, 8))
   assert classifier.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
   assert classifier.frechet_distance(a, a.copy()) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("mean_a,std_a,mean_b,std_b", [
+@pytest.mark.parametrize(
+  "mean_a,std_a,mean_b,std_b",
+  [
     ([0.0], [1.0], [3.0], [2.0]),
     ([0.0, 1.0, -2.0], [1.0, 0.5, 3.0], [1.0, 1.0, 0.0], [2.0, 0.5, 1.0]),
-])
+  ],
+)
 def test_frechet_matches_closed_form_for_diagonal_gaussians(mean_a, std_a, mean_b, std_b):
   a = _gaussian_samples(mean_a, std_a, 400, seed=0)
   b = _gaussian_samples(mean_b, std_b, 300, seed=1)
   # For diagonal covariances: ||mu_a - mu_b||^2 + sum_i (s_a,i - s_b,i)^2.
-  expected = (np.sum((np.subtract(mean_a, mean_b)) ** 2)
-              + np.sum((np.subtract(std_a, std_b)) ** 2))
+  expected = np.sum((np.subtract(mean_a, mean_b)) ** 2) + np.sum((np.subtract(std_a, std_b)) ** 2)
   assert classifier.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
   assert classifier.frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)
 
@@ -144,7 +148,8 @@ def test_class_metrics_coverage_threshold_and_low_confidence():
   assert m["mean_confidence"] == pytest.approx((0.1 + 0.1 + 0.45 + 0.9) / 4)
   assert 0.0 < m["entropy"] < math.log(10)
   assert classifier.class_metrics(np.tile(uniform, (7, 1)))["entropy"] == pytest.approx(
-      math.log(10))
+    math.log(10)
+  )
 
 
 # Model plumbing (untrained weights; no data needed).

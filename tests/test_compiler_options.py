@@ -20,11 +20,10 @@ def fresh_probe():
   sharding.cpu_ynn_options.cache_clear()
 
 
-def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_probe,
-                                                                      monkeypatch):
+def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_probe, monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   mesh = sharding.make_mesh(1)
-  assert sharding.compiler_options(mesh, convolutional=False) == {}   # the toy's sampler
+  assert sharding.compiler_options(mesh, convolutional=False) == {}  # the toy's sampler
   opts = sharding.compiler_options(mesh, convolutional=True)
   assert sharding.compiler_options(mesh, convolutional=False, training=True) == opts
   with sharding.xla_default_options():
@@ -33,7 +32,7 @@ def test_training_steps_and_convolutional_networks_on_cpus_get_options(fresh_pro
   # either way what the probe found, so the test does not pin one jaxlib's options.
   assert opts == dict(sharding.cpu_ynn_options())
   assert opts in ({}, {sharding.CPU_YNN_OPTION: sharding.CPU_YNN_FUSIONS})
-  assert sharding.compiler_options(None, convolutional=True) == opts   # default backend: CPU
+  assert sharding.compiler_options(None, convolutional=True) == opts  # default backend: CPU
   assert pipeline.is_convolutional(shapes.get_config("tiny"))
   assert not pipeline.is_convolutional(gaussian1d.get_config("tiny"))
 
@@ -61,19 +60,24 @@ def test_unet_same_function_with_the_options(fresh_probe, monkeypatch):
   model = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=0, num_groups=4, attn_resolutions=(8,))
   x = jax.random.normal(jax.random.key(1), (4, 16, 16, 1))
   t = jnp.array([0, 3, 50, 99], jnp.int32)
-  params = jax.jit(model.init)(jax.random.key(0), x, t)["params"]   # one program, not op by op
+  params = jax.jit(model.init)(jax.random.key(0), x, t)["params"]  # one program, not op by op
 
   def loss(p):
     return jnp.mean(model.apply({"params": p}, x, t) ** 2)
 
   mesh = sharding.make_mesh(1)
   assert sharding.compiler_options(mesh)
-  fast = {"xla_backend_optimization_level": 0}   # LLVM's passes: most of the compile time
-  with_opts = jax.jit(jax.value_and_grad(loss),
-                      compiler_options={**sharding.compiler_options(mesh), **fast})
+  fast = {"xla_backend_optimization_level": 0}  # LLVM's passes: most of the compile time
+  with_opts = jax.jit(
+    jax.value_and_grad(loss), compiler_options={**sharding.compiler_options(mesh), **fast}
+  )
   without = jax.jit(jax.value_and_grad(loss), compiler_options=fast)
   (l1, g1), (l0, g0) = with_opts(params), without(params)
   np.testing.assert_allclose(float(l1), float(l0), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
-                               atol=1e-5 * float(np.abs(np.asarray(b)).max() + 1e-30))
+    np.testing.assert_allclose(
+      np.asarray(a),
+      np.asarray(b),
+      rtol=1e-4,
+      atol=1e-5 * float(np.abs(np.asarray(b)).max() + 1e-30),
+    )

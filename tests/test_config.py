@@ -12,10 +12,11 @@ from experiments import config_check
 from mode_interp.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(os.path.splitext(os.path.basename(p))[0]
-                      for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                      if not os.path.basename(p).startswith("_") and
-                      os.path.basename(p) != "common.py")
+CONFIG_FILES = sorted(
+  os.path.splitext(os.path.basename(p))[0]
+  for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+  if not os.path.basename(p).startswith("_") and os.path.basename(p) != "common.py"
+)
 GAUSSIAN_CONFIGS = ("gaussian1d", "grid25", "grid25_rotated")
 GAUSSIAN_VARIANTS = ("", "paper", "sweep", "imbalance", "sweep_paper", "official", "tiny")
 
@@ -61,58 +62,57 @@ def _set(cfg, field, value):
 
 # (field assigned, value, field the error must name, words the message must hold)
 BAD = [
-    ("data.name", "nope", "data.name", ("nope", "gaussian1d", "grid25", "grid25_rotated")),
-    ("data.num_train", 0, "data.num_train", (">= 1",)),
-    ("data.num_train", -5, "data.num_train", ()),
-    ("train.batch_size", 0, "train.batch_size", ()),
-    ("train.batch_size", -1, "train.batch_size", ()),
-    ("sample.num_samples", 0, "sample.num_samples", ()),
-    ("diffusion.timesteps", 0, "diffusion.timesteps", ()),
-    ("diffusion.timesteps", -10, "diffusion.timesteps", ()),
-    ("detect.window", 1001, "detect.window", ("1000",)),
-    ("detect.window", 0, "detect.window", ()),
-    ("sample.sampler", "euler", "sample.sampler", ("euler", "ddim", "ddpm")),
-    ("sample.variance", "learned", "sample.variance", ("fixed_large", "fixed_small")),
-    ("diffusion.schedule", "sigmoid", "diffusion.schedule", ("linear", "quad", "cosine")),
-    ("diffusion.beta_end", 0.0005, "diffusion.beta_end", ()),
-    ("diffusion.beta_start", 0.0, "diffusion.beta_start", ()),
-    ("train.lr", 0.0, "train.lr", ()),
-    ("train.lr", -1e-3, "train.lr", ()),
-    ("train.batch_size", 40_000, "train.batch_size", ("data.num_train",)),
-    ("data.means", (1.0,), "data.means", ()),
-    ("data.means", ("a", "b"), "data.means", ()),
-    ("data.std", 0.0, "data.std", ()),
-    ("sample.chunk_size", 0, "sample.chunk_size", ()),
-    ("seed", -1, "seed", ()),
-    ("detect.keep_in_support", 1.0, "detect.keep_in_support", ()),
-    ("train.warmup_steps", 6_000, "train.warmup_steps", ("< train.steps",)),
-    ("train.warmup_steps", -1, "train.warmup_steps", ()),
-    ("detect.reduction", "median", "detect.reduction", ("median", "mean", "max")),
-    ("detect.k_sigma", 0.0, "detect.k_sigma", ("> 0",)),
-    ("detect.k_sigma", -2.0, "detect.k_sigma", ()),
-    ("detect.remove_hallucinations", 1.5, "detect.remove_hallucinations", ("< 1",)),
-    ("detect.remove_hallucinations", 0.0, "detect.remove_hallucinations", ("> 0",)),
-    ("detect.keep_in_support", 0.0, "detect.keep_in_support", ("> 0",)),
-    ("sample.eta", -0.5, "sample.eta", (">= 0",)),
-    ("sample.num_steps", -1, "sample.num_steps", (">= 0",)),
-    ("sample.chunk_size", -4, "sample.chunk_size", (">= 1",)),
-    ("train.log_every", 0, "train.log_every", (">= 1",)),
-    ("train.ckpt_every", 0, "train.ckpt_every", (">= 1",)),
-    ("train.steps", -1, "train.steps", (">= 0",)),
-    ("train.ema_decay", 1.0, "train.ema_decay", ("< 1",)),
-    ("train.grad_clip", -1.0, "train.grad_clip", (">= 0",)),
-    ("train.lr_schedule", "linear", "train.lr_schedule", ("constant", "cosine")),
-    ("model.width", 1, "model.width", (">= 2",)),
-    ("model.num_blocks", 0, "model.num_blocks", (">= 1",)),
-    ("num_devices", -1, "num_devices", (">= 0",)),
-    ("sweep.steps", -1, "sweep.steps", (">= 0",)),
-    ("sweep.num_samples", 0, "sweep.num_samples", (">= 1",)),
-    ("plots.predictor_times", (1, -5), "plots.predictor_times", (">= 0",)),
+  ("data.name", "nope", "data.name", ("nope", "gaussian1d", "grid25", "grid25_rotated")),
+  ("data.num_train", 0, "data.num_train", (">= 1",)),
+  ("data.num_train", -5, "data.num_train", ()),
+  ("train.batch_size", 0, "train.batch_size", ()),
+  ("train.batch_size", -1, "train.batch_size", ()),
+  ("sample.num_samples", 0, "sample.num_samples", ()),
+  ("diffusion.timesteps", 0, "diffusion.timesteps", ()),
+  ("diffusion.timesteps", -10, "diffusion.timesteps", ()),
+  ("detect.window", 1001, "detect.window", ("1000",)),
+  ("detect.window", 0, "detect.window", ()),
+  ("sample.sampler", "euler", "sample.sampler", ("euler", "ddim", "ddpm")),
+  ("sample.variance", "learned", "sample.variance", ("fixed_large", "fixed_small")),
+  ("diffusion.schedule", "sigmoid", "diffusion.schedule", ("linear", "quad", "cosine")),
+  ("diffusion.beta_end", 0.0005, "diffusion.beta_end", ()),
+  ("diffusion.beta_start", 0.0, "diffusion.beta_start", ()),
+  ("train.lr", 0.0, "train.lr", ()),
+  ("train.lr", -1e-3, "train.lr", ()),
+  ("train.batch_size", 40_000, "train.batch_size", ("data.num_train",)),
+  ("data.means", (1.0,), "data.means", ()),
+  ("data.means", ("a", "b"), "data.means", ()),
+  ("data.std", 0.0, "data.std", ()),
+  ("sample.chunk_size", 0, "sample.chunk_size", ()),
+  ("seed", -1, "seed", ()),
+  ("detect.keep_in_support", 1.0, "detect.keep_in_support", ()),
+  ("train.warmup_steps", 6_000, "train.warmup_steps", ("< train.steps",)),
+  ("train.warmup_steps", -1, "train.warmup_steps", ()),
+  ("detect.reduction", "median", "detect.reduction", ("median", "mean", "max")),
+  ("detect.k_sigma", 0.0, "detect.k_sigma", ("> 0",)),
+  ("detect.k_sigma", -2.0, "detect.k_sigma", ()),
+  ("detect.remove_hallucinations", 1.5, "detect.remove_hallucinations", ("< 1",)),
+  ("detect.remove_hallucinations", 0.0, "detect.remove_hallucinations", ("> 0",)),
+  ("detect.keep_in_support", 0.0, "detect.keep_in_support", ("> 0",)),
+  ("sample.eta", -0.5, "sample.eta", (">= 0",)),
+  ("sample.num_steps", -1, "sample.num_steps", (">= 0",)),
+  ("sample.chunk_size", -4, "sample.chunk_size", (">= 1",)),
+  ("train.log_every", 0, "train.log_every", (">= 1",)),
+  ("train.ckpt_every", 0, "train.ckpt_every", (">= 1",)),
+  ("train.steps", -1, "train.steps", (">= 0",)),
+  ("train.ema_decay", 1.0, "train.ema_decay", ("< 1",)),
+  ("train.grad_clip", -1.0, "train.grad_clip", (">= 0",)),
+  ("train.lr_schedule", "linear", "train.lr_schedule", ("constant", "cosine")),
+  ("model.width", 1, "model.width", (">= 2",)),
+  ("model.num_blocks", 0, "model.num_blocks", (">= 1",)),
+  ("num_devices", -1, "num_devices", (">= 0",)),
+  ("sweep.steps", -1, "sweep.steps", (">= 0",)),
+  ("sweep.num_samples", 0, "sweep.num_samples", (">= 1",)),
+  ("plots.predictor_times", (1, -5), "plots.predictor_times", (">= 0",)),
 ]
 
 
-@pytest.mark.parametrize("field,value,named,words", BAD,
-                         ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+@pytest.mark.parametrize("field,value,named,words", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
 def test_bad_values_are_refused(field, value, named, words):
   cfg = _get_config("gaussian1d")
   _set(cfg, field, value)
@@ -152,9 +152,15 @@ def test_distance_sweep_is_1d_only():
     config_check.validate(cfg)
 
 
-@pytest.mark.parametrize("field,value", [("sweep.distance", (0.5, -1.0)),
-                                         ("sweep.imbalance", (0.0,)),
-                                         ("data.imbalance", 0.0), ("sweep.epochs", -1)])
+@pytest.mark.parametrize(
+  "field,value",
+  [
+    ("sweep.distance", (0.5, -1.0)),
+    ("sweep.imbalance", (0.0,)),
+    ("data.imbalance", 0.0),
+    ("sweep.epochs", -1),
+  ],
+)
 def test_new_sweep_fields_are_checked(field, value):
   cfg = _get_config("gaussian1d", "sweep")
   _set(cfg, field, value)
@@ -181,9 +187,20 @@ def test_cli_refuses_bad_config_in_one_line(tmp_path):
   workdir = tmp_path / "wd"
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config=configs/gaussian1d.py",
-       "--config.data.name=nope", f"--workdir={workdir}"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=configs/gaussian1d.py",
+      "--config.data.name=nope",
+      f"--workdir={workdir}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
   lines = [l for l in proc.stderr.splitlines() if "data.name" in l]
@@ -194,12 +211,19 @@ def test_cli_refuses_bad_config_in_one_line(tmp_path):
   assert not workdir.exists() or not any(workdir.iterdir())
   assert not (workdir / "config.json").exists()
 
-@pytest.mark.parametrize("value,words", [
-    (("random,variance",), ("'random,variance'", "none, random, variance", "('random','variance')")),
+
+@pytest.mark.parametrize(
+  "value,words",
+  [
+    (
+      ("random,variance",),
+      ("'random,variance'", "none, random, variance", "('random','variance')"),
+    ),
     (("median",), ("'median'", "none, random, variance")),
     ((), ("non-empty",)),
     (("random", "random"), ("repeat",)),
-])
+  ],
+)
 def test_recursive_filters_are_checked(value, words):
   cfg = _get_config("recursive_grid25")
   cfg.recursive.filters = value
@@ -211,11 +235,14 @@ def test_recursive_filters_are_checked(value, words):
     assert w in msg, (w, msg)
 
 
-@pytest.mark.parametrize("field,value,words", [
+@pytest.mark.parametrize(
+  "field,value,words",
+  [
     ("model.ch_mult", (1, 2, 2, 2, 2, 2, 2, 2), ("halve", "32-pixel")),
     ("model.attn_resolutions", (12,), ("(12,)", "32, 16")),
     ("model.attn_resolutions", ("16",), ("positive ints",)),
-])
+  ],
+)
 def test_unet_shapes_are_checked(field, value, words):
   cfg = _get_config("shapes")
   _set(cfg, field, value)
@@ -226,17 +253,25 @@ def test_unet_shapes_are_checked(field, value, words):
     assert w in str(e.value), (w, str(e.value))
 
 
-@pytest.mark.parametrize("args,words", [
+@pytest.mark.parametrize(
+  "args,words",
+  [
     (["--config=configs/gaussian1d.py:huge"], ("unknown variant 'huge'", "'paper'", "'official'")),
     (["--config=configs/nope.py"], ("No such file", "configs/nope.py")),
     (["--config=configs/gaussian1d.py", "--config.train.stepz=3"], ("stepz", "steps")),
     (["--config=configs/gaussian1d.py", "--config.train.steps=abc"], ("train.steps", "abc")),
-])
+  ],
+)
 def test_cli_refuses_unloadable_configs_in_one_line(tmp_path, args, words):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "experiments.main", *args,
-                         f"--workdir={tmp_path / 'wd'}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.main", *args, f"--workdir={tmp_path / 'wd'}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
@@ -251,6 +286,7 @@ def test_bfloat16_on_a_backend_without_it_is_refused(monkeypatch):
   in one line naming the field and what is allowed; with the instructions it is accepted."""
   from configs import gaussian1d
   from mode_interp import sharding
+
   cfg = gaussian1d.get_config()
   cfg.model.dtype = "bfloat16"
   monkeypatch.setattr(sharding, "cpu_flags", lambda: {"avx2", "fma"})
@@ -268,6 +304,7 @@ def test_bfloat16_on_a_backend_without_it_is_refused(monkeypatch):
 def test_every_registered_experiment_has_a_runner_and_report_rows():
   import importlib
   from experiments import registry
+
   for name, e in registry.EXPERIMENTS.items():
     module = importlib.import_module(e.module)
     assert callable(module.run) and callable(module.report_rows), name
@@ -277,10 +314,11 @@ def test_every_registered_experiment_has_a_runner_and_report_rows():
 def test_input_shape_of_each_data_kind():
   from configs import gaussian1d, grid25, recursive_mnist, shapes
   from mode_interp import pipeline
+
   assert pipeline.input_shape(gaussian1d.get_config()) == (1,)
   assert pipeline.input_shape(grid25.get_config()) == (2,)
   assert pipeline.input_shape(shapes.get_config("paper")) == (64, 64, 1)
-  assert pipeline.input_shape(shapes.get_config("tiny")) == (32, 32, 1)   # data.scale = 0.5
+  assert pipeline.input_shape(shapes.get_config("tiny")) == (32, 32, 1)  # data.scale = 0.5
   assert pipeline.input_shape(recursive_mnist.get_config("tiny")) == (32, 32, 1)
   cfg = gaussian1d.get_config()
   cfg.data.name = "cifar"

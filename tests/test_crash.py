@@ -33,8 +33,12 @@ ARGS = ["--config=configs/gaussian1d.py:tiny", "--config.sample.num_samples=512"
 def _env():
   # Every compilation goes to the persistent cache (not only those over the default 0.5 s):
   # the many runs of this file compile the same programs, and the first one's serve the rest.
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env = dict(
+    os.environ,
+    PYTHONPATH=str(REPO),
+    JAX_PLATFORMS="cpu",
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
   env.pop("MODE_INTERP_KILL_AT", None)
   return env
 
@@ -43,8 +47,14 @@ def _run(workdir, kill_at=None, expect_killed=False):
   env = _env()
   if kill_at:
     env["MODE_INTERP_KILL_AT"] = kill_at
-  proc = subprocess.run([sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={workdir}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={workdir}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   if expect_killed:
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
   else:
@@ -111,8 +121,13 @@ def test_kills_in_training_checkpointing_and_sampling_lose_nothing(baseline, tmp
 
 def test_external_sigkill_during_training(baseline, tmp_path):
   wd = tmp_path / "run"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={wd}"],
-                          cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={wd}"],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None:
     if (wd / "metrics.jsonl").exists() and (wd / "metrics.jsonl").stat().st_size:
@@ -126,6 +141,7 @@ def test_external_sigkill_during_training(baseline, tmp_path):
 
 def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(baseline, tmp_path):
   import shutil
+
   wd = tmp_path / "run"
   shutil.copytree(baseline, wd)
   os.remove(wd / "samples.npz")
@@ -142,12 +158,18 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(baseline, tmp
 
 def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
   from mode_interp.workdir import Workdir
+
   wd = Workdir(str(tmp_path / "run"))
   wd.lock()
   try:
-    proc = subprocess.run([sys.executable, "-m", "experiments.main", *ARGS,
-                           f"--workdir={wd.path}"], cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+      [sys.executable, "-m", "experiments.main", *ARGS, f"--workdir={wd.path}"],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
   finally:
     wd.unlock()
   assert proc.returncode != 0

@@ -21,8 +21,8 @@ def test_last_change_index():
 def test_column_distances_are_per_column_rms():
   final = np.zeros((1, 2, 6, 1), np.float32)
   traj = np.zeros((1, 2, 2, 6, 1), np.float32)
-  traj[0, 0, :, 0:2] = 1.0   # frame 0 differs in the first column only
-  traj[0, 1, 0, 4] = 2.0     # frame 1: one pixel of four in the last column, by 2
+  traj[0, 0, :, 0:2] = 1.0  # frame 0 differs in the first column only
+  traj[0, 1, 0, 4] = 2.0  # frame 1: one pixel of four in the last column, by 2
   d = ts.column_distances(traj, final, (0, 2, 4, 6))
   np.testing.assert_allclose(d[0, 0], [1.0, 0.0, 0.0])
   np.testing.assert_allclose(d[0, 1], [0.0, 0.0, 1.0])
@@ -32,8 +32,10 @@ def test_later_commit_contrast_and_image_score():
   # Two images of three columns: image 0 in support, its columns committed at t = 40;
   # image 1 two-in-one, its doubled middle column committed at t = 10, the rest at 40.
   t = np.array([[40, 40, 40], [40, 10, 40]])
-  groups = {"in-support columns": np.array([[1, 1, 1], [0, 0, 0]], bool),
-            "doubled": np.array([[0, 0, 0], [0, 1, 0]], bool)}
+  groups = {
+    "in-support columns": np.array([[1, 1, 1], [0, 0, 0]], bool),
+    "doubled": np.array([[0, 0, 0], [0, 1, 0]], bool),
+  }
   c = decision.later_commit_contrast(t, groups, "doubled", "in-support columns")
   assert c["auroc"] == 1.0 and (c["n_pos"], c["n_neg"]) == (1, 3)
   verdicts = np.array([shapes.IN_SUPPORT, shapes.MULTIPLE_IN_COLUMN])
@@ -47,7 +49,7 @@ def test_later_commit_contrast_and_image_score():
 
 @pytest.mark.e2e
 def test_tiny_run_commit_times(shapes_tiny_run):
-  path = shapes_tiny_run   # a trained configs/shapes.py:tiny workdir (conftest)
+  path = shapes_tiny_run  # a trained configs/shapes.py:tiny workdir (conftest)
   res = decision.run(path, num_samples=8, stride=2)
   T = res["timesteps"]
   assert res["num_samples"] == 8 and sum(res["counts"].values()) == 8

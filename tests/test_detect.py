@@ -21,8 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # -- windows, reductions, statistics --------------------------------------------------------
 
+
 def test_paper_windows_map_proportionally():
-  assert ts_lib.map_paper_window(20, 35, 1000) == (20, 35)        # identity at T = 1000
+  assert ts_lib.map_paper_window(20, 35, 1000) == (20, 35)  # identity at T = 1000
   assert ts_lib.map_paper_window(20, 35, 100) == (2, 3)
   assert ts_lib.map_paper_window(10, 20, 100) == (1, 2)
   assert ts_lib.map_paper_window(5, 15, 100) == (0, 1)
@@ -30,16 +31,27 @@ def test_paper_windows_map_proportionally():
   assert ts_lib.map_paper_window(20, 35, 20) == (0, 0)
   ts = samplers.reverse_timesteps("ddpm", 100)
   ws = ts_lib.parse_windows("last10,p20-35,t20-35,p0-99", ts)
-  assert [(w.name, w.t_lo, w.t_hi) for w in ws] == [("last10", 0, 9), ("p20-35", 2, 3),
-                                                    ("t20-35", 20, 35)]
-  assert ws[0].aliases == ("p0-99",)                             # merged: same range
+  assert [(w.name, w.t_lo, w.t_hi) for w in ws] == [
+    ("last10", 0, 9),
+    ("p20-35", 2, 3),
+    ("t20-35", 20, 35),
+  ]
+  assert ws[0].aliases == ("p0-99",)  # merged: same range
   ddim = samplers.reverse_timesteps("ddim", 100, 10)
   assert ts_lib.parse_windows("last2", ddim)[0].t_hi == int(ddim[-2])
 
 
-@pytest.mark.parametrize("spec,match", [("foo", "'foo' is not allowed"), ("", "empty"),
-                                        ("last0", "'last0'"), ("p30-20", "'p30-20'"),
-                                        ("t5-100", "'t5-100'"), ("p0-1000", "'p0-1000'")])
+@pytest.mark.parametrize(
+  "spec,match",
+  [
+    ("foo", "'foo' is not allowed"),
+    ("", "empty"),
+    ("last0", "'last0'"),
+    ("p30-20", "'p30-20'"),
+    ("t5-100", "'t5-100'"),
+    ("p0-1000", "'p0-1000'"),
+  ],
+)
 def test_bad_windows_name_the_flag_and_the_forms(spec, match):
   with pytest.raises(ValueError, match=f"^--windows: .*{match}") as e:
     ts_lib.parse_windows(spec, samplers.reverse_timesteps("ddpm", 100))
@@ -64,8 +76,12 @@ def test_reductions_parse_and_match_numpy():
   np.testing.assert_allclose(got[..., 2], -np.sort(-flat, -1)[..., :16].mean(-1), rtol=1e-5)
   np.testing.assert_allclose(got[..., 3], -np.sort(-flat, -1)[..., :64].mean(-1), rtol=1e-5)
   img = v[..., 0]
-  pools = np.array([[img[..., i:i + 8, j:j + 8].mean((-1, -2)) for i in range(0, 9, 4)]
-                    for j in range(0, 9, 4)])
+  pools = np.array(
+    [
+      [img[..., i : i + 8, j : j + 8].mean((-1, -2)) for i in range(0, 9, 4)]
+      for j in range(0, 9, 4)
+    ]
+  )
   np.testing.assert_allclose(got[..., 4], pools.max((0, 1)), rtol=1e-5)
 
 
@@ -102,6 +118,7 @@ def test_operating_points_with_wilson_intervals():
 
 # -- honest selection -----------------------------------------------------------------------
 
+
 def _fake_plan(k):
   w = ts_lib.Window("last2", 0, 1)
   names = [f"x0|last2|r{i}" for i in range(k)]
@@ -111,13 +128,15 @@ def _fake_plan(k):
 
 def _cfg():
   c = ml_collections.ConfigDict()
-  c.detect = ml_collections.ConfigDict(dict(window=2, keep_in_support=0.96,
-                                            remove_hallucinations=0.95))
+  c.detect = ml_collections.ConfigDict(
+    dict(window=2, keep_in_support=0.96, remove_hallucinations=0.95)
+  )
   return c
 
 
 def test_selection_reads_the_selection_half_only():
   from experiments import detect
+
   n, k = 400, 6
   rng = np.random.default_rng(0)
   sel = ts_lib.split_halves(n, seed=7)
@@ -151,11 +170,13 @@ def test_selection_reads_the_selection_half_only():
 
 # -- the command end to end -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_workdir(_shapes_tiny_original, tmp_path_factory):
   """A copy of the session's trained ``configs/shapes.py:tiny`` run (conftest), shared by
   this file's tests (the study's cache carries over from one to the next)."""
   import shutil
+
   wd = str(tmp_path_factory.mktemp("detect") / "run")
   shutil.copytree(_shapes_tiny_original, wd)
   return wd
@@ -163,6 +184,7 @@ def tiny_workdir(_shapes_tiny_original, tmp_path_factory):
 
 def test_study_end_to_end_writes_its_files_and_resumes(tiny_workdir, monkeypatch):
   from experiments import detect
+
   calls = []
   real = detect.make_study_fn
 
@@ -172,12 +194,14 @@ def test_study_end_to_end_writes_its_files_and_resumes(tiny_workdir, monkeypatch
     def wrapped(*args):
       calls.append(1)
       return fn(*args)
+
     return wrapped
+
   monkeypatch.setattr(detect, "make_study_fn", counting)
   detect.run_study(tiny_workdir, num_samples=32)
-  assert len(calls) == 2                       # chunks of 16 (sample.chunk_size)
+  assert len(calls) == 2  # chunks of 16 (sample.chunk_size)
   res = detect.run_study(tiny_workdir, num_samples=64)
-  assert len(calls) == 4                       # continued from the 32 cached samples
+  assert len(calls) == 4  # continued from the 32 cached samples
   study = os.path.join(tiny_workdir, "study")
   for name in ("results.json", "study.md", "scores_cache.npz"):
     assert os.path.exists(os.path.join(study, name)), name
@@ -188,7 +212,7 @@ def test_study_end_to_end_writes_its_files_and_resumes(tiny_workdir, monkeypatch
   n_scores = len(disk["windows"]) * 3 * 5
   assert len(disk["scores"]) == n_scores
   assert {"best", "paper", "reimplementation"} <= set(disk["headline"])
-  assert disk["headline"]["paper"]["name"] == "x0|last5|mean"   # tiny: detect.window = 5
+  assert disk["headline"]["paper"]["name"] == "x0|last5|mean"  # tiny: detect.window = 5
   assert disk["headline"]["reimplementation"]["requested_window"] == "p20-35"
   # The family's paper score is the sampler's own trajectory variance, and the samples
   # are the main run's (same key, same indices).
@@ -203,17 +227,21 @@ def test_study_metrics_and_figures_with_both_classes(tiny_workdir, monkeypatch):
   """A tiny model draws no in-support image: a stand-in checker (by image brightness) gives
   both classes, so every metric and figure is exercised on the cached scores."""
   from experiments import detect
+
   real = detect.data_spec
 
   def spec(cfg):
     shape, clip, image, _ = real(cfg)
+
     def label(x):
       m = x.reshape(len(x), -1).mean(1)
       return np.where(m > np.median(m), "multiple_in_column", "in_support")
+
     return shape, clip, image, label
+
   monkeypatch.setattr(detect, "data_spec", spec)
   res = detect.run_study(tiny_workdir, num_samples=64)
-  assert res["timing"]["sampling_s_this_run"] < 1.0          # all from the cache
+  assert res["timing"]["sampling_s_this_run"] < 1.0  # all from the cache
   h = res["headline"]
   for role in ("best", "paper", "reimplementation"):
     ho = h[role]["held_out"]
@@ -221,16 +249,28 @@ def test_study_metrics_and_figures_with_both_classes(tiny_workdir, monkeypatch):
     assert ho["removed_at_keep"]["rate"] is not None
     assert ho["kept_at_removal"]["rate"] is not None
   figs = os.listdir(os.path.join(tiny_workdir, "study", "figures"))
-  for name in ("hist_paper.png", "hist_best.png", "roc_headline.png", "roc_x0.png",
-               "roc_x0_u8.png", "roc_eps.png", "best_kept_removed.png"):
+  for name in (
+    "hist_paper.png",
+    "hist_best.png",
+    "roc_headline.png",
+    "roc_x0.png",
+    "roc_x0_u8.png",
+    "roc_eps.png",
+    "best_kept_removed.png",
+  ):
     assert name in figs, name
   md = open(os.path.join(tiny_workdir, "study", "study.md")).read()
   assert "| paper |" in md and "| best |" in md
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.detect", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.detect", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_bad_workdir_and_flags_one_line(tmp_path, tiny_workdir):
@@ -238,6 +278,7 @@ def test_bad_workdir_and_flags_one_line(tmp_path, tiny_workdir):
   ``error:`` line (checked once, in a subprocess); the other cases call what it calls."""
   from experiments import detect
   from mode_interp.errors import ConfigError, WorkdirError
+
   missing = str(tmp_path / "nope")
   empty = tmp_path / "untrained"
   empty.mkdir()
@@ -247,10 +288,12 @@ def test_bad_workdir_and_flags_one_line(tmp_path, tiny_workdir):
   errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "--windows: 'bogus'" in errors[0], p.stderr[-2000:]
   assert "Traceback" not in p.stderr
-  cases = [(dict(workdir=missing), "does not exist"),
-           (dict(workdir=str(tmp_path)), "has no config.json"),
-           (dict(workdir=str(empty)), "holds no checkpoint"),
-           (dict(workdir=tiny_workdir, reductions="median"), "--reductions: 'median'")]
+  cases = [
+    (dict(workdir=missing), "does not exist"),
+    (dict(workdir=str(tmp_path)), "has no config.json"),
+    (dict(workdir=str(empty)), "holds no checkpoint"),
+    (dict(workdir=tiny_workdir, reductions="median"), "--reductions: 'median'"),
+  ]
   for kwargs, msg in cases:
     with pytest.raises((detect.StudyError, WorkdirError, ConfigError)) as e:
       detect.run_study(**kwargs)

@@ -12,7 +12,7 @@ from mode_interp import detectors, diffusion, samplers
 
 SCHED = diffusion.make_schedule("linear", 200, 1e-4, 0.02)
 MU = np.array([0.3, -0.2, 0.5])
-VAR = np.array([0.5, 0.2, 0.0])       # a zero-variance direction: LID = 2 of D = 3
+VAR = np.array([0.5, 0.2, 0.0])  # a zero-variance direction: LID = 2 of D = 3
 
 
 def _gauss_eps(mu=MU, var=VAR, sched=SCHED):
@@ -23,7 +23,8 @@ def _gauss_eps(mu=MU, var=VAR, sched=SCHED):
     del params
     psi = sched.sqrt_alphas_bar[t].reshape(-1, 1)
     sig = sched.sqrt_one_minus_alphas_bar[t].reshape(-1, 1)
-    return sig * (y - psi * mu_j) / (psi ** 2 * var_j + sig ** 2)
+    return sig * (y - psi * mu_j) / (psi**2 * var_j + sig**2)
+
   return eps_fn
 
 
@@ -33,9 +34,8 @@ def _coefs(t):
 
 def _flipd_closed_form(x, t):
   psi, sig = _coefs(t)
-  vt = psi ** 2 * VAR + sig ** 2
-  return (len(MU) - np.sum(sig ** 2 / vt)
-          + sig ** 2 * psi ** 2 * np.sum((x - MU) ** 2 / vt ** 2, axis=-1))
+  vt = psi**2 * VAR + sig**2
+  return len(MU) - np.sum(sig**2 / vt) + sig**2 * psi**2 * np.sum((x - MU) ** 2 / vt**2, axis=-1)
 
 
 X = np.stack([MU, MU + [0.1, 0.0, 0.0], MU + [0.0, 0.0, 0.02], MU + [0.3, -0.4, 0.1]])
@@ -44,8 +44,9 @@ X = np.stack([MU, MU + [0.1, 0.0, 0.0], MU + [0.0, 0.0, 0.02], MU + [0.3, -0.4, 
 @pytest.mark.parametrize("t0", [0, 3, 40])
 def test_flipd_of_a_gaussian_is_its_closed_form(t0):
   chex.clear_trace_counter()  # one trace per t0
-  fn = jax.jit(chex.assert_max_traces(
-      lambda x: detectors.flipd(_gauss_eps(), None, SCHED, x, t0), n=1))
+  fn = jax.jit(
+    chex.assert_max_traces(lambda x: detectors.flipd(_gauss_eps(), None, SCHED, x, t0), n=1)
+  )
   got = np.asarray(fn(jnp.asarray(X, jnp.float32)))
   np.testing.assert_allclose(got, _flipd_closed_form(X, t0), rtol=1e-4, atol=1e-4)
 
@@ -55,8 +56,11 @@ def test_flipd_at_small_t0_gives_the_intrinsic_dimension():
   and it exceeds D off the data along the degenerate direction."""
   got = np.asarray(detectors.flipd(_gauss_eps(), None, SCHED, jnp.asarray(X[:1], jnp.float32), 0))
   assert abs(got[0] - 2.0) < 1e-3
-  off = np.asarray(detectors.flipd(_gauss_eps(), None, SCHED,
-                                   jnp.asarray(MU + [0.0, 0.0, 0.05], jnp.float32)[None], 0))
+  off = np.asarray(
+    detectors.flipd(
+      _gauss_eps(), None, SCHED, jnp.asarray(MU + [0.0, 0.0, 0.05], jnp.float32)[None], 0
+    )
+  )
   assert off[0] > len(MU)
 
 
@@ -64,8 +68,9 @@ def test_hutchinson_trace_is_exact_for_a_diagonal_jacobian():
   """Rademacher probes square to 1: for a diagonal Jacobian one probe gives the exact trace."""
   x = jnp.asarray(X, jnp.float32)
   exact = detectors.flipd(_gauss_eps(), None, SCHED, x, 5, method="exact")
-  hutch = detectors.flipd(_gauss_eps(), None, SCHED, x, 5, method="hutchinson",
-                          key=jax.random.key(0), num_probes=1)
+  hutch = detectors.flipd(
+    _gauss_eps(), None, SCHED, x, 5, method="hutchinson", key=jax.random.key(0), num_probes=1
+  )
   np.testing.assert_allclose(hutch, exact, rtol=1e-5, atol=1e-5)
   assert detectors.trace_method(3, 16) == "exact" and detectors.trace_method(17, 16) == "hutchinson"
   with pytest.raises(ValueError, match="exact, hutchinson"):
@@ -87,11 +92,13 @@ def test_denoising_loss_of_a_gaussian_matches_its_expectation():
   which tends to the LID (2) at the mean as t -> 0."""
   t = 2
   psi, sig = _coefs(t)
-  vt = psi ** 2 * VAR + sig ** 2
-  want = np.sum((sig ** 2 * psi ** 2 * (X - MU) ** 2 + psi ** 4 * VAR ** 2) / vt ** 2, axis=1)
-  got = np.asarray(detectors.lid_denoising_loss(_gauss_eps(), None, SCHED,
-                                                jnp.asarray(X, jnp.float32), t,
-                                                jax.random.key(3), 4000))
+  vt = psi**2 * VAR + sig**2
+  want = np.sum((sig**2 * psi**2 * (X - MU) ** 2 + psi**4 * VAR**2) / vt**2, axis=1)
+  got = np.asarray(
+    detectors.lid_denoising_loss(
+      _gauss_eps(), None, SCHED, jnp.asarray(X, jnp.float32), t, jax.random.key(3), 4000
+    )
+  )
   np.testing.assert_allclose(got, want, rtol=0.06)
   assert abs(want[0] - 2.0) < 0.01
 
@@ -101,11 +108,13 @@ def test_renoise_spread_of_a_gaussian_matches_its_closed_form():
   (psi v sigma / v_t)^2 per dimension, 0 along the zero-variance one."""
   t = 30
   psi, sig = _coefs(t)
-  vt = psi ** 2 * VAR + sig ** 2
+  vt = psi**2 * VAR + sig**2
   want = np.sum((psi * VAR * sig / vt) ** 2)
-  got = np.asarray(detectors.renoise_spread(_gauss_eps(), None, SCHED,
-                                            jnp.asarray(X, jnp.float32), t,
-                                            jax.random.key(4), 3000))
+  got = np.asarray(
+    detectors.renoise_spread(
+      _gauss_eps(), None, SCHED, jnp.asarray(X, jnp.float32), t, jax.random.key(4), 3000
+    )
+  )
   np.testing.assert_allclose(got, want, rtol=0.08)
 
 
@@ -120,9 +129,9 @@ def _linear_eps(params, x, t):
 
 
 def _ddim(num_steps=8):
-  return samplers.get_sampling_fn("ddim", SCHED, _linear_eps,
-                                  samplers.SamplerSpec(shape=(2,), num_steps=num_steps,
-                                                       window=2))
+  return samplers.get_sampling_fn(
+    "ddim", SCHED, _linear_eps, samplers.SamplerSpec(shape=(2,), num_steps=num_steps, window=2)
+  )
 
 
 def test_output_spread_through_a_linear_map_is_exact():
@@ -132,17 +141,17 @@ def test_output_spread_through_a_linear_map_is_exact():
   key = jax.random.key(0)
   z = jax.random.normal(key, (1, 2))
   jac = jax.jacfwd(lambda zz: ddim(None, key, jnp.zeros(1, jnp.int32), zz[None]).samples[0])(z[0])
-  want = 0.05 ** 2 * float(jnp.sum(jac ** 2))
-  chunk = detectors.manifold_instability_sampler(ddim, (2,), 8, 0.05, jax.random.key(1),
-                                                 "orthogonal")
+  want = 0.05**2 * float(jnp.sum(jac**2))
+  chunk = detectors.manifold_instability_sampler(
+    ddim, (2,), 8, 0.05, jax.random.key(1), "orthogonal"
+  )
   fn = jax.jit(chex.assert_max_traces(chunk, n=1))
   out = fn(None, key, jnp.arange(5))
   np.testing.assert_allclose(out.traj_variance, want, rtol=1e-4)
   assert out.samples.shape == (5, 8, 2)
   # The Gaussian design is unbiased: close with many perturbations.
   gauss = detectors.manifold_instability_sampler(ddim, (2,), 2000, 0.05, jax.random.key(2))
-  np.testing.assert_allclose(jax.jit(gauss)(None, key, jnp.arange(2)).traj_variance, want,
-                             rtol=0.1)
+  np.testing.assert_allclose(jax.jit(gauss)(None, key, jnp.arange(2)).traj_variance, want, rtol=0.1)
 
 
 def test_orthogonal_perturbations_have_identity_second_moment():
@@ -161,20 +170,22 @@ def test_instability_uses_the_samples_own_starting_noise():
   key = jax.random.key(7)
   idx = jnp.arange(3) + 11
   base = jax.jit(ddim)(None, key, idx).samples
-  out = jax.jit(detectors.manifold_instability_sampler(ddim, (2,), 4, 0.0, jax.random.key(1),
-                                                       "orthogonal"))(None, key, idx)
+  out = jax.jit(
+    detectors.manifold_instability_sampler(ddim, (2,), 4, 0.0, jax.random.key(1), "orthogonal")
+  )(None, key, idx)
   np.testing.assert_allclose(out.samples, np.repeat(np.asarray(base)[:, None], 4, 1), rtol=1e-6)
   np.testing.assert_allclose(out.traj_variance, 0.0, atol=1e-10)
 
 
 # -- the oracle against direct numerical integration -----------------------------------------
 
+
 def _posterior_out_of_band_grid(y, means, std, psi, sigma, r, grid_axes, weights=None):
   """P(x0 outside every r-ball | x_t = y) by Bayes' rule on a grid (direct, brute force)."""
   pts = np.stack(np.meshgrid(*grid_axes, indexing="ij"), -1).reshape(-1, len(grid_axes))
   w = np.full(len(means), 1 / len(means)) if weights is None else weights
-  prior = sum(wk * np.exp(-0.5 * ((pts - m) ** 2).sum(-1) / std ** 2) for wk, m in zip(w, means))
-  lik = np.exp(-0.5 * ((y - psi * pts) ** 2).sum(-1) / sigma ** 2)
+  prior = sum(wk * np.exp(-0.5 * ((pts - m) ** 2).sum(-1) / std**2) for wk, m in zip(w, means))
+  lik = np.exp(-0.5 * ((y - psi * pts) ** 2).sum(-1) / sigma**2)
   post = prior * lik
   d = np.sqrt(((pts[:, None] - np.asarray(means)[None]) ** 2).sum(-1)).min(1)
   return post[d > r].sum() / post.sum()
@@ -188,7 +199,7 @@ def test_oracle_is_exact_in_1d():
   grid = (np.linspace(0.0, 4.0, 400_001),)
   want = [_posterior_out_of_band_grid(psi * x, means, std, psi, sigma, 0.2, grid) for x in xs]
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)  # the grid: step 1e-5
-  assert got[0] < 1e-6 and got[3] > 0.99   # at a mode / midway
+  assert got[0] < 1e-6 and got[3] > 0.99  # at a mode / midway
 
 
 def test_oracle_is_exact_in_2d_with_unequal_weights():
@@ -199,9 +210,19 @@ def test_oracle_is_exact_in_2d_with_unequal_weights():
   got = detectors.oracle_out_of_band(xs, means, std, psi, sigma, 4.0, weights)
   # A grid of step 2e-4 around each sample (the posterior's mass lies within it); its
   # error falls with the step (1e-5 relative at step 1e-4), the closed form's does not.
-  want = [_posterior_out_of_band_grid(psi * x, means, std, psi, sigma, 0.12,
-                                      [np.linspace(c - 0.22, c + 0.22, 2201) for c in x], weights)
-          for x in xs]
+  want = [
+    _posterior_out_of_band_grid(
+      psi * x,
+      means,
+      std,
+      psi,
+      sigma,
+      0.12,
+      [np.linspace(c - 0.22, c + 0.22, 2201) for c in x],
+      weights,
+    )
+    for x in xs
+  ]
   np.testing.assert_allclose(got, want, rtol=1.5e-3, atol=1e-6)
 
 
@@ -211,6 +232,7 @@ def test_oracle_refuses_overlapping_balls():
 
 
 # -- Intrinsic Quenching ---------------------------------------------------------------------
+
 
 def test_iq_correction_is_the_lid_gradient_step_inside_its_window():
   """For a single Gaussian, LID(x_t) = D - sigma tr J + |eps|^2 with a constant Jacobian, so
@@ -222,8 +244,8 @@ def test_iq_correction_is_the_lid_gradient_step_inside_its_window():
   x = jnp.asarray(X, jnp.float32)
   t = 10
   psi, sig = _coefs(t)
-  vt = psi ** 2 * VAR + sig ** 2
-  grad = 2 * sig ** 2 * (X - psi * MU) / vt ** 2
+  vt = psi**2 * VAR + sig**2
+  grad = 2 * sig**2 * (X - psi * MU) / vt**2
   want = np.asarray(base(None, x, jnp.full((1,), t))) + 0.3 * sig * grad
   got = jax.jit(chex.assert_max_traces(fn, n=1))(None, x, jnp.full((1,), t, jnp.int32))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -231,14 +253,19 @@ def test_iq_correction_is_the_lid_gradient_step_inside_its_window():
   # the rounding of a compiled program against an eager one).
   for tt, th in ((30, thr), (t, np.full(SCHED.timesteps, np.inf, np.float32))):
     f = detectors.iq_eps_fn(base, SCHED, th, 5, 20, strength=0.3)
-    np.testing.assert_allclose(f(None, x, jnp.full((1,), tt, jnp.int32)),
-                               base(None, x, jnp.full((1,), tt, jnp.int32)), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(
+      f(None, x, jnp.full((1,), tt, jnp.int32)),
+      base(None, x, jnp.full((1,), tt, jnp.int32)),
+      rtol=1e-6,
+      atol=0,
+    )
 
 
 def test_iq_thresholds_are_quantiles_of_the_noised_data():
   base = _gauss_eps()
-  data = np.asarray(MU + np.sqrt(VAR) * np.random.default_rng(0).standard_normal((256, 3)),
-                    np.float32)
+  data = np.asarray(
+    MU + np.sqrt(VAR) * np.random.default_rng(0).standard_normal((256, 3)), np.float32
+  )
   thr = detectors.iq_thresholds(base, None, SCHED, data, 3, 5, 0.9, jax.random.key(0))
   assert np.isinf(thr[:3]).all() and np.isinf(thr[6:]).all()
   k1, k2 = jax.random.split(jax.random.fold_in(jax.random.key(0), 4))
@@ -250,13 +277,18 @@ def test_iq_thresholds_are_quantiles_of_the_noised_data():
 def test_iq_inside_a_sampler_compiles_once_and_runs():
   base = _gauss_eps(mu=MU[:2], var=np.array([0.05, 0.05]))
   thr = np.zeros(SCHED.timesteps, np.float32)
-  fn = samplers.get_sampling_fn("ddpm", SCHED, detectors.iq_eps_fn(base, SCHED, thr, 0, 10, 0.2),
-                                samplers.SamplerSpec(shape=(2,), window=3))
+  fn = samplers.get_sampling_fn(
+    "ddpm",
+    SCHED,
+    detectors.iq_eps_fn(base, SCHED, thr, 0, 10, 0.2),
+    samplers.SamplerSpec(shape=(2,), window=3),
+  )
   out = jax.jit(chex.assert_max_traces(fn, n=1))(None, jax.random.key(0), jnp.arange(16))
   assert np.isfinite(np.asarray(out.samples)).all()
 
 
 # -- held-out evaluation ---------------------------------------------------------------------
+
 
 def test_held_out_thresholds_come_from_the_selection_half_only():
   rng = np.random.default_rng(0)
@@ -280,6 +312,7 @@ def test_held_out_thresholds_come_from_the_selection_half_only():
   res2 = detectors.held_out_evaluation(s2, hal, sel)
   assert res2["threshold_keep"] == thr and res2["threshold_remove"] == thr2
   from sklearn.metrics import roc_auc_score
+
   assert math.isclose(res["held_out"]["auroc"], roc_auc_score(hal[held], s[held]), rel_tol=1e-9)
   lo, hi = res["held_out"]["ci95"]
   assert lo < res["held_out"]["auroc"] < hi

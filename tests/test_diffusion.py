@@ -9,9 +9,9 @@ from mode_interp import diffusion
 
 T = 50
 SCHEDULE_ARGS = {
-    "linear": (1e-4, 0.02),
-    "quad": (1e-4, 0.02),
-    "cosine": (1e-4, 0.02),  # the cosine schedule ignores beta_start / beta_end
+  "linear": (1e-4, 0.02),
+  "quad": (1e-4, 0.02),
+  "cosine": (1e-4, 0.02),  # the cosine schedule ignores beta_start / beta_end
 }
 
 
@@ -21,8 +21,9 @@ def _reference_betas(name, timesteps, beta_start, beta_end):
     return beta_start + (beta_end - beta_start) * np.arange(timesteps) / (timesteps - 1)
   if name == "quad":
     r = np.sqrt(beta_start) + (np.sqrt(beta_end) - np.sqrt(beta_start)) * (
-        np.arange(timesteps) / (timesteps - 1))
-    return r ** 2
+      np.arange(timesteps) / (timesteps - 1)
+    )
+    return r**2
   # Nichol & Dhariwal: alphas_bar(t) = f(t) / f(0), beta_t = 1 - abar_t / abar_{t-1}, <= 0.999.
   s = 0.008
   f = lambda u: np.cos((u / timesteps + s) / (1 + s) * np.pi / 2) ** 2
@@ -65,28 +66,39 @@ def test_schedule_matches_float64_reference(name):
   prec = 1 / (1 - abar_prev[t1]) + alphas[t1] / betas[t1]
   post_var = np.append(0.0, 1 / prec)
   np.testing.assert_allclose(s.posterior_variance, post_var, rtol=1e-5, atol=1e-12)
-  np.testing.assert_allclose(s.posterior_variance, betas * (1 - abar_prev) / (1 - abar),
-                             rtol=1e-5, atol=1e-12)
+  np.testing.assert_allclose(
+    s.posterior_variance, betas * (1 - abar_prev) / (1 - abar), rtol=1e-5, atol=1e-12
+  )
   # log-variance clipped: t = 0 takes the t = 1 value.
-  np.testing.assert_allclose(s.posterior_log_variance_clipped,
-                             np.log(np.append(post_var[1], post_var[1:])), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    s.posterior_log_variance_clipped,
+    np.log(np.append(post_var[1], post_var[1:])),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
   rng = np.random.default_rng(0)
   x0 = rng.standard_normal((T, 3))
   noise = rng.standard_normal((T, 3))
   t = np.arange(T)
-  x_t = np.asarray(diffusion.q_sample(s, jnp.asarray(x0, jnp.float32), jnp.asarray(t),
-                                      jnp.asarray(noise, jnp.float32)), np.float64)
-  np.testing.assert_allclose(x_t, np.sqrt(abar)[:, None] * x0 + np.sqrt(1 - abar)[:, None] * noise,
-                             rtol=1e-5, atol=1e-5)
+  x_t = np.asarray(
+    diffusion.q_sample(
+      s, jnp.asarray(x0, jnp.float32), jnp.asarray(t), jnp.asarray(noise, jnp.float32)
+    ),
+    np.float64,
+  )
+  np.testing.assert_allclose(
+    x_t, np.sqrt(abar)[:, None] * x0 + np.sqrt(1 - abar)[:, None] * noise, rtol=1e-5, atol=1e-5
+  )
   mean, var, logvar = diffusion.posterior_mean_variance(
-      s, jnp.asarray(x0, jnp.float32), jnp.asarray(x_t, jnp.float32), jnp.asarray(t))
+    s, jnp.asarray(x0, jnp.float32), jnp.asarray(x_t, jnp.float32), jnp.asarray(t)
+  )
   ref_mean = np.empty_like(x0)
   ref_mean[0] = x0[0]  # abar_prev = 1 at t = 0: x_{-1} is x_0 itself
-  ref_mean[1:] = (1 / prec)[:, None] * (np.sqrt(abar_prev[t1])[:, None] * x0[1:]
-                                        / (1 - abar_prev[t1])[:, None]
-                                        + np.sqrt(alphas[t1])[:, None] * x_t[1:]
-                                        / betas[t1][:, None])
+  ref_mean[1:] = (1 / prec)[:, None] * (
+    np.sqrt(abar_prev[t1])[:, None] * x0[1:] / (1 - abar_prev[t1])[:, None]
+    + np.sqrt(alphas[t1])[:, None] * x_t[1:] / betas[t1][:, None]
+  )
   np.testing.assert_allclose(mean, ref_mean, rtol=1e-4, atol=1e-4)
   assert var.shape == (T, 1) and logvar.shape == (T, 1)
   np.testing.assert_allclose(var[:, 0], post_var, rtol=1e-5, atol=1e-12)
@@ -105,8 +117,10 @@ def test_q_sample_x0_from_eps_round_trip(name):
   tol = 2e-6 * np.asarray(s.sqrt_recip_alphas_bar)[np.asarray(t)][:, None, None] + 1e-6
   assert np.all(np.abs(np.asarray(rec) - np.asarray(x0)) <= 4 * tol)
   # Scalar t broadcasts the same way.
-  np.testing.assert_allclose(diffusion.x0_from_eps(s, x_t[:1], 7, noise[:1]),
-                             diffusion.x0_from_eps(s, x_t[:1], jnp.asarray([7]), noise[:1]))
+  np.testing.assert_allclose(
+    diffusion.x0_from_eps(s, x_t[:1], 7, noise[:1]),
+    diffusion.x0_from_eps(s, x_t[:1], jnp.asarray([7]), noise[:1]),
+  )
 
 
 def test_eps_from_x0_inverts_x0_from_eps():
@@ -188,13 +202,14 @@ def test_model_log_variance():
     diffusion.model_log_variance(s, t, x, "learned")
 
 
-_WHOLE_BATCH = {}   # the whole-batch reference: the same for every micro-batch size
+_WHOLE_BATCH = {}  # the whole-batch reference: the same for every micro-batch size
 
 
 def _two_steps(micro_batch):
   """Parameters, state and metrics after two training steps of the toy MLP."""
   from mode_interp import train
   from mode_interp.networks import mlp
+
   model = mlp.ToyMLP(width=32, num_blocks=2, timesteps=100)
   sched = diffusion.make_schedule("linear", 100, 1e-3, 0.2)
   eps_fn = lambda p, x, t: model.apply({"params": p}, x, t)
@@ -202,8 +217,10 @@ def _two_steps(micro_batch):
   data = jax.random.normal(jax.random.key(0), (4000, 1))
   state = train.init_state(model, opt, data[:1], jax.random.key(1))
   # LLVM's passes are most of a small program's compile time; the arithmetic is the same.
-  step = jax.jit(train.make_train_step(eps_fn, sched, opt, 2000, micro_batch=micro_batch),
-                 compiler_options={"xla_backend_optimization_level": 0})
+  step = jax.jit(
+    train.make_train_step(eps_fn, sched, opt, 2000, micro_batch=micro_batch),
+    compiler_options={"xla_backend_optimization_level": 0},
+  )
   s, m = state, None
   for _ in range(2):
     s, m = step(s, data, jax.random.key(2))
@@ -214,6 +231,7 @@ def _two_steps(micro_batch):
 def test_micro_batched_train_step_equals_the_whole_batch(micro_batch, want_k):
   """The gradient summed over micro-batches is the whole batch's: same loss, same update."""
   from mode_interp import train
+
   assert train.num_micro_batches(2000, micro_batch) == want_k
   if 0 not in _WHOLE_BATCH:
     _WHOLE_BATCH[0] = _two_steps(0)

@@ -33,8 +33,12 @@ def test_box_sum_matches_a_window_sum_with_zero_padding():
   for patch in (1, 3, 5, 15):
     r = patch // 2
     xp = np.pad(x, ((0, 0), (r, r), (r, r)))
-    want = np.stack([[[xp[b, i:i + patch, j:j + patch].sum() for j in range(7)]
-                      for i in range(6)] for b in range(2)])
+    want = np.stack(
+      [
+        [[xp[b, i : i + patch, j : j + patch].sum() for j in range(7)] for i in range(6)]
+        for b in range(2)
+      ]
+    )
     np.testing.assert_allclose(ed.box_sum(jnp.asarray(x), patch), want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="odd"):
     ed.box_sum(jnp.asarray(x), 4)
@@ -81,7 +85,10 @@ def test_make_eps_fn_refuses_bad_settings():
 
 def test_receptive_field_of_a_single_convolution():
   k = jax.random.normal(jax.random.key(0), (5, 3, 1, 1))
+
   def eps_fn(params, x, t):
-    return jax.lax.conv_general_dilated(x, params, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, params, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
   assert ed.receptive_field(eps_fn, k, (9, 9, 1)) == (5, 3)

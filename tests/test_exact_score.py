@@ -18,10 +18,10 @@ TIMES = (0, 1, 3, 10, 30, 99)
 
 def _ref_log_density(abar, means, std, x):
   """float64 numpy log p_t(x) of the noised mixture, ``x`` [N, D]."""
-  v = abar * std ** 2 + 1 - abar
+  v = abar * std**2 + 1 - abar
   d = means.shape[1]
   diff = x[:, None, :] - np.sqrt(abar) * means[None]
-  comp = -0.5 * (diff ** 2).sum(-1) / v - 0.5 * d * np.log(2 * np.pi * v)
+  comp = -0.5 * (diff**2).sum(-1) / v - 0.5 * d * np.log(2 * np.pi * v)
   return logsumexp(comp, axis=1) - np.log(len(means))
 
 
@@ -40,14 +40,16 @@ CASES = [("1d", MEANS_1D, STD), ("grid25", GRID.means, GRID.std)]
 # instead of op-by-op dispatch of the gradient's many small operations.
 @jax.jit
 def _autodiff_score(means, std, x, t, weights=None):
-  return jax.grad(lambda y: jnp.sum(exact_score.mixture_log_density(TOY, means, std, y, t,
-                                                                    weights)))(x)
+  return jax.grad(
+    lambda y: jnp.sum(exact_score.mixture_log_density(TOY, means, std, y, t, weights))
+  )(x)
 
 
 @jax.jit
 def _autodiff_score_per_point(means, std, x, t, weights=None):
-  return jax.vmap(jax.grad(lambda p: exact_score.mixture_log_density(
-      TOY, means, std, p[None], t, weights)[0]))(x)
+  return jax.vmap(
+    jax.grad(lambda p: exact_score.mixture_log_density(TOY, means, std, p[None], t, weights)[0])
+  )(x)
 
 
 @pytest.mark.parametrize("name,means,std", CASES, ids=[c[0] for c in CASES])
@@ -64,7 +66,7 @@ def test_log_density_and_score(name, means, std, t):
 
   score = np.asarray(exact_score.mixture_score(TOY, means, std, xj, t), np.float64)
   assert score.shape == x.shape
-  v = abar * std ** 2 + 1 - abar
+  v = abar * std**2 + 1 - abar
   scale = np.abs(x).max() / v + 1.0  # the size of the score's terms
 
   # Against autodiff of the log density (both float32).
@@ -73,9 +75,17 @@ def test_log_density_and_score(name, means, std, t):
 
   # Against central finite differences of the float64 reference density.
   h = 1e-5 * np.sqrt(v)
-  fd = np.stack([(_ref_log_density(abar, means, std, x + h * e)
-                  - _ref_log_density(abar, means, std, x - h * e)) / (2 * h)
-                 for e in np.eye(x.shape[1])], axis=1)
+  fd = np.stack(
+    [
+      (
+        _ref_log_density(abar, means, std, x + h * e)
+        - _ref_log_density(abar, means, std, x - h * e)
+      )
+      / (2 * h)
+      for e in np.eye(x.shape[1])
+    ],
+    axis=1,
+  )
   np.testing.assert_allclose(score, fd, rtol=1e-4, atol=1e-4 * scale)
 
   # A time given per sample gives the same as a scalar time.
@@ -92,9 +102,10 @@ def test_posterior_mean_at_small_t_is_a_step_function_between_modes():
   xs = np.sqrt(abar) * u[:, None]
   pm = np.asarray(exact_score.mixture_posterior_mean(TOY, MEANS_1D, STD, jnp.asarray(xs), t))[:, 0]
   nearest = np.round(u)  # 1, 1, 2, 2, 2, 2, 3, 3
-  v = abar * STD ** 2 + 1 - abar
-  np.testing.assert_allclose(pm, nearest + np.sqrt(abar) * STD ** 2 / v * (xs[:, 0] - np.sqrt(abar) * nearest),
-                             atol=2e-3)
+  v = abar * STD**2 + 1 - abar
+  np.testing.assert_allclose(
+    pm, nearest + np.sqrt(abar) * STD**2 / v * (xs[:, 0] - np.sqrt(abar) * nearest), atol=2e-3
+  )
   assert pm[2] - pm[1] > 0.6 and pm[6] - pm[5] > 0.6
 
 
@@ -146,9 +157,9 @@ def test_weighted_mixture_density_score_and_posterior_mean(t):
   abar = float(np.float64(np.asarray(TOY.alphas_bar)[t]))
   xj = jnp.asarray(_points(mix.means, abar, 32, seed=t), jnp.float32)
   x = np.asarray(xj, np.float64)
-  v = abar * mix.std ** 2 + 1 - abar
+  v = abar * mix.std**2 + 1 - abar
   diff = x[:, None, :] - np.sqrt(abar) * mix.means[None]
-  comp = -0.5 * (diff ** 2).sum(-1) / v - np.log(2 * np.pi * v) + np.log(w)[None]
+  comp = -0.5 * (diff**2).sum(-1) / v - np.log(2 * np.pi * v) + np.log(w)[None]
   ref = logsumexp(comp, axis=1)
   logp = np.asarray(exact_score.mixture_log_density(TOY, mix.means, mix.std, xj, t, w))
   np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
@@ -178,6 +189,7 @@ def test_imbalanced_counts_follow_the_weights():
 
 def test_hallucinations_between_counts_pairs_and_handles_none():
   from experiments.gaussian import hallucinations_between
+
   mix = gaussians.make_mixture("grid25", imbalance=3.0)
   m = mix.means
   heavy = gaussians.heavy_modes(mix)
@@ -190,5 +202,9 @@ def test_hallucinations_between_counts_pairs_and_handles_none():
   assert got["position_heavy_to_light"] == pytest.approx(0.4)
   assert got["share_nearer_heavy"] == 1.0
   assert hallucinations_between(np.zeros((0, 2)), mix) == {
-      "heavy-heavy": 0, "heavy-light": 0, "light-light": 0, "position_heavy_to_light": None,
-      "share_nearer_heavy": None}
+    "heavy-heavy": 0,
+    "heavy-light": 0,
+    "light-light": 0,
+    "position_heavy_to_light": None,
+    "share_nearer_heavy": None,
+  }

@@ -17,9 +17,18 @@ pytestmark = pytest.mark.e2e
 def _tiny(cfg, steps=30):
   """A config's sizes brought down to the ``:tiny`` variant's (train.steps = ``steps``)."""
   tiny = gaussian1d.get_config("tiny")
-  for field in ("data.num_train", "train.batch_size", "train.warmup_steps", "train.log_every",
-                "train.ckpt_every", "diffusion.timesteps", "sample.num_samples",
-                "sample.chunk_size", "model.width", "detect.window"):
+  for field in (
+    "data.num_train",
+    "train.batch_size",
+    "train.warmup_steps",
+    "train.log_every",
+    "train.ckpt_every",
+    "diffusion.timesteps",
+    "sample.num_samples",
+    "sample.chunk_size",
+    "model.width",
+    "detect.window",
+  ):
     section, leaf = field.split(".")
     cfg[section][leaf] = tiny[section][leaf]
   cfg.train.steps = steps
@@ -68,6 +77,7 @@ def test_first_run_honours_the_workdir_contract(run1d):
   # the runner must have measured exactly these samples.
   from mode_interp import hallucination
   from mode_interp.data import gaussians
+
   with np.load(os.path.join(wd, "samples.npz")) as z:
     x, tv = z["samples"], z["traj_variance"]
   assert x.shape == (256, 1) and np.isfinite(x).all() and np.isfinite(tv).all()
@@ -138,6 +148,7 @@ def test_grid25_tiny_run(tmp_path):
   assert os.path.getsize(os.path.join(wd, "figures", "scatter.png")) > 1000
   from mode_interp import hallucination
   from mode_interp.data import gaussians
+
   with np.load(os.path.join(wd, "samples.npz")) as z:
     x = z["samples"]
   mix = gaussians.make_mixture("grid25")
@@ -146,8 +157,9 @@ def test_grid25_tiny_run(tmp_path):
 
 
 def _reference_metrics(experiment):
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "experiments", "references.json")
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "references.json"
+  )
   with open(path) as f:
     figures = json.load(f)["figures"]
   return sorted({f["metric"] for f in figures if f["experiment"] == experiment})
@@ -157,6 +169,7 @@ def test_every_reference_metric_is_in_a_real_results_json(run1d):
   """The report compares references.json's metrics with results.json: each must exist, as a
   number, in what a real run writes (not in a hand-built dict)."""
   from experiments import report
+
   wd, _ = run1d
   res = _read(wd, "results.json")
   metrics = _reference_metrics("gaussian")
@@ -188,8 +201,10 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   with open(os.path.join(wd, "sweep_seconds.json")) as f:  # each point's wall time
     spent = json.load(f)
   assert set(spent) == {"sweep_distance_0.5", "sweep_distance_2.0"}
-  assert [r["wall_seconds"] for r in rows] == [spent["sweep_distance_0.5"]["seconds"],
-                                               spent["sweep_distance_2.0"]["seconds"]]
+  assert [r["wall_seconds"] for r in rows] == [
+    spent["sweep_distance_0.5"]["seconds"],
+    spent["sweep_distance_2.0"]["seconds"],
+  ]
   assert all(e["done"] and e["seconds"] > 0 for e in spent.values())
   # A rerun finds both points done: their wall times stay those of the runs that made them.
   again = main.run(cfg, wd)["sweep"]
@@ -209,6 +224,7 @@ def test_distance_and_imbalance_sweeps(tmp_path):
     x = z["samples"]
   from mode_interp import hallucination
   from mode_interp.data import gaussians
+
   mix = gaussians.make_mixture("grid25", imbalance=10.0)
   n_hal = int(hallucination.mixture_hallucinations(x, mix.means, mix.std, 4.0).sum())
   assert between["heavy-heavy"] + between["heavy-light"] + between["light-light"] == n_hal
@@ -217,8 +233,10 @@ def test_distance_and_imbalance_sweeps(tmp_path):
 
 def test_sweep_trend_reads_the_intervals():
   from experiments import gaussian
+
   def row(v, lo, hi):
     return {"value": v, "hallucination_rate": (lo + hi) / 2, "ci95": [lo, hi]}
+
   falling = [row(1, 0.030, 0.032), row(2, 0.006, 0.007), row(3, 0.0062, 0.0068)]
   t = gaussian.sweep_trend(falling)
   assert (t["direction"], t["monotone"], t["steps"]) == ("falls", True, ["down", "flat"])

@@ -34,6 +34,7 @@ def test_variants_validate(variant):
     assert t.experiment == "gaussian" and t.data.name == name
   # The testbeds' recipes are the Gaussian experiments' own.
   from configs import common
+
   if variant == "":
     for name in ("gaussian1d", "grid25"):
       want = common.gaussian_config(name, "")
@@ -43,30 +44,34 @@ def test_variants_validate(variant):
 
 T = 1000  # the default testbeds' timesteps
 BAD = [
-    ("hallbench.detectors", ("flipd", "lidl"), "hallbench.detectors", ("'lidl'", "flipd", "oracle")),
-    ("hallbench.detectors", (), "hallbench.detectors", ("non-empty",)),
-    ("hallbench.mitigations", ("ddpm", "cfg"), "hallbench.mitigations", ("'cfg'", "iq", "filter")),
-    ("hallbench.testbeds", ("grid9",), "hallbench.testbeds", ("'grid9'", "grid25")),
-    ("hallbench.iq.t_hi", T, "hallbench.iq.t_hi", ("999",)),
-    ("hallbench.iq.t_lo", -1, "hallbench.iq.t_lo", (">= 0",)),
-    ("hallbench.flipd.t0", T, "hallbench.flipd.t0", ("999",)),
-    ("hallbench.renoise.t", 5000, "hallbench.renoise.t", ("999",)),
-    ("hallbench.oracle.t", -3, "hallbench.oracle.t", (">= 0",)),
-    ("hallbench.lid.t", 1000, "hallbench.lid.t", ("999",)),
-    ("hallbench.ddim.stochastic_last", (10, 1001), "hallbench.ddim.stochastic_last",
-     ("1001", "[0, 1000]")),
-    ("hallbench.ddim.steps", 2000, "hallbench.ddim.steps", ("1000",)),
-    ("hallbench.mi.perturbations", 6, "hallbench.mi.perturbations", ("2 * D = 4", "gaussian")),
-    ("hallbench.mi.design", "sobol", "hallbench.mi.design", ("gaussian", "orthogonal")),
-    ("hallbench.mi.num_samples", 20_000, "hallbench.mi.num_samples", ("hallbench.num_samples",)),
-    ("hallbench.filter.drop", (0.1, 1.0), "hallbench.filter.drop", ("(0, 1)",)),
-    ("hallbench.iq.quantile", 1.0, "hallbench.iq.quantile", ("< 1",)),
-    ("hallbench.iq.calibration", 50_000, "hallbench.iq.calibration", ("num_train",)),
-    ("hallbench.renoise.draws", 1, "hallbench.renoise.draws", (">= 2",)),
-    ("sample.sampler", "ddim", "sample.sampler", ("'ddpm'",)),
-    ("train.lr", 0.5, "train.lr", ("testbeds.gaussian1d.train.lr",)),
-    ("testbeds.grid25.train.batch_size", 0, "testbeds.grid25.train.batch_size", (">= 1",)),
-    ("testbeds.grid25.data.name", "gaussian1d", "testbeds.grid25.data.name", ("'grid25'",)),
+  ("hallbench.detectors", ("flipd", "lidl"), "hallbench.detectors", ("'lidl'", "flipd", "oracle")),
+  ("hallbench.detectors", (), "hallbench.detectors", ("non-empty",)),
+  ("hallbench.mitigations", ("ddpm", "cfg"), "hallbench.mitigations", ("'cfg'", "iq", "filter")),
+  ("hallbench.testbeds", ("grid9",), "hallbench.testbeds", ("'grid9'", "grid25")),
+  ("hallbench.iq.t_hi", T, "hallbench.iq.t_hi", ("999",)),
+  ("hallbench.iq.t_lo", -1, "hallbench.iq.t_lo", (">= 0",)),
+  ("hallbench.flipd.t0", T, "hallbench.flipd.t0", ("999",)),
+  ("hallbench.renoise.t", 5000, "hallbench.renoise.t", ("999",)),
+  ("hallbench.oracle.t", -3, "hallbench.oracle.t", (">= 0",)),
+  ("hallbench.lid.t", 1000, "hallbench.lid.t", ("999",)),
+  (
+    "hallbench.ddim.stochastic_last",
+    (10, 1001),
+    "hallbench.ddim.stochastic_last",
+    ("1001", "[0, 1000]"),
+  ),
+  ("hallbench.ddim.steps", 2000, "hallbench.ddim.steps", ("1000",)),
+  ("hallbench.mi.perturbations", 6, "hallbench.mi.perturbations", ("2 * D = 4", "gaussian")),
+  ("hallbench.mi.design", "sobol", "hallbench.mi.design", ("gaussian", "orthogonal")),
+  ("hallbench.mi.num_samples", 20_000, "hallbench.mi.num_samples", ("hallbench.num_samples",)),
+  ("hallbench.filter.drop", (0.1, 1.0), "hallbench.filter.drop", ("(0, 1)",)),
+  ("hallbench.iq.quantile", 1.0, "hallbench.iq.quantile", ("< 1",)),
+  ("hallbench.iq.calibration", 50_000, "hallbench.iq.calibration", ("num_train",)),
+  ("hallbench.renoise.draws", 1, "hallbench.renoise.draws", (">= 2",)),
+  ("sample.sampler", "ddim", "sample.sampler", ("'ddpm'",)),
+  ("train.lr", 0.5, "train.lr", ("testbeds.gaussian1d.train.lr",)),
+  ("testbeds.grid25.train.batch_size", 0, "testbeds.grid25.train.batch_size", (">= 1",)),
+  ("testbeds.grid25.data.name", "gaussian1d", "testbeds.grid25.data.name", ("'grid25'",)),
 ]
 
 
@@ -94,9 +99,20 @@ def test_cli_refuses_an_unknown_detector_before_any_work(tmp_path):
   wd = tmp_path / "wd"
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config=configs/hallbench.py:tiny",
-       "--config.hallbench.detectors=('flipd','magic')", f"--workdir={wd}"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=configs/hallbench.py:tiny",
+      "--config.hallbench.detectors=('flipd','magic')",
+      f"--workdir={wd}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 1
   lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "hallbench.detectors" in lines[0] and "'magic'" in lines[0]
@@ -105,6 +121,7 @@ def test_cli_refuses_an_unknown_detector_before_any_work(tmp_path):
 
 
 # -- the :tiny run ------------------------------------------------------------------------
+
 
 def _read(wd, name):
   with open(os.path.join(wd, name)) as f:
@@ -136,7 +153,8 @@ def test_tiny_run_writes_the_workdir_contract_and_the_tables(tiny_run):
   on_disk = _read(wd, "results.json")
   t = on_disk["tables"]["gaussian1d"]
   assert [r[0] for r in t["detectors_ddpm"]["rows"]] == [
-      n for n in detectors.NAMES if n != "manifold_instability"]
+    n for n in detectors.NAMES if n != "manifold_instability"
+  ]
   assert [r[0] for r in t["detectors_ddim"]["rows"]] == list(detectors.NAMES)
   methods = [r[0] for r in t["mitigations"]["rows"]]
   assert methods == ["ddpm", "filter_0.1", "ddim", "ddim_k5", "iq"]
@@ -157,6 +175,7 @@ def test_tiny_run_measures_the_cached_samples(tiny_run):
   DDIM cache holds the starting noise's deterministic images (same as DDPM's first step)."""
   wd, res = tiny_run
   from mode_interp.data import gaussians
+
   mix = gaussians.make_mixture("gaussian1d")
   with np.load(os.path.join(wd, "gaussian1d_ddpm.npz")) as z:
     x, tv = z["samples"], z["traj_variance"]
@@ -166,30 +185,39 @@ def test_tiny_run_measures_the_cached_samples(tiny_run):
   keep = hallucination.filter_indices(int(round(len(x) * 0.9)), "variance", traj_variance=tv)
   assert rows["filter_0.1"]["hallucination"]["count"] == int(hal[keep].sum())
   assert rows["filter_0.1"]["network_evaluations_per_sample"] == pytest.approx(
-      30 * len(x) / len(keep))
+    30 * len(x) / len(keep)
+  )
   # The oracle on the DDPM set, recomputed.
   from mode_interp import diffusion
+
   s = diffusion.make_schedule("linear", 30, 0.001, 0.2)
-  ora = detectors.oracle_out_of_band(x, mix.means, mix.std, float(s.sqrt_alphas_bar[0]),
-                                     float(s.sqrt_one_minus_alphas_bar[0]))
-  row = [r for r in res["testbeds"]["gaussian1d"]["detection"]["ddpm"]["rows"]
-         if r["method"] == "oracle"][0]
+  ora = detectors.oracle_out_of_band(
+    x, mix.means, mix.std, float(s.sqrt_alphas_bar[0]), float(s.sqrt_one_minus_alphas_bar[0])
+  )
+  row = [
+    r for r in res["testbeds"]["gaussian1d"]["detection"]["ddpm"]["rows"] if r["method"] == "oracle"
+  ][0]
   from mode_interp import trajectory_scores
+
   sel = trajectory_scores.split_halves(len(x), 0)
   assert row["held_out"]["auroc"] == pytest.approx(
-      trajectory_scores.auroc_delong(ora[~sel], hal[~sel])["auroc"])
+    trajectory_scores.auroc_delong(ora[~sel], hal[~sel])["auroc"]
+  )
 
 
 @pytest.mark.e2e
 def test_tiny_rerun_resumes_without_training_or_sampling_again(tiny_run):
   wd, res = tiny_run
   metrics = _lines(wd, "metrics.jsonl")
-  caches = {f: os.path.getmtime(os.path.join(wd, f)) for f in os.listdir(wd)
-            if f.endswith(".npz") and "_scores_" not in f}   # sample caches, thresholds
+  caches = {
+    f: os.path.getmtime(os.path.join(wd, f))
+    for f in os.listdir(wd)
+    if f.endswith(".npz") and "_scores_" not in f
+  }  # sample caches, thresholds
   again = main.run(hb_config.get_config("tiny"), wd, config_name="configs/hallbench.py:tiny")
-  assert _lines(wd, "metrics.jsonl") == metrics   # no training step taken
+  assert _lines(wd, "metrics.jsonl") == metrics  # no training step taken
   for f, m in caches.items():
-    assert os.path.getmtime(os.path.join(wd, f)) == m, f   # nothing drawn again
+    assert os.path.getmtime(os.path.join(wd, f)) == m, f  # nothing drawn again
   assert again["tables"] == res["tables"]
   # A model-defining change under the checkpoint is refused before any work.
   cfg = hb_config.get_config("tiny")
@@ -201,6 +229,7 @@ def test_tiny_rerun_resumes_without_training_or_sampling_again(tiny_run):
   # The testbed's own recipe record refuses it too (for a testbed after the first, the only
   # guard: the top-level sections mirror the first testbed alone).
   from mode_interp.workdir import Workdir
+
   with pytest.raises(WorkdirError, match="testbeds.gaussian1d.train.lr: 0.001 -> 0.005"):
     hallbench.check_recipe(Workdir(wd), "gaussian1d", hallbench.testbed_config(cfg, "gaussian1d"))
 

@@ -66,8 +66,9 @@ def test_detection_with_an_empty_class():
     for k in ("auroc", "threshold", "in_support_retained", "hallucinations_removed", "at_removal"):
       assert d[k] is None, k
     assert d["num_in_support"] + d["num_hallucinations"] == 50
-  d = hallucination.detection_metrics(np.arange(50.0), np.arange(50) > 45,
-                                      remove_hallucinations=None)
+  d = hallucination.detection_metrics(
+    np.arange(50.0), np.arange(50) > 45, remove_hallucinations=None
+  )
   assert "at_removal" not in d and d["auroc"] == 1.0
 
 
@@ -82,13 +83,15 @@ def test_binomial_interval():
   # Wilson interval (statsmodels' formula), checked at one point.
   lo, hi = hallucination.binomial_interval(30, 100)
   z = stats.norm.ppf(0.975)
-  c = (0.3 + z ** 2 / 200) / (1 + z ** 2 / 100)
-  h = z * np.sqrt(0.3 * 0.7 / 100 + z ** 2 / 40_000) / (1 + z ** 2 / 100)
+  c = (0.3 + z**2 / 200) / (1 + z**2 / 100)
+  h = z * np.sqrt(0.3 * 0.7 / 100 + z**2 / 40_000) / (1 + z**2 / 100)
   np.testing.assert_allclose([lo, hi], [c - h, c + h], rtol=1e-12)
   widths = [np.diff(hallucination.binomial_interval(n // 5, n))[0] for n in (50, 500, 5000)]
   assert widths[0] > widths[1] > widths[2] > 0
-  assert np.diff(hallucination.binomial_interval(20, 100, confidence=0.99))[0] > \
-      np.diff(hallucination.binomial_interval(20, 100, confidence=0.9))[0]
+  assert (
+    np.diff(hallucination.binomial_interval(20, 100, confidence=0.99))[0]
+    > np.diff(hallucination.binomial_interval(20, 100, confidence=0.9))[0]
+  )
   assert all(np.isnan(hallucination.binomial_interval(0, 0)))
 
 
@@ -97,19 +100,24 @@ def test_closed_forms_match_scipy_and_scikit_learn(monkeypatch):
   give the libraries' values: Wilson intervals, midranks, AUROC (ties included), ROC points,
   nearest modes."""
   from sklearn import metrics, neighbors
+
   for n, k in ((1, 0), (7, 3), (10, 10), (1000, 17), (10_000, 9_999)):
     for conf in (0.9, 0.95, 0.99):
       ci = stats.binomtest(k, n).proportion_ci(conf, method="wilson")
-      np.testing.assert_allclose(hallucination.binomial_interval(k, n, conf),
-                                 [max(0.0, min(k / n, ci.low)), min(1.0, max(k / n, ci.high))],
-                                 rtol=1e-10, atol=1e-15)
+      np.testing.assert_allclose(
+        hallucination.binomial_interval(k, n, conf),
+        [max(0.0, min(k / n, ci.low)), min(1.0, max(k / n, ci.high))],
+        rtol=1e-10,
+        atol=1e-15,
+      )
     assert hallucination.normal_quantile(0.95) == pytest.approx(stats.norm.ppf(0.975), rel=1e-12)
   rng = np.random.default_rng(0)
   for scores in (rng.normal(size=500), rng.integers(0, 5, 500).astype(float)):  # ties too
     y = rng.random(500) < 0.3
     np.testing.assert_array_equal(hallucination.average_ranks(scores), stats.rankdata(scores))
-    assert hallucination.auroc(y, scores) == pytest.approx(metrics.roc_auc_score(y, scores),
-                                                           rel=1e-12)
+    assert hallucination.auroc(y, scores) == pytest.approx(
+      metrics.roc_auc_score(y, scores), rel=1e-12
+    )
     fpr, tpr = hallucination.roc_curve(scores, y)
     ref_fpr, ref_tpr, _ = metrics.roc_curve(y, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, ref_fpr, rtol=1e-12)
@@ -121,8 +129,9 @@ def test_closed_forms_match_scipy_and_scikit_learn(monkeypatch):
   np.testing.assert_array_equal(hallucination.nearest_mode(x, means), idx)
   np.testing.assert_allclose(hallucination.nearest_mode_distance(x, means), dist, rtol=1e-9)
   np.testing.assert_array_equal(
-      hallucination.nearest_modes(x, means, k=3),
-      neighbors.NearestNeighbors(n_neighbors=3).fit(means).kneighbors(x, return_distance=False))
+    hallucination.nearest_modes(x, means, k=3),
+    neighbors.NearestNeighbors(n_neighbors=3).fit(means).kneighbors(x, return_distance=False),
+  )
   assert hallucination.nearest_mode(np.zeros((0, 2)), means).shape == (0,)
   assert hallucination.nearest_modes(np.zeros((0, 2)), means).shape == (0, 2)
   with pytest.raises(ValueError, match="positive and one negative"):
@@ -136,10 +145,12 @@ def test_filter_indices():
   np.testing.assert_array_equal(np.sort(keep), np.sort(np.argsort(tv)[:30]))
   assert tv[keep].max() < np.delete(tv, keep).min()
 
-  np.testing.assert_array_equal(hallucination.filter_indices(7, "none", num_total=100),
-                                np.arange(7))
-  np.testing.assert_array_equal(hallucination.filter_indices(7, "none", traj_variance=tv),
-                                np.arange(7))
+  np.testing.assert_array_equal(
+    hallucination.filter_indices(7, "none", num_total=100), np.arange(7)
+  )
+  np.testing.assert_array_equal(
+    hallucination.filter_indices(7, "none", traj_variance=tv), np.arange(7)
+  )
 
   r1 = hallucination.filter_indices(40, "random", key_seed=3, num_total=100)
   r2 = hallucination.filter_indices(40, "random", key_seed=3, num_total=100)
@@ -164,20 +175,23 @@ def test_filter_indices():
 
 
 def test_rule_false_positive_rate():
-  np.testing.assert_allclose(hallucination.rule_false_positive_rate(1, 4),
-                             2 * (1 - stats.norm.cdf(4)), rtol=1e-9)
+  np.testing.assert_allclose(
+    hallucination.rule_false_positive_rate(1, 4), 2 * (1 - stats.norm.cdf(4)), rtol=1e-9
+  )
   # 2D: P(|Z| > k) = exp(-k^2 / 2).
-  np.testing.assert_allclose(hallucination.rule_false_positive_rate(2, 3), np.exp(-4.5),
-                             rtol=1e-9)
+  np.testing.assert_allclose(hallucination.rule_false_positive_rate(2, 3), np.exp(-4.5), rtol=1e-9)
 
 
 def test_mixture_hallucination_rule():
   means = np.array([[1.0], [2.0], [3.0]])
   x = np.array([[1.0], [1.19], [1.21], [1.5], [2.5], [0.5], [3.1], [2.81]])
-  np.testing.assert_allclose(hallucination.nearest_mode_distance(x, means)[:4],
-                             [0.0, 0.19, 0.21, 0.5])
-  np.testing.assert_array_equal(hallucination.mixture_hallucinations(x, means, 0.05, k=4),
-                                [False, False, True, True, True, True, False, False])
+  np.testing.assert_allclose(
+    hallucination.nearest_mode_distance(x, means)[:4], [0.0, 0.19, 0.21, 0.5]
+  )
+  np.testing.assert_array_equal(
+    hallucination.mixture_hallucinations(x, means, 0.05, k=4),
+    [False, False, True, True, True, True, False, False],
+  )
   np.testing.assert_array_equal(hallucination.nearest_mode(x, means), [0, 0, 0, 0, 1, 0, 2, 2])
   # No samples (every sample of a generation hallucinated): empty answers, not an error.
   grid = np.zeros((25, 2))
@@ -185,8 +199,9 @@ def test_mixture_hallucination_rule():
   assert hallucination.nearest_mode_distance(np.zeros((0, 2)), grid).shape == (0,)
 
 
-@pytest.mark.parametrize("name,k", [("gaussian1d", 2.0), ("gaussian1d", 3.0), ("grid25", 2.5),
-                                    ("grid25_rotated", 3.0)])
+@pytest.mark.parametrize(
+  "name,k", [("gaussian1d", 2.0), ("gaussian1d", 3.0), ("grid25", 2.5), ("grid25_rotated", 3.0)]
+)
 def test_rule_on_true_mixture_samples_matches_theory(name, k):
   mix = gaussians.make_mixture(name)
   n = 200_000
@@ -195,5 +210,6 @@ def test_rule_on_true_mixture_samples_matches_theory(name, k):
   p = hallucination.rule_false_positive_rate(mix.dim, k)
   assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n)
   # The mode every sample came from (i % K) is its nearest mode.
-  np.testing.assert_array_equal(hallucination.nearest_mode(x[:5000], mix.means),
-                                np.arange(5000) % len(mix.means))
+  np.testing.assert_array_equal(
+    hallucination.nearest_mode(x[:5000], mix.means), np.arange(5000) % len(mix.means)
+  )

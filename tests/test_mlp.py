@@ -14,7 +14,8 @@ def test_timestep_table_gives_the_same_outputs_and_gradients():
   params = jax.jit(direct.init)(jax.random.key(2), x[:1], t[:1])["params"]
   # Same parameter tree: checkpoints and weights copied across work with either path.
   assert jax.tree.structure(params) == jax.tree.structure(
-      jax.eval_shape(table.init, jax.random.key(2), x[:1], t[:1])["params"])
+    jax.eval_shape(table.init, jax.random.key(2), x[:1], t[:1])["params"]
+  )
 
   def loss(model):
     return lambda p: jnp.mean((model.apply({"params": p}, x, t) - x) ** 2)
@@ -29,6 +30,7 @@ def test_timestep_table_gives_the_same_outputs_and_gradients():
     c = table.apply({"params": params}, x, jnp.full((1,), 7, jnp.int32))
     d = direct.apply({"params": params}, x, jnp.full((200,), 7, jnp.int32))
     return a, b, ga, gb, c, d
+
   a, b, ga, gb, c, d = outputs(params)
   np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
   for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
@@ -43,23 +45,28 @@ def test_bfloat16_products_stay_close_to_float32_with_float32_parameters():
   t = jax.random.randint(jax.random.key(1), (300,), 0, 100)
   f32, bf16 = ToyMLP(width=64, timesteps=100), ToyMLP(width=64, timesteps=100, dtype=jnp.bfloat16)
   params = jax.jit(f32.init)(jax.random.key(2), x[:1], t[:1])["params"]
-  assert jax.tree.structure(jax.eval_shape(bf16.init, jax.random.key(2), x[:1], t[:1])[
-      "params"]) == jax.tree.structure(params)
+  assert jax.tree.structure(
+    jax.eval_shape(bf16.init, jax.random.key(2), x[:1], t[:1])["params"]
+  ) == jax.tree.structure(params)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
 
   @jax.jit
-  def outputs(params):           # table path (300 > T rows) and direct path
-    return [(f32.apply({"params": params}, x, tt), bf16.apply({"params": params}, x, tt))
-            for tt in (t, t[:1])]
+  def outputs(params):  # table path (300 > T rows) and direct path
+    return [
+      (f32.apply({"params": params}, x, tt), bf16.apply({"params": params}, x, tt))
+      for tt in (t, t[:1])
+    ]
+
   for a, b in outputs(params):
     assert b.dtype == jnp.float32
     err = float(jnp.max(jnp.abs(a - b))) / float(jnp.max(jnp.abs(a)))
-    assert 1e-5 < err < 3e-2, err     # rounded (not float32), but only by bfloat16's 8 bits
+    assert 1e-5 < err < 3e-2, err  # rounded (not float32), but only by bfloat16's 8 bits
 
 
 def test_bfloat16_product_gradients():
   """The custom backward pass: ``dx`` from bfloat16 operands, ``dw`` in float32."""
   from mode_interp.networks import mlp
+
   x = jax.random.normal(jax.random.key(0), (50, 16))
   w = jax.random.normal(jax.random.key(1), (16, 8))
   g = jax.random.normal(jax.random.key(2), (50, 8))

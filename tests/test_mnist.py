@@ -37,14 +37,19 @@ def isolated(tmp_path, monkeypatch):
   return tmp_path
 
 
-def _make_split(directory: Path, split: str = "train", n: int = N_TINY,
-                gz: bool = True, seed: int = 0, n_labels: int | None = None):
+def _make_split(
+  directory: Path,
+  split: str = "train",
+  n: int = N_TINY,
+  gz: bool = True,
+  seed: int = 0,
+  n_labels: int | None = None,
+):
   """Writes a tiny random IDX image/label pair; returns (images, labels)."""
   directory.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-  labels = rng.integers(0, 10, size=(n if n_labels is None else n_labels,),
-                        dtype=np.uint8)
+  labels = rng.integers(0, 10, size=(n if n_labels is None else n_labels,), dtype=np.uint8)
   img_base, lbl_base = mnist.SPLIT_FILES[split]
   suffix = ".gz" if gz else ""
   write_idx(directory / (img_base + suffix), images)
@@ -60,8 +65,7 @@ def _image_path(directory: Path, split: str = "train", gz: bool = True):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32,
-                                   np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 def test_idx_roundtrip(tmp_path, gz, dtype):
   a = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
   p = write_idx(tmp_path / ("a.idx" + (".gz" if gz else "")), a)
@@ -76,8 +80,7 @@ def test_idx_header_layout(tmp_path):
   p = write_idx(tmp_path / "img", np.zeros((3, 28, 28), np.uint8))
   raw = p.read_bytes()
   assert int.from_bytes(raw[:4], "big") == mnist.IMAGE_MAGIC
-  assert [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big")
-          for i in range(3)] == [3, 28, 28]
+  assert [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3)] == [3, 28, 28]
   assert len(raw) == 16 + 3 * 28 * 28
   p = write_idx(tmp_path / "lbl", np.zeros((3,), np.uint8))
   assert int.from_bytes(p.read_bytes()[:4], "big") == mnist.LABEL_MAGIC
@@ -120,21 +123,18 @@ def test_load_via_env_var(isolated, monkeypatch):
 
 
 def test_data_dir_beats_env_var_beats_cache(isolated, monkeypatch):
-  explicit, env, cache = (isolated / "explicit", isolated / "env",
-                          mnist.default_cache_dir())
+  explicit, env, cache = (isolated / "explicit", isolated / "env", mnist.default_cache_dir())
   _make_split(explicit, seed=1)
   _make_split(env, seed=2)
   _make_split(cache, seed=3)
   monkeypatch.setenv(mnist.ENV_VAR, str(env))
-  assert mnist.load_mnist(data_dir=explicit,
-                          download=False).source_dir == explicit
+  assert mnist.load_mnist(data_dir=explicit, download=False).source_dir == explicit
   assert mnist.load_mnist(download=False).source_dir == env
   monkeypatch.delenv(mnist.ENV_VAR)
   assert mnist.load_mnist(download=False).source_dir == cache
   # A directory with the files of the other split only is skipped.
   _make_split(isolated / "test_only", "test")
-  assert mnist.load_mnist(data_dir=isolated / "test_only",
-                          download=False).source_dir == cache
+  assert mnist.load_mnist(data_dir=isolated / "test_only", download=False).source_dir == cache
 
 
 def test_bad_split_name(isolated):
@@ -175,7 +175,7 @@ def test_truncated_gzip_stream(isolated):
   d = isolated / "data"
   _make_split(d, gz=True)
   p = _image_path(d)
-  p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2])
+  p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
   with pytest.raises(mnist.MnistFormatError, match=p.name) as info:
     mnist.load_mnist(data_dir=d, download=False)
   assert "gzip" in str(info.value) or "payload" in str(info.value)
@@ -209,8 +209,7 @@ def test_wrong_magic(isolated):
   p = _image_path(d, gz=False)
   # Labels where images belong: valid IDX, wrong magic number.
   write_idx(p, np.zeros((N_TINY,), np.uint8))
-  with pytest.raises(mnist.MnistFormatError, match="magic number 2049, "
-                     "expected 2051"):
+  with pytest.raises(mnist.MnistFormatError, match="magic number 2049, expected 2051"):
     mnist.load_mnist(data_dir=d, download=False)
   p.write_bytes(b"\x12\x34\x56\x78" + b"\x00" * 100)
   with pytest.raises(mnist.MnistFormatError, match="bad IDX magic"):
@@ -220,8 +219,7 @@ def test_wrong_magic(isolated):
 def test_wrong_image_size(isolated):
   d = isolated / "data"
   _make_split(d, gz=False)
-  write_idx(_image_path(d, gz=False),
-                  np.zeros((N_TINY, 27, 27), np.uint8))
+  write_idx(_image_path(d, gz=False), np.zeros((N_TINY, 27, 27), np.uint8))
   with pytest.raises(mnist.MnistFormatError, match=r"\(7, 27, 27\)"):
     mnist.load_mnist(data_dir=d, download=False)
 
@@ -238,8 +236,7 @@ def test_trailing_bytes(isolated):
 def test_count_mismatch(isolated):
   d = isolated / "data"
   _make_split(d, n=N_TINY, n_labels=N_TINY - 2)
-  with pytest.raises(mnist.MnistFormatError,
-                     match=f"{N_TINY} images .* {N_TINY - 2} labels"):
+  with pytest.raises(mnist.MnistFormatError, match=f"{N_TINY} images .* {N_TINY - 2} labels"):
     mnist.load_mnist(data_dir=d, download=False)
 
 
@@ -272,8 +269,7 @@ def test_download_failure_is_fast_and_clean(isolated, monkeypatch):
   monkeypatch.setattr(mnist, "_urlopen", offline)
   start = time.monotonic()
   with pytest.raises(mnist.MnistNotFoundError, match="Download failed"):
-    mnist.load_mnist("train", data_dir=isolated / "empty",
-                     allow_test_fallback=True)
+    mnist.load_mnist("train", data_dir=isolated / "empty", allow_test_fallback=True)
   assert time.monotonic() - start < 2
   # Each mirror is tried once; an unreachable host is not retried.
   assert len(calls) == len(mnist.MIRRORS)
@@ -282,7 +278,6 @@ def test_download_failure_is_fast_and_clean(isolated, monkeypatch):
 
 
 class _FakeResponse(io.BytesIO):
-
   def __init__(self, data, fail_after=None):
     super().__init__(data)
     self.headers = {"Content-Length": str(len(data))}
@@ -324,8 +319,7 @@ def test_download_writes_cache(isolated, monkeypatch):
 
 @pytest.mark.parametrize("failure", ["midway", "md5"])
 def test_download_never_leaves_partial_file(isolated, monkeypatch, failure):
-  urlopen, md5, _, _ = _fake_server(isolated, fail_after=(
-      100 if failure == "midway" else None))
+  urlopen, md5, _, _ = _fake_server(isolated, fail_after=(100 if failure == "midway" else None))
   if failure == "md5":
     md5 = {k: "0" * 32 for k in md5}
   monkeypatch.setattr(mnist, "_urlopen", urlopen)
@@ -342,10 +336,8 @@ def test_test_fallback(isolated, monkeypatch):
   d = isolated / "data"
   images, labels = _make_split(d, "test", gz=True)
   warnings = []
-  monkeypatch.setattr(mnist.logging, "warning",
-                      lambda msg, *args: warnings.append(msg % args))
-  out = mnist.load_mnist("train", data_dir=d, download=False,
-                         allow_test_fallback=True)
+  monkeypatch.setattr(mnist.logging, "warning", lambda msg, *args: warnings.append(msg % args))
+  out = mnist.load_mnist("train", data_dir=d, download=False, allow_test_fallback=True)
   assert out.split == "test"
   np.testing.assert_array_equal(out.images, images)
   np.testing.assert_array_equal(out.labels, labels)
@@ -364,8 +356,7 @@ def test_train_preferred_over_fallback(isolated):
   d = isolated / "data"
   _make_split(d, "test")
   _make_split(d, "train")
-  out = mnist.load_mnist("train", data_dir=d, download=False,
-                         allow_test_fallback=True)
+  out = mnist.load_mnist("train", data_dir=d, download=False, allow_test_fallback=True)
   assert out.split == "train"
 
 
@@ -406,8 +397,7 @@ def test_to_model_input_pad_32():
   border = np.ones((32, 32), bool)
   border[2:30, 2:30] = False
   assert np.all(x[:, border, 0] == -1.0)
-  np.testing.assert_allclose(x[:, 2:30, 2:30, 0],
-                             imgs.astype(np.float32) / 127.5 - 1.0)
+  np.testing.assert_allclose(x[:, 2:30, 2:30, 0], imgs.astype(np.float32) / 127.5 - 1.0)
 
 
 def test_to_model_input_28_and_bad_args():
@@ -423,9 +413,9 @@ def test_to_model_input_28_and_bad_args():
 
 
 def test_module_does_not_import_jax():
-  code = ("import sys, mode_interp.data.mnist; "
-          "sys.exit(1 if 'jax' in sys.modules else 0)")
+  code = "import sys, mode_interp.data.mnist; sys.exit(1 if 'jax' in sys.modules else 0)"
   repo = Path(__file__).resolve().parents[1]
-  r = subprocess.run([sys.executable, "-c", code], cwd=repo,
-                     capture_output=True, text=True, timeout=60)
+  r = subprocess.run(
+    [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60
+  )
   assert r.returncode == 0, r.stderr

@@ -25,18 +25,29 @@ from mode_interp import diffusion, hallucination, samplers
 from mode_interp.data import gaussians
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config.train.steps=20", "--config.diffusion.timesteps=30",
-        "--config.sample.num_samples=256", "--config.sample.chunk_size=128",
-        "--config.model.width=32", "--config.train.batch_size=128",
-        "--config.data.num_train=512", "--config.detect.window=5",
-        "--config.train.log_every=10", "--config.train.ckpt_every=10"]
+TINY = [
+  "--config.train.steps=20",
+  "--config.diffusion.timesteps=30",
+  "--config.sample.num_samples=256",
+  "--config.sample.chunk_size=128",
+  "--config.model.width=32",
+  "--config.train.batch_size=128",
+  "--config.data.num_train=512",
+  "--config.detect.window=5",
+  "--config.train.log_every=10",
+  "--config.train.ckpt_every=10",
+]
 
 
 def _cli(args, env=None, timeout=300):
-  return subprocess.run([sys.executable, "-m", "experiments.parity",
-                         "--config=configs/gaussian1d.py:official"] + args,
-                        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, **(env or {})))
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.parity", "--config=configs/gaussian1d.py:official"] + args,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, **(env or {})),
+  )
 
 
 def _error_lines(stderr):
@@ -61,8 +72,9 @@ def test_missing_reference_is_one_line_before_any_work(tmp_path):
 
 def test_reference_without_gaussian_experiments_is_refused(tmp_path):
   wd = tmp_path / "wd"
-  p = _cli([f"--workdir={wd}", f"--reference={tmp_path}", f"--reference_python={sys.executable}"]
-           + TINY)
+  p = _cli(
+    [f"--workdir={wd}", f"--reference={tmp_path}", f"--reference_python={sys.executable}"] + TINY
+  )
   assert p.returncode == 1
   errs = _error_lines(p.stderr)
   assert len(errs) == 1 and "no gaussian_experiments/ddpm_torch/toy there" in errs[0]
@@ -80,6 +92,7 @@ def test_reference_python_that_does_not_exist_is_refused(tmp_path):
 
 def test_recipe_the_official_code_cannot_run_is_refused():
   from mode_interp.errors import ConfigError
+
   cfg = gaussian1d.get_config("")  # the CPU default keeps an EMA of the weights
   with pytest.raises(ConfigError, match="train.ema_decay"):
     parity.check_recipe(cfg)
@@ -89,12 +102,21 @@ def test_recipe_the_official_code_cannot_run_is_refused():
 @pytest.mark.e2e
 def test_failing_reference_run_is_one_line_and_this_side_is_still_reported(tmp_path):
   fake_py = tmp_path / "python"
-  fake_py.write_text("#!/bin/sh\necho 'reference: starting' >&2\n"
-                     "echo 'ModuleNotFoundError: No module named torch' >&2\nexit 3\n")
+  fake_py.write_text(
+    "#!/bin/sh\necho 'reference: starting' >&2\n"
+    "echo 'ModuleNotFoundError: No module named torch' >&2\nexit 3\n"
+  )
   fake_py.chmod(0o755)
   wd = tmp_path / "wd"
-  p = _cli([f"--workdir={wd}", "--seeds=0,1", f"--reference={_fake_reference(tmp_path)}",
-            f"--reference_python={fake_py}"] + TINY)
+  p = _cli(
+    [
+      f"--workdir={wd}",
+      "--seeds=0,1",
+      f"--reference={_fake_reference(tmp_path)}",
+      f"--reference_python={fake_py}",
+    ]
+    + TINY
+  )
   assert p.returncode == 1, p.stderr[-2000:]
   errs = _error_lines(p.stderr)
   # Logged once when it happens (absl, not an "error:" line) and once at the end.
@@ -103,7 +125,7 @@ def test_failing_reference_run_is_one_line_and_this_side_is_still_reported(tmp_p
   # The reference is not retried for seed 1; this side ran and is reported for both seeds.
   res = json.loads((wd / "results.json").read_text())
   assert set(res["per_seed"]["this"]) == {"0", "1"} and res["per_seed"]["official"] == {}
-  assert res["errors"] == [errs[0][len("error: "):]]
+  assert res["errors"] == [errs[0][len("error: ") :]]
   assert res["summary"]["this"]["hallucination_rate"]["n"] == 2
   assert res["summary"]["official"]["hallucination_rate"]["n"] == 0
   assert "hallucination rate" in p.stdout and "missing" in p.stdout
@@ -116,8 +138,7 @@ def test_reference_args_follow_the_config():
   cfg.data.means = (1, 2, 4, 5)
   a = parity.reference_args(cfg, 3, "epoch")
   assert a["means"] == "1.0,2.0,4.0,5.0" and a["seed"] == 3 and a["batching"] == "epoch"
-  assert (a["steps"], a["batch_size"], a["num_samples"], a["window"]) == (20_000, 2_000,
-                                                                          20_000, 10)
+  assert (a["steps"], a["batch_size"], a["num_samples"], a["window"]) == (20_000, 2_000, 20_000, 10)
   assert (a["beta_start"], a["beta_end"], a["timesteps"]) == (0.001, 0.2, 1000)
   assert a["variance"] == "fixed-large" and a["lr"] == 1e-3
   # Threads, chunking and logging do not change the measurement: a cache with others serves.
@@ -141,13 +162,19 @@ def test_both_sides_go_through_the_same_metric_code():
   assert m["kept_at_removal"] == det["at_removal"]["in_support_retained"]
   s = parity.summarize([0.1, 0.2, None, 0.3])
   assert s["n"] == 3 and abs(s["mean"] - 0.2) < 1e-12 and abs(s["std"] - 0.1) < 1e-12
-  c = parity.compare({"this": {"auroc": parity.summarize([0.90, 0.92])},
-                      "official": {"auroc": parity.summarize([0.95, 0.97])}})
+  c = parity.compare(
+    {
+      "this": {"auroc": parity.summarize([0.90, 0.92])},
+      "official": {"auroc": parity.summarize([0.95, 0.97])},
+    }
+  )
   assert not c["auroc"]["this_mean_within_official_range"] and c["auroc"]["welch_z"] < -3
-  assert c["auroc"]["rank_test_p"] is None   # no per-seed values given
+  assert c["auroc"]["rank_test_p"] is None  # no per-seed values given
   # The rank test: fully separated samples of 5 give p = 2/252; interleaved ones p = 1.
-  vals = {"this": {"auroc": [0.1, 0.2, 0.3, 0.4, 0.5]},
-          "official": {"auroc": [0.6, 0.7, 0.8, 0.9, 1.0]}}
+  vals = {
+    "this": {"auroc": [0.1, 0.2, 0.3, 0.4, 0.5]},
+    "official": {"auroc": [0.6, 0.7, 0.8, 0.9, 1.0]},
+  }
   summ = {side: {"auroc": parity.summarize(v["auroc"])} for side, v in vals.items()}
   c = parity.compare(summ, vals)["auroc"]
   assert abs(c["rank_test_p"] - 2 / 252) < 1e-9
@@ -197,17 +224,28 @@ def _flax_params(dec):
   """The official ``Decoder``'s weights as this implementation's parameter tree."""
   sd = {k: v.detach().numpy().copy() for k, v in dec.state_dict().items()}
   b = "temp_fc.0."
-  dense = lambda name, bias=True: ({"kernel": sd[name + ".weight"].T, "bias": sd[name + ".bias"]}  # noqa: E731
-                                   if bias else {"kernel": sd[name + ".weight"].T})
+  dense = lambda name, bias=True: (
+    {"kernel": sd[name + ".weight"].T, "bias": sd[name + ".bias"]}  # noqa: E731
+    if bias
+    else {"kernel": sd[name + ".weight"].T}
+  )
   norm = lambda name: {"scale": sd[name + ".weight"], "bias": sd[name + ".bias"]}  # noqa: E731
   # The official blocks are one module repeated: every temp_fc.i holds the same tensors.
   for i in (1, 2):
     np.testing.assert_array_equal(sd[f"temp_fc.{i}.fc1.weight"], sd[b + "fc1.weight"])
-  return {"in_fc": dense("in_fc", False), "t_proj": dense("t_proj.0"),
-          "blocks_0": {"fc1": dense(b + "fc1", False), "fc2": dense(b + "fc2", False),
-                       "enc": dense(b + "enc"), "norm1": norm(b + "norm1"),
-                       "norm2": norm(b + "norm2")},
-          "out_norm": norm("out_norm"), "out_fc": dense("out_fc")}
+  return {
+    "in_fc": dense("in_fc", False),
+    "t_proj": dense("t_proj.0"),
+    "blocks_0": {
+      "fc1": dense(b + "fc1", False),
+      "fc2": dense(b + "fc2", False),
+      "enc": dense(b + "enc"),
+      "norm1": norm(b + "norm1"),
+      "norm2": norm(b + "norm2"),
+    },
+    "out_norm": norm("out_norm"),
+    "out_fc": dense("out_fc"),
+  }
 
 
 def _torch_embedding(official):
@@ -216,7 +254,10 @@ def _torch_embedding(official):
   fn = official[2].functions.get_timestep_embedding
 
   def emb(t, dim):
-    return jnp.asarray(fn(torch.from_numpy(np.asarray(t).reshape(-1).astype(np.int64)), dim).numpy())
+    return jnp.asarray(
+      fn(torch.from_numpy(np.asarray(t).reshape(-1).astype(np.int64)), dim).numpy()
+    )
+
   return emb
 
 
@@ -232,6 +273,7 @@ def _perturb(dec, torch, seed=0):
 def test_timestep_embedding_agrees_to_float32_rounding(official):
   torch, _, off = official
   from mode_interp.networks.embedding import timestep_embedding
+
   t = np.arange(1000)
   a = off.functions.get_timestep_embedding(torch.from_numpy(t), 128).numpy()
   b = np.asarray(timestep_embedding(jnp.asarray(t), 128))
@@ -245,6 +287,7 @@ def test_timestep_embedding_agrees_to_float32_rounding(official):
 def test_network_output_matches_the_official_decoder(official, dim, monkeypatch):
   torch, _, off = official
   from mode_interp.networks import mlp
+
   torch.manual_seed(0)
   dec = off.toy_model.Decoder(dim, 128, 3)
   _perturb(dec, torch)
@@ -264,6 +307,7 @@ def test_layernorm_agrees_with_torch_on_the_networks_activations(official):
   torch, _, off = official
   from mode_interp.networks import mlp
   import flax.linen as nn
+
   # flax's LayerNorm defaults to the one-pass variance E[x^2] - E[x]^2, torch's is two-pass.
   # They differ only where a sample's mean over the features dominates its spread; at the
   # inputs of the network's LayerNorms |mean| / std stays far below 1 (a 1D input times 128
@@ -273,21 +317,33 @@ def test_layernorm_agrees_with_torch_on_the_networks_activations(official):
   dec = off.toy_model.Decoder(1, 128, 3)
   _perturb(dec, torch)
   seen = []
-  hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(
-      (mod, inp[0].detach().numpy().copy(), out.detach().numpy().copy())))
-      for m in dec.modules() if isinstance(m, torch.nn.LayerNorm)]
+  hooks = [
+    m.register_forward_hook(
+      lambda mod, inp, out: seen.append(
+        (mod, inp[0].detach().numpy().copy(), out.detach().numpy().copy())
+      )
+    )
+    for m in dec.modules()
+    if isinstance(m, torch.nn.LayerNorm)
+  ]
   rng = np.random.default_rng(0)
   with torch.no_grad():
-    dec(torch.from_numpy(rng.uniform(-1, 7, (4096, 1)).astype(np.float32)),
-        torch.from_numpy(rng.integers(0, 1000, 4096)))
+    dec(
+      torch.from_numpy(rng.uniform(-1, 7, (4096, 1)).astype(np.float32)),
+      torch.from_numpy(rng.integers(0, 1000, 4096)),
+    )
   for h in hooks:
     h.remove()
   assert len(seen) == 7  # norm1 and norm2 of the 3 (shared) blocks, and out_norm
   for mod, x, want in seen:
     ratio = np.abs(x.mean(-1)) / x.std(-1)
     assert ratio.max() < 1.0
-    p = {"params": {"scale": jnp.asarray(mod.weight.detach().numpy()),
-                    "bias": jnp.asarray(mod.bias.detach().numpy())}}
+    p = {
+      "params": {
+        "scale": jnp.asarray(mod.weight.detach().numpy()),
+        "bias": jnp.asarray(mod.bias.detach().numpy()),
+      }
+    }
     got = np.asarray(mlp._norm().apply(p, jnp.asarray(x)))
     np.testing.assert_allclose(got, want, atol=5e-6)
   # Where the mean dominates (|mean| / std ~ 30) the one-pass variance would lose digits.
@@ -302,6 +358,7 @@ def test_layernorm_agrees_with_torch_on_the_networks_activations(official):
 def test_initialisation_matches_xavier_uniform_and_zeros(official):
   torch, _, off = official
   from mode_interp.networks.mlp import ToyMLP
+
   torch.manual_seed(0)
   ours = ToyMLP(width=128).init(jax.random.key(0), jnp.ones((1, 1)), jnp.zeros((1,), jnp.int32))
   theirs = _flax_params(off.toy_model.Decoder(1, 128, 3))
@@ -326,34 +383,46 @@ def test_initialisation_matches_xavier_uniform_and_zeros(official):
 
 def _schedule_pair(off, T=1000):
   betas = off.diffusion.get_beta_schedule("linear", beta_start=0.001, beta_end=0.2, timesteps=T)
-  tdiff = off.toy_diffusion.GaussianDiffusion(betas=betas, model_mean_type="eps",
-                                              model_var_type="fixed-large", loss_type="mse")
+  tdiff = off.toy_diffusion.GaussianDiffusion(
+    betas=betas, model_mean_type="eps", model_var_type="fixed-large", loss_type="mse"
+  )
   return diffusion.make_schedule("linear", T, 0.001, 0.2), tdiff
 
 
 def test_schedule_arrays_match(official):
   _, _, off = official
   s, d = _schedule_pair(off)
-  pairs = {"betas": d.betas, "alphas_bar": d.alphas_bar, "sqrt_alphas_bar": d.sqrt_alphas_bar,
-           "sqrt_one_minus_alphas_bar": d.sqrt_one_minus_alphas_bar,
-           "sqrt_recip_alphas_bar": d.sqrt_recip_alphas_bar,
-           "sqrt_recipm1_alphas_bar": d.sqrt_recip_m1_alphas_bar,
-           "posterior_variance": d.posterior_var,
-           "posterior_log_variance_clipped": d.posterior_logvar_clipped,
-           "posterior_mean_coef1": d.posterior_mean_coef1,
-           "posterior_mean_coef2": d.posterior_mean_coef2}
+  pairs = {
+    "betas": d.betas,
+    "alphas_bar": d.alphas_bar,
+    "sqrt_alphas_bar": d.sqrt_alphas_bar,
+    "sqrt_one_minus_alphas_bar": d.sqrt_one_minus_alphas_bar,
+    "sqrt_recip_alphas_bar": d.sqrt_recip_alphas_bar,
+    "sqrt_recipm1_alphas_bar": d.sqrt_recip_m1_alphas_bar,
+    "posterior_variance": d.posterior_var,
+    "posterior_log_variance_clipped": d.posterior_logvar_clipped,
+    "posterior_mean_coef1": d.posterior_mean_coef1,
+    "posterior_mean_coef2": d.posterior_mean_coef2,
+  }
   for name, ref in pairs.items():
-    np.testing.assert_allclose(np.asarray(getattr(s, name)), ref.numpy().astype(np.float32),
-                               rtol=1e-6, atol=1e-30, err_msg=name)
+    np.testing.assert_allclose(
+      np.asarray(getattr(s, name)),
+      ref.numpy().astype(np.float32),
+      rtol=1e-6,
+      atol=1e-30,
+      err_msg=name,
+    )
   t = jnp.arange(1000)
   logvar = np.asarray(diffusion.model_log_variance(s, t, jnp.zeros((1000, 1)), "fixed_large"))
-  np.testing.assert_allclose(logvar[:, 0], d.fixed_model_logvar.numpy().astype(np.float32),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    logvar[:, 0], d.fixed_model_logvar.numpy().astype(np.float32), rtol=1e-6
+  )
 
 
 def test_x0_posterior_and_one_reverse_step_match(official, monkeypatch):
   torch, _, off = official
   from mode_interp.networks import mlp
+
   s, d = _schedule_pair(off)
   torch.manual_seed(1)
   dec = off.toy_model.Decoder(1, 128, 3).eval()
@@ -379,8 +448,9 @@ def test_x0_posterior_and_one_reverse_step_match(official, monkeypatch):
     gen = torch.Generator().manual_seed(ti)
     noise = torch.empty((256, 1)).normal_(generator=torch.Generator().manual_seed(ti)).numpy()
     with torch.inference_mode():
-      x_ref, pred_ref = d.p_sample_step(dec, torch.from_numpy(x), tt, generator=gen,
-                                        return_pred=True)
+      x_ref, pred_ref = d.p_sample_step(
+        dec, torch.from_numpy(x), tt, generator=gen, return_pred=True
+      )
     e = model.apply({"params": params}, jnp.asarray(x), jnp.full((1,), ti, jnp.int32))
     x0_hat = diffusion.x0_from_eps(s, jnp.asarray(x), ti, e)
     mu, _, _ = diffusion.posterior_mean_variance(s, x0_hat, jnp.asarray(x), ti)
@@ -393,6 +463,7 @@ def test_x0_posterior_and_one_reverse_step_match(official, monkeypatch):
 def test_loss_reduction_and_gradients_match(official, monkeypatch):
   torch, _, off = official
   from mode_interp.networks import mlp
+
   s, d = _schedule_pair(off)
   torch.manual_seed(3)
   dec = off.toy_model.Decoder(1, 128, 3)
@@ -409,28 +480,41 @@ def test_loss_reduction_and_gradients_match(official, monkeypatch):
   noise = np.asarray(jax.random.normal(kn, x0.shape))
   eps_fn = lambda p, x, tt: model.apply({"params": p}, x, tt)  # noqa: E731
   (loss, _), grads = jax.value_and_grad(diffusion.loss_fn, argnums=1, has_aux=True)(
-      eps_fn, params, s, jnp.asarray(x0), key)
-  ref = d.train_losses(dec, x_0=torch.from_numpy(x0), t=torch.from_numpy(t),
-                       noise=torch.from_numpy(noise))
+    eps_fn, params, s, jnp.asarray(x0), key
+  )
+  ref = d.train_losses(
+    dec, x_0=torch.from_numpy(x0), t=torch.from_numpy(t), noise=torch.from_numpy(noise)
+  )
   assert ref.shape == (2000,)
   ref = ref.mean()
   ref.backward()
   np.testing.assert_allclose(float(loss), float(ref), rtol=1e-5)
-  ref_grads = _flax_params(type("G", (), {"state_dict": lambda self: {
-      k: p.grad for k, p in dec.named_parameters(remove_duplicate=False)
-      if p.grad is not None}})())
-  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(grads)[0],
-                          jax.tree.leaves(ref_grads)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=2e-6,
-                               err_msg=jax.tree_util.keystr(path))
+  ref_grads = _flax_params(
+    type(
+      "G",
+      (),
+      {
+        "state_dict": lambda self: {
+          k: p.grad for k, p in dec.named_parameters(remove_duplicate=False) if p.grad is not None
+        }
+      },
+    )()
+  )
+  for (path, a), b in zip(
+    jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(ref_grads)
+  ):
+    np.testing.assert_allclose(
+      np.asarray(a), np.asarray(b), rtol=2e-3, atol=2e-6, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def test_adam_update_matches_torch_adam(official):
   torch, _, _ = official
   from mode_interp import train
+
   rng = np.random.default_rng(0)
   w0 = rng.standard_normal((64, 32)).astype(np.float32)
-  grads = [rng.standard_normal((64, 32)).astype(np.float32) * 10.0 ** -k for k in range(5)]
+  grads = [rng.standard_normal((64, 32)).astype(np.float32) * 10.0**-k for k in range(5)]
   opt = train.make_optimizer(1e-3, 0.9, 0.999)
   p = {"w": jnp.asarray(w0)}
   state = opt.init(p)

@@ -18,12 +18,14 @@ from mode_interp import pipeline
 def _count_modules(params, kind):
   """Leaves of the parameter tree that are the kernels of ``kind`` layers, by name."""
   names = []
+
   def walk(tree, path):
     for k, v in tree.items():
       if isinstance(v, dict):
         walk(v, path + (k,))
       elif k == "kernel":
         names.append(path)
+
   walk(params, ())
   if kind == "conv":
     return sum(1 for p in names if jnp.ndim(_get(params, p)["kernel"]) == 4)
@@ -51,8 +53,11 @@ def test_record_parts_sees_every_layer_once():
   # The attention block's own norm and projections are inside the block's row.
   n_attn_dense = 4 * len(attn)
   assert len(dense) == _count_modules(params, "dense") - n_attn_dense
-  n_norm_params = sum(1 for p in jax.tree_util.tree_leaves_with_path(params)
-                      if "norm" in jax.tree_util.keystr(p[0]) and p[0][-1].key == "scale")
+  n_norm_params = sum(
+    1
+    for p in jax.tree_util.tree_leaves_with_path(params)
+    if "norm" in jax.tree_util.keystr(p[0]) and p[0][-1].key == "scale"
+  )
   assert len(norms) == n_norm_params - len(attn)
   assert len(attn) == 1  # the middle attention block of the tiny U-Net
   labels = {profile_unet._label(m, s) for m, s, _ in convs}
@@ -69,8 +74,11 @@ def test_profile_adds_up_and_traces_op_classes():
   prof = profile_unet.profile(cfg, batch=4, chunk=4, repeats=1, trace=True)
   text = profile_unet.format_profile(prof)
   print("\n" + text)
-  n_calls = len(profile_unet.record_parts(pipeline.make_model(cfg), _params(cfg),
-                                          jnp.zeros((4, 32, 32, 1)), jnp.zeros((4,), jnp.int32)))
+  n_calls = len(
+    profile_unet.record_parts(
+      pipeline.make_model(cfg), _params(cfg), jnp.zeros((4, 32, 32, 1)), jnp.zeros((4,), jnp.int32)
+    )
+  )
   for name in ("train", "sample"):
     p = prof[name]
     assert p["whole_ms"] > 0 and p["whole_gflop"] > 0
@@ -89,12 +97,14 @@ def test_profile_adds_up_and_traces_op_classes():
 def _params(cfg):
   """The parameters' shapes (all record_parts needs)."""
   model = pipeline.make_model(cfg)
-  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 1)),
-                        jnp.zeros((1,), jnp.int32))["params"]
+  return jax.eval_shape(
+    model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 1)), jnp.zeros((1,), jnp.int32)
+  )["params"]
 
 
 def test_profile_refuses_a_model_that_is_not_a_unet():
   from configs import gaussian1d
+
   cfg = gaussian1d.get_config("tiny")
   with pytest.raises(ValueError, match="model.name"):
     profile_unet.profile(cfg, batch=2, chunk=2)

@@ -37,7 +37,10 @@ def test_grid_two_generations_and_resume(tmp_path, monkeypatch):
     main.run(cfg, wd)
   partial = _results(wd)
   assert {(r["filter"], r["generation"]) for r in partial["generations"]} >= {
-      ("none", 0), ("none", 1), ("random", 0)}
+    ("none", 0),
+    ("none", 1),
+    ("random", 0),
+  }
   monkeypatch.setattr(recursive.pipeline, "train_model", real_one)
 
   # Resuming: earlier generations come from their checkpoints (no new metrics for them).
@@ -46,8 +49,8 @@ def test_grid_two_generations_and_resume(tmp_path, monkeypatch):
   res = main.run(cfg, wd)
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     after = [json.loads(l) for l in f if l.strip()]
-  assert after[:len(before)] == before
-  new_models = {r["model"] for r in after[len(before):]}
+  assert after[: len(before)] == before
+  new_models = {r["model"] for r in after[len(before) :]}
   assert new_models == {"random_gen1", "variance_gen1"}
 
   gens = res["generations"]

@@ -31,8 +31,13 @@ def test_mnist_two_generations(tmp_path):
     assert 0.0 <= r["low_confidence_rate"] <= 1.0
   assert os.path.isdir(os.path.join(wd, "classifier"))
   figs = set(os.listdir(os.path.join(wd, "figures")))
-  assert {"samples_gen0.png", "samples_variance_gen1.png", "filtered_gen0.png",
-          "filtered_variance_gen1.png", "recursive_curves.png"} <= figs
+  assert {
+    "samples_gen0.png",
+    "samples_variance_gen1.png",
+    "filtered_gen0.png",
+    "filtered_variance_gen1.png",
+    "recursive_curves.png",
+  } <= figs
 
 
 def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
@@ -41,6 +46,7 @@ def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch):
   cfg = recursive_mnist.get_config("tiny")
   cfg.data.download = False
   from mode_interp.errors import DataError
+
   with pytest.raises(DataError, match="MODE_INTERP_MNIST_DIR"):
     main.run(cfg, str(tmp_path / "run"))
 
@@ -54,6 +60,7 @@ def test_more_mnist_images_than_the_split_holds_is_refused(tmp_path):
   cfg.data.num_train = len(split) + 1
   cfg.data.download = False
   from mode_interp.errors import DataError
+
   with pytest.raises(DataError, match=f"data.num_train={len(split) + 1}.*{len(split)} images"):
     main.run(cfg, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "classifier")  # refused before any training

@@ -18,7 +18,11 @@ def test_shapes_two_generations(tmp_path):
   res = main.run(cfg, wd)
   gens = res["generations"]
   assert {(r["filter"], r["generation"]) for r in gens} == {
-      ("random", 0), ("variance", 0), ("random", 1), ("variance", 1)}
+    ("random", 0),
+    ("variance", 0),
+    ("random", 1),
+    ("variance", 1),
+  }
   for r in gens:
     tag = "gen0" if r["generation"] == 0 else f"{r['filter']}_gen{r['generation']}"
     with np.load(os.path.join(wd, f"samples_{tag}.npz")) as z:

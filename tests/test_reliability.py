@@ -34,8 +34,9 @@ def test_ema_decay_warms_up_then_holds():
 def _share_of_init_after(steps, ema_decay):
   """Runs the real train step with an optimiser that sets the weights to 0 at the first
   step; the EMA then holds exactly (share of the initial weights) x init."""
-  to_zero = optax.GradientTransformation(lambda p: optax.EmptyState(),
-                                         lambda g, s, p: (jax.tree.map(lambda x: -x, p), s))
+  to_zero = optax.GradientTransformation(
+    lambda p: optax.EmptyState(), lambda g, s, p: (jax.tree.map(lambda x: -x, p), s)
+  )
   eps_fn = lambda p, x, t: x * p["w"]
   sched = diffusion.make_schedule("linear", 10)
   step = jax.jit(train.make_train_step(eps_fn, sched, to_zero, 4, ema_decay))
@@ -53,7 +54,7 @@ def test_short_run_ema_is_not_the_initial_weights():
   share = _share_of_init_after(200, 0.999)
   expected = np.prod([float(train.ema_decay_at(s, 0.999)) for s in range(1, 200)])
   assert share == pytest.approx(expected, rel=1e-4)
-  assert share < 1e-6 < 0.999 ** 199
+  assert share < 1e-6 < 0.999**199
   assert _share_of_init_after(5, 0.0) == 0.0  # no EMA: the weights themselves
 
 
@@ -82,8 +83,9 @@ def test_finite_rows_and_variance_filter_with_nan():
   assert hallucination.non_finite_report([True, False, False, True]) == {"count": 2, "rate": 0.5}
   # The lowest variances are kept; NaN and inf come last.
   tv = np.array([0.3, np.nan, 0.1, np.inf, 0.2])
-  np.testing.assert_array_equal(hallucination.filter_indices(3, "variance", traj_variance=tv),
-                                [0, 2, 4])
+  np.testing.assert_array_equal(
+    hallucination.filter_indices(3, "variance", traj_variance=tv), [0, 2, 4]
+  )
 
 
 def _tiny_1d(steps, **overrides):
@@ -133,37 +135,57 @@ def test_diverging_run_stops_in_one_line_without_a_checkpoint(tmp_path):
   # At lr 1e36 the weights overflow at the first update: the loss is non-finite from step 2
   # on, first read at step 10, the first checkpoint's step (whose state must not be saved).
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config=configs/gaussian1d.py",
-       "--config.train.lr=1e36", "--config.train.steps=20", "--config.train.ckpt_every=10",
-       "--config.train.batch_size=256", "--config.model.width=32", f"--workdir={wd}"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=configs/gaussian1d.py",
+      "--config.train.lr=1e36",
+      "--config.train.steps=20",
+      "--config.train.ckpt_every=10",
+      "--config.train.batch_size=256",
+      "--config.model.width=32",
+      f"--workdir={wd}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr
   lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "training diverged" in lines[0] and "train.lr" in lines[0]
   assert "at step 10)" in lines[0] and "no checkpoint was written" in lines[0]
   assert not (wd / "checkpoints").exists() or not [
-      n for n in os.listdir(wd / "checkpoints") if n.isdigit()]
+    n for n in os.listdir(wd / "checkpoints") if n.isdigit()
+  ]
   assert not (wd / "samples.npz").exists()
 
 
 def test_divergence_after_a_checkpoint_keeps_it(tmp_path):
   """Weights that turn NaN between checkpoints are never saved; the last good checkpoint
   stays, and restores finite weights."""
+
   def fake_step(state, data, key):
     s = state.step + 1
     w = jnp.where(s > 150, jnp.nan, state.params["w"] + 1.0)
-    return (train.TrainState(s, {"w": w}, {"w": w}, state.opt_state),
-            {"loss": w * 0.0 + 1.0, "grad_norm": w})
+    return (
+      train.TrainState(s, {"w": w}, {"w": w}, state.opt_state),
+      {"loss": w * 0.0 + 1.0, "grad_norm": w},
+    )
 
-  manager = ocp.CheckpointManager(str(tmp_path / "ckpt"),
-                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager = ocp.CheckpointManager(
+    str(tmp_path / "ckpt"), options=ocp.CheckpointManagerOptions(create=True)
+  )
   w0 = {"w": jnp.zeros(())}
   state = train.TrainState(jnp.zeros((), jnp.int32), w0, w0, optax.EmptyState())
   writer = Workdir(str(tmp_path)).metric_writer()
   with pytest.raises(TrainingDivergedError, match=r"step 160\).*step 150\)"):
-    train.train_loop(state, fake_step, None, None, 300, manager=manager, writer=writer,
-                     log_every=20, ckpt_every=50)
+    train.train_loop(
+      state, fake_step, None, None, 300, manager=manager, writer=writer, log_every=20, ckpt_every=50
+    )
   assert manager.all_steps() == [50, 100, 150]
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   restored, step = train.restore_checkpoint(manager, abstract)
@@ -171,11 +193,14 @@ def test_divergence_after_a_checkpoint_keeps_it(tmp_path):
 
 
 # -- unreadable workdir files --------------------------------------------------------
-@pytest.mark.parametrize("name,content", [
+@pytest.mark.parametrize(
+  "name,content",
+  [
     ("results.json", b'{"hallucination_rate": 0.1, "detec'),
     ("samples.npz", b"PK\x03\x04 truncated"),
     ("config.json", b"{"),
-])
+  ],
+)
 def test_unreadable_workdir_files_are_refused_before_any_work(tmp_path, name, content):
   wd = tmp_path / "run"
   wd.mkdir()

@@ -22,26 +22,55 @@ def _png(path):
     f.write(b"\x89PNG\r\n\x1a\n")
 
 
-MACHINE = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "process_count": 1,
-           "host": "testhost", "cpu_count": 2, "jax": "0.0.test"}
+MACHINE = {
+  "platform": "cpu",
+  "device_kind": "cpu",
+  "device_count": 1,
+  "process_count": 1,
+  "host": "testhost",
+  "cpu_count": 2,
+  "jax": "0.0.test",
+}
 
 
 def _gaussian_run(root):
   wd = root / "runs" / "g1d"
   hal_ci = binomial_interval(300, 20_000)
-  _write(wd / "results.json", {
-      "experiment": "gaussian", "data": "gaussian1d", "seed": 7,
-      "config_name": "configs/gaussian1d.py", "machine": MACHINE, "num_samples": 20_000,
+  _write(
+    wd / "results.json",
+    {
+      "experiment": "gaussian",
+      "data": "gaussian1d",
+      "seed": 7,
+      "config_name": "configs/gaussian1d.py",
+      "machine": MACHINE,
+      "num_samples": 20_000,
       "hallucination_rate": 0.015,
       "hallucination": {"rate": 0.015, "count": 300, "n": 20_000, "ci95": list(hal_ci)},
       "true_score_hallucination_rate": 0.0001,
-      "detection": {"auroc": 0.97, "threshold": 1e-4, "in_support_retained": 0.96,
-                    "hallucinations_removed": 0.80, "num_in_support": 19_700,
-                    "num_hallucinations": 300, "keep_in_support": 0.96},
-      "train": {"steps": 6000}})
-  _write(wd / "config.json", {"experiment": "gaussian", "seed": 7, "data": {"name": "gaussian1d",
-                              "num_train": 20_000}, "train": {"steps": 6000, "batch_size": 2000},
-                              "diffusion": {"timesteps": 1000}, "sample": {"num_samples": 20_000}})
+      "detection": {
+        "auroc": 0.97,
+        "threshold": 1e-4,
+        "in_support_retained": 0.96,
+        "hallucinations_removed": 0.80,
+        "num_in_support": 19_700,
+        "num_hallucinations": 300,
+        "keep_in_support": 0.96,
+      },
+      "train": {"steps": 6000},
+    },
+  )
+  _write(
+    wd / "config.json",
+    {
+      "experiment": "gaussian",
+      "seed": 7,
+      "data": {"name": "gaussian1d", "num_train": 20_000},
+      "train": {"steps": 6000, "batch_size": 2000},
+      "diffusion": {"timesteps": 1000},
+      "sample": {"num_samples": 20_000},
+    },
+  )
   _png(wd / "figures" / "histogram.png")
   _png(wd / "figures" / "roc.png")
   return wd
@@ -49,15 +78,30 @@ def _gaussian_run(root):
 
 def _shapes_run(root):
   wd = root / "runs" / "shapes"
-  _write(wd / "results.json", {
-      "experiment": "shapes", "data": "shapes", "seed": 0, "config_name": "configs/shapes.py",
-      "machine": MACHINE, "num_samples": 1000, "hallucination_rate": 0.1,
+  _write(
+    wd / "results.json",
+    {
+      "experiment": "shapes",
+      "data": "shapes",
+      "seed": 0,
+      "config_name": "configs/shapes.py",
+      "machine": MACHINE,
+      "num_samples": 1000,
+      "hallucination_rate": 0.1,
       "hallucination": {"rate": 0.1, "count": 100, "n": 1000},
       "mode_interpolation_rate": 0.06,
       "counts": {"in_support": 900, "multiple_in_column": 60, "malformed": 40, "blank": 0},
       "training_in_support_rate": 1.0,
-      "detection": {"auroc": 0.9, "in_support_retained": 0.961, "hallucinations_removed": 0.94,
-                    "num_in_support": 900, "num_hallucinations": 100, "keep_in_support": 0.96}})
+      "detection": {
+        "auroc": 0.9,
+        "in_support_retained": 0.961,
+        "hallucinations_removed": 0.94,
+        "num_in_support": 900,
+        "num_hallucinations": 100,
+        "keep_in_support": 0.96,
+      },
+    },
+  )
   # No config.json: the report must cope.
   _png(wd / "figures" / "samples.png")
   return wd
@@ -65,47 +109,111 @@ def _shapes_run(root):
 
 def _recursive_run(root):
   wd = root / "runs" / "rec"
-  gens = [{"filter": f, "generation": g, "num_train": 1000, "num_drawn": 1250,
-           "hallucination_rate": 0.02 * (g + 1), "hallucination_rate_kept": 0.01,
-           "modes_hit": 25, "mode_coverage": 1.0, "detection_auroc": 0.95}
-          for g in range(2) for f in ("none", "variance")]
-  _write(wd / "results.json", {"experiment": "recursive", "data": "grid25", "seed": 3,
-                               "machine": MACHINE, "num_train": 1000, "oversample": 250,
-                               "filters": ["none", "variance"], "generations": gens})
+  gens = [
+    {
+      "filter": f,
+      "generation": g,
+      "num_train": 1000,
+      "num_drawn": 1250,
+      "hallucination_rate": 0.02 * (g + 1),
+      "hallucination_rate_kept": 0.01,
+      "modes_hit": 25,
+      "mode_coverage": 1.0,
+      "detection_auroc": 0.95,
+    }
+    for g in range(2)
+    for f in ("none", "variance")
+  ]
+  _write(
+    wd / "results.json",
+    {
+      "experiment": "recursive",
+      "data": "grid25",
+      "seed": 3,
+      "machine": MACHINE,
+      "num_train": 1000,
+      "oversample": 250,
+      "filters": ["none", "variance"],
+      "generations": gens,
+    },
+  )
   _write(wd / "config.json", {"experiment": "recursive", "seed": 3})
   _png(wd / "figures" / "recursive_curves.png")
   return wd
 
 
 REFS = {
-    "paper": {"citation": "test paper", "read_from": ["nowhere"]},
-    "official_code": {"repository": "test/repo", "commit": "abc"},
-    "figures": [
-        # Shapes: paper says removed >= 95%; run has 94% of 100 -> interval contains 0.95: agrees.
-        {"source": "paper", "experiment": "shapes", "metric": "detection.hallucinations_removed",
-         "value": 0.95, "compare": "at_least", "where": "Abstract"},
-        # Shapes: retained 96%: inside the run's interval around 96.1% of 900.
-        {"source": "paper", "experiment": "shapes", "metric": "detection.in_support_retained",
-         "value": 0.96, "where": "Abstract"},
-        # 1D: official hallucination rate 5% is far outside [1.3%, 1.7%]: disagreement.
-        {"source": "official_code", "experiment": "gaussian", "data": "gaussian1d",
-         "metric": "hallucination_rate", "value": 0.05, "ci95": [0.045, 0.055],
-         "when": {"train.batch_size": 2000},
-         "where": "official code, reduced budget", "command": "python driver.py"},
-        # Measured under other settings (batch 10,000): must not apply to this run.
-        {"source": "official_code", "experiment": "gaussian", "data": "gaussian1d",
-         "metric": "true_score_hallucination_rate", "value": 0.5,
-         "when": {"train.batch_size": 10_000}, "where": "other settings"},
-        # 1D: official AUROC 0.968 inside the Hanley-McNeil interval of 0.97 (n=300/19,700).
-        {"source": "official_code", "experiment": "gaussian", "data": "gaussian1d",
-         "metric": "detection.auroc", "value": 0.968, "kind": "num", "where": "reduced budget"},
-        # A grid reference must not be applied to the 1D run.
-        {"source": "paper", "experiment": "gaussian", "data": "grid25",
-         "metric": "hallucination_rate", "value": 0.5, "where": "grid only"},
-        # Recursive: selector picks one generation; 0.02 of 1,250 -> outside for 0.2.
-        {"source": "paper", "experiment": "recursive", "metric": "hallucination_rate",
-         "select": {"filter": "none", "generation": 0}, "value": 0.2, "where": "Figure R"},
-    ],
+  "paper": {"citation": "test paper", "read_from": ["nowhere"]},
+  "official_code": {"repository": "test/repo", "commit": "abc"},
+  "figures": [
+    # Shapes: paper says removed >= 95%; run has 94% of 100 -> interval contains 0.95: agrees.
+    {
+      "source": "paper",
+      "experiment": "shapes",
+      "metric": "detection.hallucinations_removed",
+      "value": 0.95,
+      "compare": "at_least",
+      "where": "Abstract",
+    },
+    # Shapes: retained 96%: inside the run's interval around 96.1% of 900.
+    {
+      "source": "paper",
+      "experiment": "shapes",
+      "metric": "detection.in_support_retained",
+      "value": 0.96,
+      "where": "Abstract",
+    },
+    # 1D: official hallucination rate 5% is far outside [1.3%, 1.7%]: disagreement.
+    {
+      "source": "official_code",
+      "experiment": "gaussian",
+      "data": "gaussian1d",
+      "metric": "hallucination_rate",
+      "value": 0.05,
+      "ci95": [0.045, 0.055],
+      "when": {"train.batch_size": 2000},
+      "where": "official code, reduced budget",
+      "command": "python driver.py",
+    },
+    # Measured under other settings (batch 10,000): must not apply to this run.
+    {
+      "source": "official_code",
+      "experiment": "gaussian",
+      "data": "gaussian1d",
+      "metric": "true_score_hallucination_rate",
+      "value": 0.5,
+      "when": {"train.batch_size": 10_000},
+      "where": "other settings",
+    },
+    # 1D: official AUROC 0.968 inside the Hanley-McNeil interval of 0.97 (n=300/19,700).
+    {
+      "source": "official_code",
+      "experiment": "gaussian",
+      "data": "gaussian1d",
+      "metric": "detection.auroc",
+      "value": 0.968,
+      "kind": "num",
+      "where": "reduced budget",
+    },
+    # A grid reference must not be applied to the 1D run.
+    {
+      "source": "paper",
+      "experiment": "gaussian",
+      "data": "grid25",
+      "metric": "hallucination_rate",
+      "value": 0.5,
+      "where": "grid only",
+    },
+    # Recursive: selector picks one generation; 0.02 of 1,250 -> outside for 0.2.
+    {
+      "source": "paper",
+      "experiment": "recursive",
+      "metric": "hallucination_rate",
+      "select": {"filter": "none", "generation": 0},
+      "value": 0.2,
+      "where": "Figure R",
+    },
+  ],
 }
 
 
@@ -128,10 +236,20 @@ def _line(text, label_start):
 
 def test_run_facts_present(built):
   text, _ = built
-  for needle in ("## gaussian — gaussian1d", "## shapes — shapes", "## recursive — grid25",
-                 "`configs/gaussian1d.py`", "| Seed | 7 |", "| Seed | 3 |", "20,000",
-                 "host testhost", "jax 0.0.test", "no config.json", "## Figure gallery",
-                 "## References used"):
+  for needle in (
+    "## gaussian — gaussian1d",
+    "## shapes — shapes",
+    "## recursive — grid25",
+    "`configs/gaussian1d.py`",
+    "| Seed | 7 |",
+    "| Seed | 3 |",
+    "20,000",
+    "host testhost",
+    "jax 0.0.test",
+    "no config.json",
+    "## Figure gallery",
+    "## References used",
+  ):
     assert needle in text, needle
 
 
@@ -155,8 +273,9 @@ def test_disagreement_flagged_and_agreement_not(built):
   removed = _line(text, "Hallucinations removed at the 96%-retention threshold | 94.00%")
   assert "agrees with paper" in removed and "DISAGREES" not in removed
   assert "≥ 95.00% (Abstract)" in removed
-  assert "agrees with paper" in _line(text, "In-support samples retained at the 96%-retention "
-                                            "threshold | 96.10%")
+  assert "agrees with paper" in _line(
+    text, "In-support samples retained at the 96%-retention threshold | 96.10%"
+  )
   rec = _line(text, "hallucination_rate (filter none, generation 0)")
   assert "**DISAGREES** with paper" in rec
   assert "DISAGREES" not in _line(text, "hallucination_rate (filter variance, generation 0)")
@@ -187,9 +306,25 @@ def test_missing_results_and_sweep(tmp_path, capsys):
   empty = tmp_path / "empty"
   empty.mkdir()
   sweep = tmp_path / "sweep"
-  _write(sweep / "results.json", {"experiment": "gaussian", "data": "grid25", "seed": 0, "sweep": [
-      {"field": "num_train", "value": 2000, "hallucination_rate": 0.1, "ci95": [0.09, 0.11],
-       "true_score_hallucination_rate": 0.0, "auroc": None, "num_samples": 10_000}]})
+  _write(
+    sweep / "results.json",
+    {
+      "experiment": "gaussian",
+      "data": "grid25",
+      "seed": 0,
+      "sweep": [
+        {
+          "field": "num_train",
+          "value": 2000,
+          "hallucination_rate": 0.1,
+          "ci95": [0.09, 0.11],
+          "true_score_hallucination_rate": 0.0,
+          "auroc": None,
+          "num_samples": 10_000,
+        }
+      ],
+    },
+  )
   out = tmp_path / "r.md"
   report.main([str(empty), str(sweep), f"--out={out}", "--references=/nonexistent.json"])
   text = out.read_text()
@@ -234,28 +369,58 @@ def test_parity_workdirs_and_bench_records_get_their_own_sections(tmp_path):
   """An experiments.parity workdir renders as both sides per seed with the range verdicts; an
   experiments.bench record file as its table with the same-run ratios."""
   from experiments import parity
+
   per = {"this": {}, "official": {}}
   for side, rates in (("this", (0.010, 0.012, 0.014)), ("official", (0.008, 0.038, 0.021))):
     for s, rate in enumerate(rates):
       per[side][str(s)] = {"hallucination_rate": rate, "auroc": 0.95 + s / 100}
-  results = {"config_name": "configs/gaussian1d.py:official", "recipe": "a recipe",
-             "seeds": [0, 1, 2], "reference": {"status": "ran"}, "per_seed": per, "errors": {}}
-  results["summary"] = {side: {k: parity.summarize([r.get(k) for r in per[side].values()])
-                               for k, _, _ in parity.METRICS} for side in per}
+  results = {
+    "config_name": "configs/gaussian1d.py:official",
+    "recipe": "a recipe",
+    "seeds": [0, 1, 2],
+    "reference": {"status": "ran"},
+    "per_seed": per,
+    "errors": {},
+  }
+  results["summary"] = {
+    side: {
+      k: parity.summarize([r.get(k) for r in per[side].values()]) for k, _, _ in parity.METRICS
+    }
+    for side in per
+  }
   results["comparison"] = parity.compare(results["summary"])
   wd = tmp_path / "parity"
   (wd / "figures").mkdir(parents=True)
   (wd / "results.json").write_text(json.dumps(results))
   (wd / "config.json").write_text("{}")
   from experiments import bench
+
   rec = dict.fromkeys(bench.RECORD_KEYS)
-  rec.update(case="train", model="mlp", dim=1, shape=[1], batch_size=2000, timesteps=1000,
-             devices=1, ms_per_step=15.0, samples_steps_per_s=1.3e5, compile_s=2.0,
-             peak_mem_mb=500.0, rss_start_mb=300.0, xla_temp_mb=28.0, platform="cpu",
-             device_kind="cpu", jax_version="x", mem_source="m", dtype="float32",
-             reference_ms_per_step=21.0, speedup_vs_reference=1.4, reference_threads=2,
-             reference_torch="2.x", machine={"cpu_model": "AMD EPYC", "cpu_count": 2,
-                                             "isa": ["avx2"], "jax": "x"})
+  rec.update(
+    case="train",
+    model="mlp",
+    dim=1,
+    shape=[1],
+    batch_size=2000,
+    timesteps=1000,
+    devices=1,
+    ms_per_step=15.0,
+    samples_steps_per_s=1.3e5,
+    compile_s=2.0,
+    peak_mem_mb=500.0,
+    rss_start_mb=300.0,
+    xla_temp_mb=28.0,
+    platform="cpu",
+    device_kind="cpu",
+    jax_version="x",
+    mem_source="m",
+    dtype="float32",
+    reference_ms_per_step=21.0,
+    speedup_vs_reference=1.4,
+    reference_threads=2,
+    reference_torch="2.x",
+    machine={"cpu_model": "AMD EPYC", "cpu_count": 2, "isa": ["avx2"], "jax": "x"},
+  )
   bj = tmp_path / "bench.json"
   bj.write_text(json.dumps([rec]))
   out = tmp_path / "r.md"

@@ -13,8 +13,14 @@ from mode_interp.errors import ConfigError
 def test_points_and_their_configs():
   cfg = shapes_scaling.get_config("")
   pts = scaling.points(cfg)
-  assert [p.name for p in pts] == ["default_seed0", "attn16_seed0", "wide_seed0",
-                                   "t1000_seed0", "canvas64_seed0", "default_seed1"]
+  assert [p.name for p in pts] == [
+    "default_seed0",
+    "attn16_seed0",
+    "wide_seed0",
+    "t1000_seed0",
+    "canvas64_seed0",
+    "default_seed1",
+  ]
   assert pts[-1].steps == (1_000, 4_000)
   c = scaling.point_config(cfg, pts[2], 1_000)
   assert c.model.ch == 2 * cfg.model.ch and c.train.steps == 1_000 and "scaling" not in c
@@ -25,14 +31,17 @@ def test_points_and_their_configs():
   assert 16 in scaling.point_config(cfg, pts[1], 500).model.attn_resolutions
 
 
-@pytest.mark.parametrize("field,value,match", [
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
     ("models", "default,huge", "distinct models of"),
     ("models", "default,default", "distinct models of"),
     ("steps", (1_000, 500), "increasing"),
     ("seed_steps", (3_000,), "among scaling.steps"),
     ("seeds", (0, 0), "distinct"),
     ("steps", (100, 1_000, 4_000), "exceed train.warmup_steps"),
-])
+  ],
+)
 def test_bad_sweeps_are_refused_before_any_work(field, value, match):
   cfg = shapes_scaling.get_config("")
   cfg.scaling[field] = value

@@ -17,7 +17,9 @@ STUDY = "reports/latest/shapes/study/results.json"
 def test_collect_rows_reads_the_committed_points():
   rows = scaling.collect_rows([ROWS])
   assert rows and all(r["model"] and r["step"] > 0 for r in rows)
-  steps = [r["step"] for r in rows if (r["model"], r["seed"]) == (rows[0]["model"], rows[0]["seed"])]
+  steps = [
+    r["step"] for r in rows if (r["model"], r["seed"]) == (rows[0]["model"], rows[0]["seed"])
+  ]
   assert steps == sorted(steps)
   with pytest.raises(ConfigError, match="--points"):
     scaling.collect_rows([os.path.dirname(STUDY) + "/figures"])

@@ -8,12 +8,12 @@ from mode_interp.data import shapes
 SCALES = (1.0, 0.5)
 # Documented pixel areas (unclipped, and the range seen with edge clipping).
 AREAS = {
-    1.0: {"triangle": 65, "square": 64, "pentagon": 70},
-    0.5: {"triangle": 16, "square": 16, "pentagon": 15},
+  1.0: {"triangle": 65, "square": 64, "pentagon": 70},
+  0.5: {"triangle": 16, "square": 16, "pentagon": 15},
 }
 AREA_RANGES = {
-    1.0: {"triangle": (64, 65), "square": (64, 64), "pentagon": (69, 70)},
-    0.5: {"triangle": (15, 16), "square": (16, 16), "pentagon": (14, 15)},
+  1.0: {"triangle": (64, 65), "square": (64, 64), "pentagon": (69, 70)},
+  0.5: {"triangle": (15, 16), "square": (16, 16), "pentagon": (14, 15)},
 }
 CANVAS = {1.0: 64, 0.5: 32}
 
@@ -35,7 +35,7 @@ def _put_square(img, scale, column, x, y, width=None, height=None):
   width = side if width is None else width
   height = side if height is None else height
   x0 = g.column_edges[column] + x
-  img[y:y + height, x0:x0 + width] = 255
+  img[y : y + height, x0 : x0 + width] = 255
   return img
 
 
@@ -106,8 +106,8 @@ def test_basic_properties(data):
   assert data.present.any(axis=1).all()
   assert (data.images.reshape(n, -1) == 255).any(axis=1).all()  # No blanks.
   # Padding row and column stay black.
-  assert not data.images[:, g.height:, :].any()
-  assert not data.images[:, :, g.column_edges[-1]:].any()
+  assert not data.images[:, g.height :, :].any()
+  assert not data.images[:, :, g.column_edges[-1] :].any()
   assert ((data.positions == -1).all(axis=2) == ~data.present).all()
 
 
@@ -120,7 +120,7 @@ def test_presence_rates(data):
   assert ((corrected > 0.45) & (corrected < 0.55)).all(), corrected
   # Shapes are independent: P(all three | not blank) = p^3 / accept.
   all_three = data.present.all(axis=1).mean()
-  assert abs(all_three - p ** 3 / (1.0 - (1.0 - p) ** 3)) < 0.04
+  assert abs(all_three - p**3 / (1.0 - (1.0 - p) ** 3)) < 0.04
 
 
 def test_positions_in_range(data):
@@ -137,20 +137,24 @@ def test_positions_in_range(data):
 def test_pixel_areas_per_column(data):
   g = data.geometry
   for c, spec in enumerate(g.shapes):
-    col = data.images[:, :, g.column_edges[c]:g.column_edges[c + 1]]
+    col = data.images[:, :, g.column_edges[c] : g.column_edges[c + 1]]
     area = (col == 255).reshape(len(data), -1).sum(axis=1)
     assert (area[~data.present[:, c]] == 0).all()
     lo, hi = AREA_RANGES[g.scale][spec.name]
     got = area[data.present[:, c]]
-    assert got.min() >= lo and got.max() <= hi, (spec.name, got.min(),
-                                                  got.max())
+    assert got.min() >= lo and got.max() <= hi, (spec.name, got.min(), got.max())
 
 
 def test_full_scale_reference_areas():
   d = shapes.generate(2000, seed=1, scale=1.0)
   edges = d.geometry.column_edges
-  area = np.stack([(d.images[:, :, edges[c]:edges[c + 1]] == 255)
-                   .reshape(len(d), -1).sum(axis=1) for c in range(3)], 1)
+  area = np.stack(
+    [
+      (d.images[:, :, edges[c] : edges[c + 1]] == 255).reshape(len(d), -1).sum(axis=1)
+      for c in range(3)
+    ],
+    1,
+  )
   assert (area[d.present[:, 1], 1] == 64).all()
   assert (np.abs(area[d.present[:, 0], 0] - 65) <= 2).all()
   assert (np.abs(area[d.present[:, 2], 2] - 70) <= 2).all()
@@ -165,16 +169,17 @@ def test_metadata_matches_pixels(data):
       x0 = g.column_edges[rec.column] + rec.x
       img = data.images[i]
       if rec.shape == "square":
-        assert (img[rec.y:rec.y + sq_side, x0:x0 + sq_side] == 255).all()
+        assert (img[rec.y : rec.y + sq_side, x0 : x0 + sq_side] == 255).all()
       elif rec.shape == "triangle":
         right = min(x0 + rec.size, g.column_edges[1] - 1)
-        assert (img[rec.y, x0:right + 1] == 255).all()  # Top edge.
-        assert not img[rec.y - 1, x0:right + 1].any() if rec.y else True
+        assert (img[rec.y, x0 : right + 1] == 255).all()  # Top edge.
+        assert not img[rec.y - 1, x0 : right + 1].any() if rec.y else True
       else:
         assert img[rec.y, x0] == 255  # Centre.
-        assert (img[rec.y, x0 - rec.size + 1:x0 + rec.size] == 255).all()
+        assert (img[rec.y, x0 - rec.size + 1 : x0 + rec.size] == 255).all()
     assert {r.shape for r in data.records(i)} == {
-        shapes.SHAPES[c] for c in np.flatnonzero(data.present[i])}
+      shapes.SHAPES[c] for c in np.flatnonzero(data.present[i])
+    }
 
 
 def test_determinism():
@@ -219,7 +224,7 @@ def test_float_input_same_verdicts(data):
   # Add some out-of-support content so several verdicts occur.
   _put_square(imgs[0], data.geometry.scale, 1, 1, 1)
   imgs[1] = 0
-  imgs[2, :, :CANVAS[data.geometry.scale] // 4] = 0
+  imgs[2, :, : CANVAS[data.geometry.scale] // 4] = 0
   ref = shapes.check(imgs, data.geometry.scale)
   x = shapes.to_model_input(imgs)
   for arr in (x, x[..., 0], x.astype(np.float64)):
@@ -255,14 +260,20 @@ def test_constructed_images(scale):
   _put_square(imgs[7], scale, 2, 1, 1, width=side // 2)
   res = shapes.check(imgs, scale)
   assert res.verdicts.tolist() == [
-      "in_support", "multiple_in_column", "malformed", "blank", "malformed",
-      "malformed", "malformed", "multiple_in_column"]
+    "in_support",
+    "multiple_in_column",
+    "malformed",
+    "blank",
+    "malformed",
+    "malformed",
+    "malformed",
+    "multiple_in_column",
+  ]
   assert res.counts[1].tolist() == [0, 2, 0]
   assert res.areas[1][1] == (side * side, side * side)
   assert res.areas[3] == ((), (), ())
   # Without the fill check a square in the triangle column is accepted.
-  assert shapes.check(imgs[6:7], scale, check_fill=False).verdicts[0] == (
-      "in_support")
+  assert shapes.check(imgs[6:7], scale, check_fill=False).verdicts[0] == ("in_support")
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -288,12 +299,10 @@ def test_check_rejects_wrong_size():
 
 
 def test_count_verdicts():
-  assert shapes.VERDICTS == ("in_support", "multiple_in_column", "malformed",
-                             "blank")
+  assert shapes.VERDICTS == ("in_support", "multiple_in_column", "malformed", "blank")
   counts = shapes.count_verdicts(["blank", "in_support", "blank"])
   assert list(counts) == list(shapes.VERDICTS)
-  assert counts == {"in_support": 1, "multiple_in_column": 0, "malformed": 0,
-                    "blank": 2}
+  assert counts == {"in_support": 1, "multiple_in_column": 0, "malformed": 0, "blank": 2}
   assert shapes.count_verdicts([]) == dict.fromkeys(shapes.VERDICTS, 0)
   with pytest.raises(ValueError):
     shapes.count_verdicts(["hallucination"])

@@ -52,7 +52,7 @@ def test_rerun_reuses_checkpoint_and_samples(run):
   before = os.path.getmtime(os.path.join(wd, "samples.npz"))
   again = main.run(shapes_config.get_config("tiny"), wd)
   assert again["train"]["steps"] == 20
-  assert again["counts"] == res["counts"]          # same samples: nothing was redrawn
+  assert again["counts"] == res["counts"]  # same samples: nothing was redrawn
   assert os.path.getmtime(os.path.join(wd, "samples.npz")) == before
 
 
@@ -60,11 +60,15 @@ def test_every_reference_metric_is_in_a_real_results_json(run):
   """The report compares references.json's metrics with results.json: each must exist in
   what a real run writes (None only where a class of samples is empty)."""
   from experiments import report
+
   wd, _ = run
   with open(os.path.join(wd, "results.json")) as f:
     res = json.load(f)
-  with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "experiments", "references.json")) as f:
+  with open(
+    os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "references.json"
+    )
+  ) as f:
     metrics = sorted({r["metric"] for r in json.load(f)["figures"] if r["experiment"] == "shapes"})
   assert metrics
   for m in metrics:
@@ -80,6 +84,7 @@ def test_every_reference_metric_is_in_a_real_results_json(run):
 
 def test_bottleneck_map_of_the_run(run):
   from experiments import bottleneck
+
   wd, _ = run
   out = bottleneck.run(wd, column="square", per_group=40, log=lambda s: None)
   assert os.path.getsize(os.path.join(wd, out["figure"])) > 1000

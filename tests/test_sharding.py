@@ -26,12 +26,19 @@ RTOL, ATOL = 1e-5, 1e-5
 def worker(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("sharding")
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={NUM_DEVICES}").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-  proc = subprocess.run([sys.executable, str(WORKER), str(tmp)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, str(WORKER), str(tmp)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, f"worker failed:\n{proc.stderr[-5000:]}"
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   assert lines, f"worker printed no JSON:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -112,6 +119,7 @@ def test_main_run_at_full_width_on_four_devices_end_to_end_without_deadlock(work
 
 def test_host_threads_are_sized_for_simulated_devices(monkeypatch):
   from mode_interp import sharding
+
   monkeypatch.setenv("XLA_FLAGS", "--foo --xla_force_host_platform_device_count=6")
   monkeypatch.delenv("NPROC", raising=False)
   monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)

@@ -30,14 +30,15 @@ def _unet_config():
   return cfg
 
 
-@pytest.mark.parametrize("make_config,shape", [(_unet_config, (16, 16, 1)),
-                                               (gaussian1d.get_config, (1,))])
+@pytest.mark.parametrize(
+  "make_config,shape", [(_unet_config, (16, 16, 1)), (gaussian1d.get_config, (1,))]
+)
 def test_initial_state_is_bit_identical_to_xla_defaults(make_config, shape):
   cfg = make_config()
   model = pipeline.make_model(cfg)
   init = functools.partial(train.init_state, model, pipeline.make_optimizer(cfg))
   x1, key = jnp.zeros((1,) + shape), jax.random.key(3)
-  assert sharding.once_options() == sharding.ONCE_OPTIONS   # on this CPU
+  assert sharding.once_options() == sharding.ONCE_OPTIONS  # on this CPU
   _same_bits(sharding.jit_once(init)(x1, key), jax.jit(init)(x1, key))
 
 

@@ -38,8 +38,9 @@ def run_notebook(namespace: dict) -> dict:
       exec(compile(src, f"{NOTEBOOK.name}, code cell {i}", "exec"), namespace)
     except Exception as e:
       first = src.strip().splitlines()[0] if src.strip() else ""
-      raise AssertionError(f"{NOTEBOOK.name}: code cell {i} ({first!r}) raised "
-                           f"{type(e).__name__}: {e}") from e
+      raise AssertionError(
+        f"{NOTEBOOK.name}: code cell {i} ({first!r}) raised {type(e).__name__}: {e}"
+      ) from e
   return namespace
 
 
@@ -51,7 +52,8 @@ def test_the_committed_notebook_is_small_and_without_outputs():
   assert code and _cells("markdown")
   for cell in code:
     assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
-        "clear the notebook's outputs before committing it")
+      "clear the notebook's outputs before committing it"
+    )
     for line in _source(cell).splitlines():
       # Magics and shell escapes would run in Jupyter but not here.
       assert not line.lstrip().startswith(("%", "!")), line
@@ -92,13 +94,17 @@ def test_the_tour_runs_and_shows_the_central_contrast(tmp_path, monkeypatch):
   assert rates[0] == pytest.approx(learned["rate"]) and rates[-1] < rates[0]
 
   # 5. The committed record is read as it is, and the tour's workdir follows the contract.
-  record = json.loads((NOTEBOOK.parents[1] / "reports" / "latest" / "gaussian1d"
-                       / "results.json").read_text())
+  record = json.loads(
+    (NOTEBOOK.parents[1] / "reports" / "latest" / "gaussian1d" / "results.json").read_text()
+  )
   assert ns["record"]["hallucination_rate"] == record["hallucination_rate"]
   wd = tmp_path / "tour"
   for name in ("config.json", "metrics.jsonl", "results.json"):
     assert (wd / name).is_file(), name
   assert any((wd / "checkpoints").iterdir())
   assert {p.name for p in (wd / "figures").iterdir()} >= {
-      "predictor.png", "histogram.png", "trajectory_variance.png"}
+    "predictor.png",
+    "histogram.png",
+    "trajectory_variance.png",
+  }
   assert json.loads((wd / "results.json").read_text())["hallucination_rate"] == learned["rate"]

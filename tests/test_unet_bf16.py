@@ -49,10 +49,11 @@ def _params(seed=0, scale=0.1):
   def fill(path, s):
     noise = scale * rng.standard_normal(s.shape).astype(np.float32)
     return jnp.asarray(noise + 1.0 if path[-1].key == "scale" else noise)
+
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-_FORWARD = {}   # compiled forward passes by dtype (two tests run the bfloat16 one at X_SHAPE)
+_FORWARD = {}  # compiled forward passes by dtype (two tests run the bfloat16 one at X_SHAPE)
 
 
 def _apply(dtype):
@@ -64,6 +65,7 @@ def _apply(dtype):
       fn = lambda p, x, t: model.apply({"params": p}, x, t)
       _FORWARD[key] = jax.jit(fn).lower(p, x, t).compile(_FAST_COMPILE)
     return _FORWARD[key](p, x, t)
+
   return apply
 
 
@@ -102,6 +104,7 @@ def test_attention_matches_explicit_softmax_formula():
     w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(16), axis=-1)
     o = jnp.einsum("bqk,bkc->bqc", w, v).reshape(2, 8, 8, 16)
     return x + dense("proj_out", o)
+
   # Both compiled (one program each, not op by op); the reference stays the explicit formula.
   np.testing.assert_allclose(got, jax.jit(reference)(params), rtol=1e-5, atol=1e-5)
 
@@ -121,8 +124,9 @@ def _one_step(dtype, params, data, sched):
   eps_fn = lambda p, x, t: model.apply({"params": p}, x, t)
   opt = optax.adam(1e-3)
   state = train.TrainState(jnp.zeros((), jnp.int32), params, params, opt.init(params))
-  return _jit(train.make_train_step(eps_fn, sched, opt, batch_size=8), state, data,
-              jax.random.key(5))
+  return _jit(
+    train.make_train_step(eps_fn, sched, opt, batch_size=8), state, data, jax.random.key(5)
+  )
 
 
 def test_bf16_training_step_close_to_float32():
@@ -150,8 +154,9 @@ def test_bf16_sampling_close_to_float32():
   outs = {}
   for name, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
     model = UNet(**SMALL, dtype=dtype)
-    fn = samplers.get_sampling_fn("ddpm", sched, lambda p, x, t: model.apply({"params": p}, x, t),
-                                  spec)
+    fn = samplers.get_sampling_fn(
+      "ddpm", sched, lambda p, x, t: model.apply({"params": p}, x, t), spec
+    )
     outs[name] = _jit(fn, params, jax.random.key(0), jnp.arange(8))
   err = _rel(outs["bf16"].samples, outs["f32"].samples)
   assert err < 5e-2, err
@@ -164,6 +169,7 @@ def test_model_dtype_config_field():
   from experiments import detect
   from experiments import config_check
   from mode_interp.errors import ConfigError
+
   cfg = shapes_config.get_config("gpu")
   config_check.validate(cfg)
   assert cfg.model.dtype == "bfloat16" and cfg.diffusion.timesteps == 1000
@@ -171,6 +177,7 @@ def test_model_dtype_config_field():
   cfg = shapes_config.get_config("")
   assert cfg.model.dtype == "float32" and detect.make_model(cfg).dtype == jnp.float32
   cfg.model.dtype = "float16"
-  with pytest.raises(ConfigError, match="^model.dtype: 'float16' is not allowed; allowed: "
-                     "float32, bfloat16$"):
+  with pytest.raises(
+    ConfigError, match="^model.dtype: 'float16' is not allowed; allowed: float32, bfloat16$"
+  ):
     config_check.validate(cfg)

@@ -34,7 +34,7 @@ def test_sampler_with_the_exact_eps_draws_the_data_distribution():
   def exact_eps(params, z, t_scaled):
     g = gamma(None, t_scaled / vdm.T_SCALE)[:, None]
     a, sg = jnp.sqrt(jax.nn.sigmoid(-g)), jnp.sqrt(jax.nn.sigmoid(g))
-    return sg * (z - a * mu) / (a ** 2 * s ** 2 + sg ** 2)
+    return sg * (z - a * mu) / (a**2 * s**2 + sg**2)
 
   fn = jax.jit(vdm.get_sampling_fn(exact_eps, gamma, (2,), 200, 10))
   out = fn({"net": None, "gamma": None}, jax.random.key(0), jnp.arange(4000))
@@ -76,8 +76,15 @@ def test_t_vs_t_prime_tiny_run(tmp_path):
   cells = [c for c in res["cells"] if "sample_T" in c]
   got = {(c["model"], c["sample_T"]) for c in cells}
   # DDPM T=20 has no T'=40 cell; the exact score uses the largest T (40).
-  assert got == {("DDPM T=20", 5), ("DDPM T=40", 5), ("DDPM T=40", 40), ("VDM learned", 5),
-                 ("VDM learned", 40), ("exact score (T=40)", 5), ("exact score (T=40)", 40)}
+  assert got == {
+    ("DDPM T=20", 5),
+    ("DDPM T=40", 5),
+    ("DDPM T=40", 40),
+    ("VDM learned", 5),
+    ("VDM learned", 40),
+    ("exact score (T=40)", 5),
+    ("exact score (T=40)", 40),
+  }
   for c in cells:
     assert c["hallucination"]["n"] + c["non_finite"]["count"] == 128
   assert os.path.getsize(os.path.join(wd, "figures", "tsteps_grid.png")) > 1000
@@ -87,5 +94,6 @@ def test_t_vs_t_prime_tiny_run(tmp_path):
     assert "20" in os.listdir(os.path.join(wd, "checkpoints", sub))
   # The report reads the real results.json: one rate row per cell.
   from experiments import report
+
   rows = report.load_run(wd).rows()
   assert len([r for r in rows if r.key == "hallucination_rate"]) == len(cells)

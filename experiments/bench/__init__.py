@@ -104,18 +104,33 @@ rate), ``reference`` (the official code's timing), ``table`` (the printed table)
 ``runner`` (:func:`run`), ``cli`` (the flags and ``main``).
 """
 
-
-from experiments.bench.cases import (CASES, DEFAULT_CASES, PEAK_FLOPS, TRAIN_REPEATS,
-                                     bench_sample_unet, bench_sampler, bench_train_mlp,
-                                     bench_train_unet, flops, plan)
+from experiments.bench.cases import (
+  CASES,
+  DEFAULT_CASES,
+  PEAK_FLOPS,
+  TRAIN_REPEATS,
+  bench_sample_unet,
+  bench_sampler,
+  bench_train_mlp,
+  bench_train_unet,
+  flops,
+  plan,
+)
 from experiments.bench.cli import main
 from experiments.bench.memory import MemProbe, xla_temp_mb
-from experiments.bench.products import (matrix_products, measured_matmul_peak,
-                                        time_pending_products, time_products)
-from experiments.bench.record import (RECORD_KEYS, PendingProducts, Record, machine_info,
-                                      new_record)
-from experiments.bench.reference import (REFERENCE_SCRIPT, ReferenceError_, reference_python,
-                                         time_reference)
+from experiments.bench.products import (
+  matrix_products,
+  measured_matmul_peak,
+  time_pending_products,
+  time_products,
+)
+from experiments.bench.record import RECORD_KEYS, PendingProducts, Record, machine_info, new_record
+from experiments.bench.reference import (
+  REFERENCE_SCRIPT,
+  ReferenceError_,
+  reference_python,
+  time_reference,
+)
 from experiments.bench.runner import Results, run
 from experiments.bench.table import format_reference, format_table
 from mode_interp import sharding
@@ -124,10 +139,35 @@ from mode_interp import sharding
 # all-reduce; set before jax starts its backend.
 sharding.configure_host_threads()
 
-__all__ = ["CASES", "DEFAULT_CASES", "PEAK_FLOPS", "RECORD_KEYS", "REFERENCE_SCRIPT",
-           "TRAIN_REPEATS", "MemProbe", "PendingProducts", "Record", "ReferenceError_",
-           "Results", "bench_sample_unet", "bench_sampler", "bench_train_mlp",
-           "bench_train_unet", "flops", "format_reference", "format_table", "machine_info",
-           "main", "matrix_products", "measured_matmul_peak", "new_record", "plan",
-           "reference_python", "run", "time_pending_products", "time_products",
-           "time_reference", "xla_temp_mb"]
+__all__ = [
+  "CASES",
+  "DEFAULT_CASES",
+  "PEAK_FLOPS",
+  "RECORD_KEYS",
+  "REFERENCE_SCRIPT",
+  "TRAIN_REPEATS",
+  "MemProbe",
+  "PendingProducts",
+  "Record",
+  "ReferenceError_",
+  "Results",
+  "bench_sample_unet",
+  "bench_sampler",
+  "bench_train_mlp",
+  "bench_train_unet",
+  "flops",
+  "format_reference",
+  "format_table",
+  "machine_info",
+  "main",
+  "matrix_products",
+  "measured_matmul_peak",
+  "new_record",
+  "plan",
+  "reference_python",
+  "run",
+  "time_pending_products",
+  "time_products",
+  "time_reference",
+  "xla_temp_mb",
+]

@@ -20,8 +20,11 @@ from absl import app, flags
 from experiments.bench import cli  # noqa: F401 - defines --json, shared with the benchmark
 from mode_interp import pipeline, sharding, train
 
-flags.DEFINE_list("configs", ["shapes", "shapes:tiny", "recursive_mnist", "gaussian1d"],
-                  "Configs (configs/<name>.py[:variant]) whose initialisation is compiled.")
+flags.DEFINE_list(
+  "configs",
+  ["shapes", "shapes:tiny", "recursive_mnist", "gaussian1d"],
+  "Configs (configs/<name>.py[:variant]) whose initialisation is compiled.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -49,25 +52,40 @@ def time_init(spec: str, once_first: bool) -> dict:
     compiled = lowered.compile()
     seconds[side] = time.perf_counter() - t0
     states[side] = jax.device_get(compiled(x1, key))
-  same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
-             zip(jax.tree.leaves(states["once"]), jax.tree.leaves(states["defaults"])))
-  return {"config": spec, "param_arrays": len(jax.tree.leaves(states["once"].params)),
-          "defaults_s": round(seconds["defaults"], 3), "once_s": round(seconds["once"], 3),
-          "speedup": round(seconds["defaults"] / seconds["once"], 2),
-          "once_options": sharding.once_options(), "bit_identical": bool(same),
-          "first": order[0], "platform": jax.default_backend(), "jax": jax.__version__}
+  same = all(
+    np.array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(states["once"]), jax.tree.leaves(states["defaults"]))
+  )
+  return {
+    "config": spec,
+    "param_arrays": len(jax.tree.leaves(states["once"].params)),
+    "defaults_s": round(seconds["defaults"], 3),
+    "once_s": round(seconds["once"], 3),
+    "speedup": round(seconds["defaults"] / seconds["once"], 2),
+    "once_options": sharding.once_options(),
+    "bit_identical": bool(same),
+    "first": order[0],
+    "platform": jax.default_backend(),
+    "jax": jax.__version__,
+  }
 
 
 def format_table(rows) -> str:
-  head = (f"{'config':<18} {'arrays':>6} {'XLA defaults s':>14} {'once options s':>14} "
-          f"{'speedup':>7} {'same params':>11}")
+  head = (
+    f"{'config':<18} {'arrays':>6} {'XLA defaults s':>14} {'once options s':>14} "
+    f"{'speedup':>7} {'same params':>11}"
+  )
   lines = [head, "-" * len(head)]
   for r in rows:
-    lines.append(f"{r['config']:<18} {r['param_arrays']:>6} {r['defaults_s']:>14.2f} "
-                 f"{r['once_s']:>14.2f} {r['speedup']:>6.2f}x {str(r['bit_identical']):>11}")
+    lines.append(
+      f"{r['config']:<18} {r['param_arrays']:>6} {r['defaults_s']:>14.2f} "
+      f"{r['once_s']:>14.2f} {r['speedup']:>6.2f}x {str(r['bit_identical']):>11}"
+    )
   if rows:
-    lines.append(f"once options: {rows[0]['once_options'] or 'none on this backend'}; "
-                 f"{rows[0]['platform']}, jax {rows[0]['jax']}; persistent cache off")
+    lines.append(
+      f"once options: {rows[0]['once_options'] or 'none on this backend'}; "
+      f"{rows[0]['platform']}, jax {rows[0]['jax']}; persistent cache off"
+    )
   return "\n".join(lines)
 
 

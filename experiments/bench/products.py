@@ -82,8 +82,9 @@ def time_pending_products(records) -> None:
       rec.products_share = rec.products_ms / rec.ms_per_step
 
 
-def time_products(products, compiler_options=None, repeats: int = 5, calls: int = 20,
-                  times: int = 1) -> float:
+def time_products(
+  products, compiler_options=None, repeats: int = 5, calls: int = 20, times: int = 1
+) -> float:
   """Milliseconds for the matrix products ``products`` (from :func:`matrix_products`) alone:
   the products that run equally often are jitted together, on random operands of their shapes
   (distinct operands, so none is shared or fused away), timed, and counted that often (``times``
@@ -96,8 +97,10 @@ def time_products(products, compiler_options=None, repeats: int = 5, calls: int 
   rng = np.random.default_rng(0)
   total = 0.0
   for n, group in groups.items():
-    operands = [tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32), a.dtype)
-                      for a in (lhs, rhs)) for lhs, rhs, _ in group]
+    operands = [
+      tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32), a.dtype) for a in (lhs, rhs))
+      for lhs, rhs, _ in group
+    ]
     params = [p for _, _, p in group]
 
     def all_products(ops, params=params):

@@ -15,6 +15,7 @@ class PendingProducts(NamedTuple):
   how often a step runs them (a sampler's row tiles), listed by its case and timed by
   :func:`experiments.bench.run` once every case has been measured (their operands would
   otherwise stay in the process's memory figures)."""
+
   products: list
   times: int
 
@@ -24,6 +25,7 @@ class Record:
   """One row: every field is a key of the JSON record (:data:`RECORD_KEYS`, in this order),
   None where it does not apply; ``pending_products`` is not written (see
   :class:`PendingProducts`)."""
+
   case: Optional[str] = None
   model: Optional[str] = None
   dim: Optional[int] = None
@@ -60,7 +62,8 @@ class Record:
   products_ms: Optional[float] = None
   products_share: Optional[float] = None
   pending_products: Optional[PendingProducts] = dataclasses.field(
-      default=None, repr=False, compare=False, metadata={"json": False})
+    default=None, repr=False, compare=False, metadata={"json": False}
+  )
 
   def to_json(self) -> dict:
     """The record as written to ``--json``: every key of :data:`RECORD_KEYS`, in order."""
@@ -93,16 +96,26 @@ def machine_info() -> dict:
   model, flags_ = sharding.cpu_info()
   model = model or platform.processor() or ""
   wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-  return {"cpu_model": model, "cpu_count": os.cpu_count(), "host": platform.node(),
-          "isa": [f for f in wanted if f in flags_], "jax": jax.__version__}
+  return {
+    "cpu_model": model,
+    "cpu_count": os.cpu_count(),
+    "host": platform.node(),
+    "isa": [f for f in wanted if f in flags_],
+    "jax": jax.__version__,
+  }
 
 
 def new_record(mesh, **kw) -> Record:
   """A record of ``kw`` on ``mesh``'s first device, with the device, machine, compile options
   and throughput filled in."""
   dev = jax.devices()[0]
-  rec = Record(devices=sharding.num_shards(mesh), platform=dev.platform,
-               device_kind=dev.device_kind, jax_version=jax.__version__, machine=machine_info())
+  rec = Record(
+    devices=sharding.num_shards(mesh),
+    platform=dev.platform,
+    device_kind=dev.device_kind,
+    jax_version=jax.__version__,
+    machine=machine_info(),
+  )
   rec = dataclasses.replace(rec, **kw)
   # The project's XLA options for this network (sharding.compiler_options), or {} where XLA's
   # defaults were asked for (the comparison rows, inside sharding.xla_default_options()).

@@ -18,12 +18,21 @@ from mode_interp import sharding
 class Results:
   """What :func:`run` measured: the records (one per row, in table order) and the official
   code's timing run (its JSON; None without ``reference``)."""
+
   records: List[Record]
   reference: Optional[dict] = None
 
 
-def run(cases, quick: bool = False, devices: int = 0, json_path=None, log=print,
-        full: bool = False, reference=None, unet_variant: str = "") -> Results:
+def run(
+  cases,
+  quick: bool = False,
+  devices: int = 0,
+  json_path=None,
+  log=print,
+  full: bool = False,
+  reference=None,
+  unet_variant: str = "",
+) -> Results:
   """Runs the benchmark; returns the records and the reference run (and writes the records to
   ``json_path``).
 

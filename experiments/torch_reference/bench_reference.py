@@ -44,8 +44,10 @@ def _stub_missing(names):
           sys.modules[mod] = m
       stubbed.append(name)
   if "torchvision.utils" in stubbed:
+
     def _save_image(*a, **k):
       raise RuntimeError("torchvision is stubbed in this environment")
+
     sys.modules["torchvision.utils"].save_image = _save_image
   if "tqdm" in stubbed:
     sys.modules["tqdm"].tqdm = lambda it=None, *a, **k: it
@@ -60,9 +62,15 @@ def main():
   p.add_argument("--timesteps", type=int, default=1000)
   p.add_argument("--train-steps", type=int, default=30)
   p.add_argument("--sampler-steps", type=int, default=20)
-  p.add_argument("--repeats", type=int, default=3,
-                 help="timed blocks per size; the fastest block's mean is reported")
-  p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=3,
+    help="timed blocks per size; the fastest block's mean is reported",
+  )
+  p.add_argument(
+    "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
+  )
   p.add_argument("--json", default="")
   a = p.parse_args()
 
@@ -77,14 +85,24 @@ def main():
     torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   betas = get_beta_schedule("linear", beta_start=0.001, beta_end=0.2, timesteps=a.timesteps)
-  diffusion = GaussianDiffusion(betas=betas, model_mean_type="eps", model_var_type="fixed-large",
-                                loss_type="mse")
-  out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "stubbed": stubbed,
-         "python": platform.python_version(), "train": [], "sampler": []}
+  diffusion = GaussianDiffusion(
+    betas=betas, model_mean_type="eps", model_var_type="fixed-large", loss_type="mse"
+  )
+  out = {
+    "torch": torch.__version__,
+    "threads": torch.get_num_threads(),
+    "stubbed": stubbed,
+    "python": platform.python_version(),
+    "train": [],
+    "sampler": [],
+  }
 
   rng = np.random.default_rng(0)
-  data = torch.from_numpy((rng.choice([1.0, 2.0, 3.0], a.num_train)
-                           + 0.05 * rng.standard_normal(a.num_train)).astype(np.float32))[:, None]
+  data = torch.from_numpy(
+    (rng.choice([1.0, 2.0, 3.0], a.num_train) + 0.05 * rng.standard_normal(a.num_train)).astype(
+      np.float32
+    )
+  )[:, None]
   for bs in a.train_batch:
     model = Decoder(1, 128, 3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
@@ -92,7 +110,7 @@ def main():
 
     def step(i):
       lo = (i * bs) % (a.num_train - bs + 1)
-      x = data[lo:lo + bs]
+      x = data[lo : lo + bs]
       t = torch.randint(a.timesteps, size=(bs,), dtype=torch.int64)
       loss = diffusion.train_losses(model, x_0=x, t=t).mean()
       opt.zero_grad(set_to_none=True)
@@ -108,9 +126,15 @@ def main():
       for i in range(a.train_steps):
         loss = step(r * a.train_steps + i)
       blocks.append(1000.0 * (time.perf_counter() - t0) / a.train_steps)
-    out["train"].append({"batch_size": bs, "steps_timed": a.train_steps * a.repeats,
-                         "ms_per_step": min(blocks), "ms_per_step_blocks": blocks,
-                         "loss": float(loss)})
+    out["train"].append(
+      {
+        "batch_size": bs,
+        "steps_timed": a.train_steps * a.repeats,
+        "ms_per_step": min(blocks),
+        "ms_per_step_blocks": blocks,
+        "loss": float(loss),
+      }
+    )
 
   for n in a.sampler_n:
     model = Decoder(1, 128, 3).eval()
@@ -127,9 +151,15 @@ def main():
           t.fill_(max(a.timesteps - 3 - k - r * a.sampler_steps, 0))
           x = diffusion.p_sample_step(model, x, t)
         blocks.append(1000.0 * (time.perf_counter() - t0) / a.sampler_steps)
-    out["sampler"].append({"num_samples": n, "timesteps": a.timesteps,
-                           "steps_timed": a.sampler_steps * a.repeats,
-                           "ms_per_step": min(blocks), "ms_per_step_blocks": blocks})
+    out["sampler"].append(
+      {
+        "num_samples": n,
+        "timesteps": a.timesteps,
+        "steps_timed": a.sampler_steps * a.repeats,
+        "ms_per_step": min(blocks),
+        "ms_per_step_blocks": blocks,
+      }
+    )
   text = json.dumps(out)
   if a.json:
     with open(a.json, "w") as f:

@@ -46,18 +46,25 @@ import sys
 import time
 import types
 
-OFFICIAL_MODULES = ("ddpm_torch.functions", "ddpm_torch.modules", "ddpm_torch.diffusion",
-                    "ddpm_torch.toy.diffusion", "ddpm_torch.toy.toy_model",
-                    "ddpm_torch.toy.toy_data")
+OFFICIAL_MODULES = (
+  "ddpm_torch.functions",
+  "ddpm_torch.modules",
+  "ddpm_torch.diffusion",
+  "ddpm_torch.toy.diffusion",
+  "ddpm_torch.toy.toy_model",
+  "ddpm_torch.toy.toy_data",
+)
 
 
 def find_root(paths=None) -> str:
   """The folder on ``paths`` (default ``sys.path``) that holds ``ddpm_torch/toy``."""
-  for p in (sys.path if paths is None else paths):
+  for p in sys.path if paths is None else paths:
     if p and os.path.isdir(os.path.join(p, "ddpm_torch", "toy")):
       return os.path.abspath(p)
-  raise ImportError("no ddpm_torch/toy on sys.path: put the official repository's "
-                    "gaussian_experiments folder on PYTHONPATH")
+  raise ImportError(
+    "no ddpm_torch/toy on sys.path: put the official repository's "
+    "gaussian_experiments folder on PYTHONPATH"
+  )
 
 
 def load_official(root: str = "") -> types.SimpleNamespace:
@@ -75,8 +82,12 @@ def load_official(root: str = "") -> types.SimpleNamespace:
       mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
       mod.__spec__.submodule_search_locations = [path]
       sys.modules[name] = mod
-  mods = {n[len("ddpm_torch."):].replace("toy.", "toy_").replace("toy_toy_", "toy_"):
-          importlib.import_module(n) for n in OFFICIAL_MODULES}
+  mods = {
+    n[len("ddpm_torch.") :]
+    .replace("toy.", "toy_")
+    .replace("toy_toy_", "toy_"): importlib.import_module(n)
+    for n in OFFICIAL_MODULES
+  }
   # functions, modules, diffusion, toy_diffusion, toy_model, toy_data
   return types.SimpleNamespace(root=root, **mods)
 
@@ -84,6 +95,7 @@ def load_official(root: str = "") -> types.SimpleNamespace:
 def make_data(official, name: str, num: int, seed: int, means=(1.0, 2.0, 3.0), std=0.05):
   """The official toy data set as float32 ``[num, D]``."""
   import numpy as np
+
   td = official.toy_data
   if name == "gaussian1d":
     ds = td.Gaussian1D(num, list(means), stdev=std, random_state=seed)
@@ -97,12 +109,15 @@ def make_data(official, name: str, num: int, seed: int, means=(1.0, 2.0, 3.0), s
   return data.reshape(len(data), -1)
 
 
-def make_diffusion(official, timesteps: int, beta_start: float, beta_end: float,
-                   variance: str = "fixed-large"):
-  betas = official.diffusion.get_beta_schedule("linear", beta_start=beta_start,
-                                               beta_end=beta_end, timesteps=timesteps)
-  return official.toy_diffusion.GaussianDiffusion(betas=betas, model_mean_type="eps",
-                                                  model_var_type=variance, loss_type="mse")
+def make_diffusion(
+  official, timesteps: int, beta_start: float, beta_end: float, variance: str = "fixed-large"
+):
+  betas = official.diffusion.get_beta_schedule(
+    "linear", beta_start=beta_start, beta_end=beta_end, timesteps=timesteps
+  )
+  return official.toy_diffusion.GaussianDiffusion(
+    betas=betas, model_mean_type="eps", model_var_type=variance, loss_type="mse"
+  )
 
 
 class Batches:
@@ -111,6 +126,7 @@ class Batches:
 
   def __init__(self, data, batch_size: int, how: str, seed: int):
     import torch
+
     self.data, self.batch_size, self.how = torch.from_numpy(data), batch_size, how
     if how == "random":
       self.gen = torch.Generator().manual_seed(seed)
@@ -123,16 +139,18 @@ class Batches:
 
   def __call__(self, step: int):
     import torch
+
     if self.how == "random":
       idx = torch.randint(len(self.data), (self.batch_size,), generator=self.gen)
       return self.data[idx]
     k = step % self.num_batches
-    return self.data[k * self.batch_size:(k + 1) * self.batch_size]
+    return self.data[k * self.batch_size : (k + 1) * self.batch_size]
 
 
 def train_step(diffusion, model, optimizer, x):
   """The official ``Trainer.step`` (no clipping): returns the loss."""
   import torch
+
   t = torch.randint(diffusion.timesteps, size=(x.shape[0],), dtype=torch.int64)
   loss = diffusion.train_losses(model, x_0=x, t=t).mean()
   optimizer.zero_grad(set_to_none=True)
@@ -147,6 +165,7 @@ def sample(diffusion, model, num: int, dim: int, window: int, seed: int, chunk: 
   the last ``window`` steps, averaged over dimensions), both float32 numpy."""
   import numpy as np
   import torch
+
   gen = torch.Generator().manual_seed(seed)
   xs, tvs = [], []
   T = diffusion.timesteps
@@ -191,8 +210,12 @@ def main(argv=None):
   p.add_argument("--chunk", type=int, default=20_000)
   p.add_argument("--window", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--threads", type=int, default=0,
-                 help="torch intra-op threads (0: the CPUs this process may run on)")
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=0,
+    help="torch intra-op threads (0: the CPUs this process may run on)",
+  )
   p.add_argument("--log-every", type=int, default=1000)
   p.add_argument("--out", required=True)
   a = p.parse_args(argv)
@@ -200,6 +223,7 @@ def main(argv=None):
   import numpy as np
   import random
   import torch
+
   official = load_official()
   threads = a.threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
@@ -225,24 +249,40 @@ def main(argv=None):
     if s % a.log_every == 0 or s == a.steps:
       loss_steps.append(s)
       losses.append(loss.item())
-      print(f"reference: step {s}/{a.steps} loss {losses[-1]:.4f} "
-            f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+      print(
+        f"reference: step {s}/{a.steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+      )
   train_s = time.time() - t0
 
   t0 = time.time()
-  x, tv = sample(diffusion, model, a.num_samples, dim, a.window, a.seed + 1,
-                 max(1, min(a.chunk, a.num_samples)))
+  x, tv = sample(
+    diffusion, model, a.num_samples, dim, a.window, a.seed + 1, max(1, min(a.chunk, a.num_samples))
+  )
   sample_s = time.time() - t0
-  meta = {"torch": torch.__version__, "numpy": np.__version__,
-          "python": platform.python_version(), "threads": torch.get_num_threads(),
-          "official_root": official.root, "batching": a.batching,
-          "train_seconds": train_s, "sample_seconds": sample_s,
-          "ms_per_train_step": 1000.0 * train_s / max(a.steps, 1),
-          "args": {k: v for k, v in vars(a).items() if k != "out"}}
+  meta = {
+    "torch": torch.__version__,
+    "numpy": np.__version__,
+    "python": platform.python_version(),
+    "threads": torch.get_num_threads(),
+    "official_root": official.root,
+    "batching": a.batching,
+    "train_seconds": train_s,
+    "sample_seconds": sample_s,
+    "ms_per_train_step": 1000.0 * train_s / max(a.steps, 1),
+    "args": {k: v for k, v in vars(a).items() if k != "out"},
+  }
   tmp = a.out + ".tmp.npz"
-  np.savez_compressed(tmp, samples=x, traj_variance=tv, train_data=data,
-                      loss_steps=np.asarray(loss_steps, np.int64),
-                      losses=np.asarray(losses, np.float64), meta=np.asarray(json.dumps(meta)))
+  np.savez_compressed(
+    tmp,
+    samples=x,
+    traj_variance=tv,
+    train_data=data,
+    loss_steps=np.asarray(loss_steps, np.int64),
+    losses=np.asarray(losses, np.float64),
+    meta=np.asarray(json.dumps(meta)),
+  )
   os.replace(tmp, a.out)
   print(json.dumps(meta), flush=True)
 

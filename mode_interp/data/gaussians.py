@@ -25,8 +25,9 @@ NAMES = ("gaussian1d", "grid25", "grid25_rotated")
 @dataclasses.dataclass(frozen=True)
 class Mixture:
   """An isotropic Gaussian mixture, in the units the model sees."""
+
   name: str
-  means: np.ndarray   # [K, D]
+  means: np.ndarray  # [K, D]
   std: float
   weights: Optional[np.ndarray] = None  # [K], summing to 1; None: equal
 
@@ -43,7 +44,7 @@ class Mixture:
     """Points per mode for ``num`` points: proportional to the weights (largest remainder)."""
     share = num * self.mode_weights
     counts = np.floor(share).astype(int)
-    counts[np.argsort(-(share - counts), kind="stable")[:num - counts.sum()]] += 1
+    counts[np.argsort(-(share - counts), kind="stable")[: num - counts.sum()]] += 1
     return counts
 
   def sample(self, num: int, seed: int) -> np.ndarray:
@@ -75,8 +76,9 @@ def heavy_modes(mixture: Mixture) -> np.ndarray:
   return w > w.min() * (1 + 1e-9)
 
 
-def make_mixture(name: str, means=(1.0, 2.0, 3.0), std: float = 0.05, scale: float = 2.0,
-                 imbalance: float = 1.0) -> Mixture:
+def make_mixture(
+  name: str, means=(1.0, 2.0, 3.0), std: float = 0.05, scale: float = 2.0, imbalance: float = 1.0
+) -> Mixture:
   if name == "gaussian1d":
     m = np.asarray(means, np.float64).reshape(-1, 1)
     return Mixture(name, m, float(std), checkerboard_weights(len(m), imbalance, grid=False))
@@ -87,6 +89,7 @@ def make_mixture(name: str, means=(1.0, 2.0, 3.0), std: float = 0.05, scale: flo
     modes = scale * np.asarray([((i - j) / 2, (i + j) / 2) for i, j in ij], np.float64)
   else:
     raise ValueError(f"unknown mixture {name!r}; allowed: {', '.join(NAMES)}")
-  norm = math.sqrt(std ** 2 + 2 * scale ** 2)  # per-axis std of the 5x5 grid: sqrt(0.05^2 + 8)
-  return Mixture(name, modes / norm, float(std / norm),
-                 checkerboard_weights(len(modes), imbalance, grid=True))
+  norm = math.sqrt(std**2 + 2 * scale**2)  # per-axis std of the 5x5 grid: sqrt(0.05^2 + 8)
+  return Mixture(
+    name, modes / norm, float(std / norm), checkerboard_weights(len(modes), imbalance, grid=True)
+  )

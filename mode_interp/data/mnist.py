@@ -49,34 +49,34 @@ IMAGE_SIZE = 28
 
 # Base names (without ``.gz``) of the image and label files of each split.
 SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 # Mirrors serving the original gzipped files, tried in order.
 MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+  "https://ossci-datasets.s3.amazonaws.com/mnist/",
+  "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
 # MD5 of the original gzipped files as served by the mirrors.
 GZ_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+  "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+  "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+  "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+  "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
 DOWNLOAD_TIMEOUT_S = 5.0
 
 # IDX element type codes (third byte of the magic number).
 _IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
+  0x08: np.dtype(np.uint8),
+  0x09: np.dtype(np.int8),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _REFETCH_HINT = "delete it and fetch it again"
@@ -101,6 +101,7 @@ class MnistSplit:
       when ``allow_test_fallback`` kicked in).
     source_dir: directory the files were read from.
   """
+
   images: np.ndarray
   labels: np.ndarray
   split: str
@@ -117,8 +118,9 @@ class MnistSplit:
 
 def _format_error(path, what: str) -> MnistFormatError:
   return MnistFormatError(
-      f"{path}: {what}. The file is truncated or corrupt; {_REFETCH_HINT} "
-      f"(or point {ENV_VAR} at a good copy).")
+    f"{path}: {what}. The file is truncated or corrupt; {_REFETCH_HINT} "
+    f"(or point {ENV_VAR} at a good copy)."
+  )
 
 
 def _read_exact(stream, buf: memoryview) -> int:
@@ -138,8 +140,9 @@ def _is_gzip(path: Path) -> bool:
     head = f.read(2)
   if path.name.endswith(".gz"):
     if head != _GZIP_MAGIC:
-      raise _format_error(path, "named .gz but is not a gzip stream "
-                          f"(first bytes {head.hex() or 'missing'})")
+      raise _format_error(
+        path, f"named .gz but is not a gzip stream (first bytes {head.hex() or 'missing'})"
+      )
     return True
   return head == _GZIP_MAGIC
 
@@ -169,36 +172,32 @@ def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
     with opener(path, "rb") as f:
       head = f.read(4)
       if len(head) < 4:
-        raise _format_error(path, f"only {len(head)} bytes, too short for an "
-                            "IDX header")
+        raise _format_error(path, f"only {len(head)} bytes, too short for an IDX header")
       magic = int.from_bytes(head, "big")
       if head[:2] != b"\x00\x00" or head[2] not in _IDX_DTYPES:
-        raise _format_error(path, f"bad IDX magic number {magic} "
-                            f"(0x{magic:08x}); not an IDX file")
+        raise _format_error(path, f"bad IDX magic number {magic} (0x{magic:08x}); not an IDX file")
       if expected_magic is not None and magic != expected_magic:
-        raise _format_error(path, f"magic number {magic}, expected "
-                            f"{expected_magic}")
+        raise _format_error(path, f"magic number {magic}, expected {expected_magic}")
       dtype = _IDX_DTYPES[head[2]]
       ndim = head[3]
       dims_raw = f.read(4 * ndim)
       if len(dims_raw) < 4 * ndim:
-        raise _format_error(path, f"IDX header cut short (needs {ndim} "
-                            "dimension sizes)")
-      shape = tuple(int.from_bytes(dims_raw[4 * i:4 * i + 4], "big")
-                    for i in range(ndim))
+        raise _format_error(path, f"IDX header cut short (needs {ndim} dimension sizes)")
+      shape = tuple(int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(ndim))
       count = int(np.prod(shape, dtype=np.int64))
       out = np.empty(count, dtype=dtype)
       want = out.nbytes
       got = _read_exact(f, memoryview(out).cast("B"))
       if got < want:
-        raise _format_error(path, f"payload has {got} bytes but the header "
-                            f"{shape} calls for {want}")
+        raise _format_error(
+          path, f"payload has {got} bytes but the header {shape} calls for {want}"
+        )
       if f.read(1):
-        raise _format_error(path, f"trailing bytes after the {want}-byte "
-                            f"payload declared by the header {shape}")
+        raise _format_error(
+          path, f"trailing bytes after the {want}-byte payload declared by the header {shape}"
+        )
   except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-    raise _format_error(path, f"bad gzip stream ({type(e).__name__}: {e})"
-                        ) from e
+    raise _format_error(path, f"bad gzip stream ({type(e).__name__}: {e})") from e
   return out.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -263,8 +262,7 @@ def _urlopen(url: str, timeout: float):
 
 def _fetch(url: str, dest: Path, timeout: float) -> None:
   """Downloads ``url`` to ``dest`` atomically; progress goes to the log."""
-  fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
-                                  suffix=".part")
+  fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
   tmp = Path(tmp_name)
   try:
     with os.fdopen(fd, "wb") as out, _urlopen(url, timeout) as resp:
@@ -321,17 +319,16 @@ def _download_split(split: str, cache: Path, timeout: float) -> list[str]:
       except (urllib.error.URLError, OSError, MnistFormatError) as e:
         logging.warning("%s: failed: %s", url, e)
         problems.append(f"{url}: {e}")
-        if (isinstance(e, urllib.error.URLError)
-            and not isinstance(e, urllib.error.HTTPError)) or isinstance(
-                e, TimeoutError):
+        if (
+          isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError)
+        ) or isinstance(e, TimeoutError):
           dead_mirrors.add(mirror)  # unreachable host: do not retry it.
     else:
       return problems  # no mirror delivered this file; give up.
   return []
 
 
-def _not_found_message(split: str, dirs: Sequence[Path], problems,
-                       also: str | None = None) -> str:
+def _not_found_message(split: str, dirs: Sequence[Path], problems, also: str | None = None) -> str:
   lines = [f"MNIST {split} files not found."]
   files = SPLIT_FILES[split]
   if also:
@@ -345,37 +342,39 @@ def _not_found_message(split: str, dirs: Sequence[Path], problems,
   if problems:
     lines.append("Download failed:")
     lines += [f"  {p}" for p in problems]
-  lines.append(f"Put the files in {default_cache_dir()} (or any directory "
-               f"and set {ENV_VAR} to it, or pass data_dir=...).")
+  lines.append(
+    f"Put the files in {default_cache_dir()} (or any directory "
+    f"and set {ENV_VAR} to it, or pass data_dir=...)."
+  )
   return "\n".join(lines)
 
 
-def _load_from(directory: Path, img_path: Path, lbl_path: Path,
-               split: str) -> MnistSplit:
+def _load_from(directory: Path, img_path: Path, lbl_path: Path, split: str) -> MnistSplit:
   images = read_idx(img_path, expected_magic=IMAGE_MAGIC)
   if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-    raise _format_error(img_path, f"image header says shape {images.shape}, "
-                        f"expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}]")
+    raise _format_error(
+      img_path, f"image header says shape {images.shape}, expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}]"
+    )
   labels = read_idx(lbl_path, expected_magic=LABEL_MAGIC)
   if labels.ndim != 1:
-    raise _format_error(lbl_path, f"label header says shape {labels.shape}, "
-                        "expected [N]")
+    raise _format_error(lbl_path, f"label header says shape {labels.shape}, expected [N]")
   if images.shape[0] != labels.shape[0]:
     raise MnistFormatError(
-        f"{img_path} holds {images.shape[0]} images but {lbl_path} holds "
-        f"{labels.shape[0]} labels; one of them is truncated or from another "
-        f"split. {_REFETCH_HINT[0].upper() + _REFETCH_HINT[1:]}.")
+      f"{img_path} holds {images.shape[0]} images but {lbl_path} holds "
+      f"{labels.shape[0]} labels; one of them is truncated or from another "
+      f"split. {_REFETCH_HINT[0].upper() + _REFETCH_HINT[1:]}."
+    )
   if labels.size and labels.max() > 9:
-    raise _format_error(lbl_path, f"label value {int(labels.max())} outside "
-                        "0..9")
-  return MnistSplit(images=images, labels=labels, split=split,
-                    source_dir=directory)
+    raise _format_error(lbl_path, f"label value {int(labels.max())} outside 0..9")
+  return MnistSplit(images=images, labels=labels, split=split, source_dir=directory)
 
 
-def load_mnist(split: str = "train",
-               data_dir: str | os.PathLike | None = None,
-               download: bool = True,
-               allow_test_fallback: bool = False) -> MnistSplit:
+def load_mnist(
+  split: str = "train",
+  data_dir: str | os.PathLike | None = None,
+  download: bool = True,
+  allow_test_fallback: bool = False,
+) -> MnistSplit:
   """Loads one MNIST split as uint8 arrays.
 
   Args:
@@ -419,13 +418,15 @@ def load_mnist(split: str = "train",
     found = locate("test")
     if found is not None:
       logging.warning(
-          "MNIST train files (%s) not found in %s; allow_test_fallback is set, "
-          "so the 10k TEST split from %s is loaded instead. Results are NOT "
-          "train-split results.", ", ".join(SPLIT_FILES["train"]),
-          ", ".join(str(d) for d in dirs), found[0])
+        "MNIST train files (%s) not found in %s; allow_test_fallback is set, "
+        "so the 10k TEST split from %s is loaded instead. Results are NOT "
+        "train-split results.",
+        ", ".join(SPLIT_FILES["train"]),
+        ", ".join(str(d) for d in dirs),
+        found[0],
+      )
       return _load_from(*found, split="test")
-    raise MnistNotFoundError(_not_found_message(split, dirs, problems,
-                                                also="test"))
+    raise MnistNotFoundError(_not_found_message(split, dirs, problems, also="test"))
   raise MnistNotFoundError(_not_found_message(split, dirs, problems))
 
 

@@ -68,8 +68,8 @@ VERDICTS: tuple[str, ...] = (IN_SUPPORT, MULTIPLE_IN_COLUMN, MALFORMED, BLANK)
 _BASE_AREA = 60.0
 # Per-scale layout: (canvas side, picture height, column widths).
 _LAYOUTS = {
-    1.0: (64, 63, (21, 21, 21)),
-    0.5: (32, 31, (10, 11, 10)),
+  1.0: (64, 63, (21, 21, 21)),
+  0.5: (32, 31, (10, 11, 10)),
 }
 # A blob is shape-sized when its area is within this fraction of the shape's
 # nominal area. Training shapes vary by at most ~3 % (edge clipping); half a
@@ -100,6 +100,7 @@ class ShapeSpec:
     fill_lo: smallest accepted fill ratio.
     fill_hi: largest accepted fill ratio.
   """
+
   name: str
   column: int
   size: int
@@ -126,6 +127,7 @@ class ShapesGeometry:
     speck_max_area: connected components of at most this many pixels are
       ignored by the checker (counted as specks).
   """
+
   scale: float
   canvas: int
   height: int
@@ -149,6 +151,7 @@ class ShapesGeometry:
 
 class ShapeRecord(NamedTuple):
   """Metadata of one drawn shape (position in column coordinates)."""
+
   shape: str
   column: int
   x: int
@@ -168,6 +171,7 @@ class ShapesDataset:
       -1 where the shape is absent.
     geometry: the `ShapesGeometry` the images were drawn with.
   """
+
   images: np.ndarray
   present: np.ndarray
   positions: np.ndarray
@@ -199,6 +203,7 @@ class CheckResult:
     sized: int ``[N, 3]`` number of shape-sized blobs per column (two or more in a column:
       ``multiple_in_column``).
   """
+
   verdicts: np.ndarray
   counts: np.ndarray
   areas: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
@@ -221,8 +226,7 @@ def _check_scale(scale: float) -> float:
   for s in SUPPORTED_SCALES:
     if scale == s:
       return s
-  raise ValueError(
-      f"scale must be one of {SUPPORTED_SCALES}, got {scale!r}")
+  raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {scale!r}")
 
 
 def _shape_size(name: str, area: float) -> int:
@@ -232,13 +236,13 @@ def _shape_size(name: str, area: float) -> int:
   if name == "triangle":
     return int(math.sqrt(4.0 * area / math.sqrt(3.0)))
   if name == "pentagon":
-    return int(math.sqrt(
-        4.0 * area / math.sqrt(5.0 * (5.0 + 2.0 * math.sqrt(5.0)))))
+    return int(math.sqrt(4.0 * area / math.sqrt(5.0 * (5.0 + 2.0 * math.sqrt(5.0)))))
   raise ValueError(f"unknown shape {name!r}")
 
 
-def _position_range(name: str, size: int, width: int,
-                    height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def _position_range(
+  name: str, size: int, width: int, height: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
   """Inclusive x and y ranges of the random position."""
   if name == "square":
     return (1, width - 2 * size), (1, height - 2 * size)
@@ -249,8 +253,7 @@ def _position_range(name: str, size: int, width: int,
   raise ValueError(f"unknown shape {name!r}")
 
 
-def _draw_column(name: str, size: int, x: int, y: int, width: int,
-                 height: int) -> np.ndarray:
+def _draw_column(name: str, size: int, x: int, y: int, width: int, height: int) -> np.ndarray:
   """Draws one shape on its own ``height x width`` column; bool mask."""
   img = Image.new("L", (width, height), color=0)
   draw = ImageDraw.Draw(img)
@@ -297,18 +300,31 @@ def get_geometry(scale: float = 1.0) -> ShapesGeometry:
       raise AssertionError(f"{name} does not fit its column at scale {scale}")
     # Nominal area and fill ratio: the shape drawn away from any edge.
     big = 4 * size + 4
-    area, fill = _mask_stats(_draw_column(name, size, 2 * size + 1,
-                                          2 * size + 1, big, big))
-    specs.append(ShapeSpec(
-        name=name, column=c, size=size, x_range=xr, y_range=yr, area=area,
+    area, fill = _mask_stats(_draw_column(name, size, 2 * size + 1, 2 * size + 1, big, big))
+    specs.append(
+      ShapeSpec(
+        name=name,
+        column=c,
+        size=size,
+        x_range=xr,
+        y_range=yr,
+        area=area,
         area_lo=int(math.ceil(area * (1.0 - _AREA_REL_TOL))),
         area_hi=int(math.floor(area * (1.0 + _AREA_REL_TOL))),
-        fill=fill, fill_lo=max(0.0, fill - _FILL_TOL),
-        fill_hi=min(1.0, fill + _FILL_TOL)))
+        fill=fill,
+        fill_lo=max(0.0, fill - _FILL_TOL),
+        fill_hi=min(1.0, fill + _FILL_TOL),
+      )
+    )
   speck = max(1, int(round(_SPECK_MAX_AREA_FULL * scale * scale)))
-  return ShapesGeometry(scale=scale, canvas=canvas, height=height,
-                        column_edges=edges, shapes=tuple(specs),
-                        speck_max_area=speck)
+  return ShapesGeometry(
+    scale=scale,
+    canvas=canvas,
+    height=height,
+    column_edges=edges,
+    shapes=tuple(specs),
+    speck_max_area=speck,
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -327,8 +343,7 @@ def _column_tables(scale: float) -> tuple[np.ndarray, ...]:
     table = np.zeros((len(xs), len(ys), geom.height, width), dtype=bool)
     for i, x in enumerate(xs):
       for j, y in enumerate(ys):
-        table[i, j] = _draw_column(spec.name, spec.size, x, y, width,
-                                   geom.height)
+        table[i, j] = _draw_column(spec.name, spec.size, x, y, width, geom.height)
     table.flags.writeable = False
     tables.append(table)
   return tuple(tables)
@@ -348,8 +363,7 @@ def draw_shape(name: str, x: int, y: int, scale: float = 1.0) -> np.ndarray:
   """
   geom = get_geometry(scale)
   c = SHAPES.index(name)
-  mask = _draw_column(name, geom.shapes[c].size, x, y,
-                      geom.column_widths[c], geom.height)
+  mask = _draw_column(name, geom.shapes[c].size, x, y, geom.column_widths[c], geom.height)
   return mask.astype(np.uint8) * 255
 
 
@@ -357,8 +371,7 @@ def draw_shape(name: str, x: int, y: int, scale: float = 1.0) -> np.ndarray:
 # Generator.
 
 
-def generate(num_images: int, seed: int, scale: float = 1.0,
-             p: float = 0.5) -> ShapesDataset:
+def generate(num_images: int, seed: int, scale: float = 1.0, p: float = 0.5) -> ShapesDataset:
   """Generates the Simple Shapes training set.
 
   Args:
@@ -405,10 +418,9 @@ def generate(num_images: int, seed: int, scale: float = 1.0,
     rows = np.flatnonzero(present[:, c])
     ix = pos[rows, c, 0] - spec.x_range[0]
     iy = pos[rows, c, 1] - spec.y_range[0]
-    images[rows, :geom.height, x0:x1] = tables[c][ix, iy].astype(np.uint8) * 255
+    images[rows, : geom.height, x0:x1] = tables[c][ix, iy].astype(np.uint8) * 255
   positions = np.where(present[:, :, None], pos, -1).astype(np.int64)
-  return ShapesDataset(images=images, present=present, positions=positions,
-                       geometry=geom)
+  return ShapesDataset(images=images, present=present, positions=positions, geometry=geom)
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
@@ -464,12 +476,12 @@ def _binarise(images: np.ndarray, geom: ShapesGeometry) -> np.ndarray:
       raise ValueError(f"expected one channel, got shape {x.shape}")
     x = x[..., 0]
   if x.ndim != 3:
-    raise ValueError(
-        f"expected images [N, H, W] or [N, H, W, 1], got shape {x.shape}")
+    raise ValueError(f"expected images [N, H, W] or [N, H, W, 1], got shape {x.shape}")
   if x.shape[1:] != (geom.canvas, geom.canvas):
     raise ValueError(
-        f"images are {x.shape[1]}x{x.shape[2]}, scale {geom.scale} expects "
-        f"{geom.canvas}x{geom.canvas}")
+      f"images are {x.shape[1]}x{x.shape[2]}, scale {geom.scale} expects "
+      f"{geom.canvas}x{geom.canvas}"
+    )
   if x.dtype == np.bool_:
     return x
   if np.issubdtype(x.dtype, np.integer):
@@ -494,6 +506,7 @@ _STRUCTURE[1] = True
 def _blob_table(mask: np.ndarray) -> dict[str, np.ndarray]:
   """Connected components of a batch of masks and their statistics."""
   from scipy import ndimage  # imported when first needed: it costs a quarter second
+
   labels, n = ndimage.label(mask, structure=_STRUCTURE)
   flat = labels.ravel()
   idx = np.flatnonzero(flat)
@@ -504,21 +517,22 @@ def _blob_table(mask: np.ndarray) -> dict[str, np.ndarray]:
   area = np.bincount(lab, minlength=n)
   if n == 0:
     empty = np.zeros(0, dtype=np.int64)
-    return dict(area=empty, img=empty, xmin=empty, xmax=empty, ymin=empty,
-                ymax=empty, cx=np.zeros(0))
+    return dict(
+      area=empty, img=empty, xmin=empty, xmax=empty, ymin=empty, ymax=empty, cx=np.zeros(0)
+    )
   starts = np.concatenate([[0], np.cumsum(area)[:-1]])
   return dict(
-      area=area,
-      img=img[starts],
-      xmin=np.minimum.reduceat(x, starts),
-      xmax=np.maximum.reduceat(x, starts),
-      ymin=np.minimum.reduceat(y, starts),
-      ymax=np.maximum.reduceat(y, starts),
-      cx=np.add.reduceat(x.astype(np.float64), starts) / area)
+    area=area,
+    img=img[starts],
+    xmin=np.minimum.reduceat(x, starts),
+    xmax=np.maximum.reduceat(x, starts),
+    ymin=np.minimum.reduceat(y, starts),
+    ymax=np.maximum.reduceat(y, starts),
+    cx=np.add.reduceat(x.astype(np.float64), starts) / area,
+  )
 
 
-def check(images: np.ndarray, scale: float = 1.0,
-          check_fill: bool = True) -> CheckResult:
+def check(images: np.ndarray, scale: float = 1.0, check_fill: bool = True) -> CheckResult:
   """Classifies images as in-support, multiple-in-column, malformed or blank.
 
   Per image: binarise at mid-grey; label 8-connected components over the
@@ -566,7 +580,7 @@ def check(images: np.ndarray, scale: float = 1.0,
   areas = [[[] for _ in range(3)] for _ in range(n_img)]
 
   for start in range(0, n_img, _CHECK_CHUNK):
-    t = _blob_table(mask[start:start + _CHECK_CHUNK])
+    t = _blob_table(mask[start : start + _CHECK_CHUNK])
     img = t["img"] + start
     is_speck = t["area"] <= geom.speck_max_area
     specks += np.bincount(img[is_speck], minlength=n_img)
@@ -591,10 +605,8 @@ def check(images: np.ndarray, scale: float = 1.0,
   verdicts[bad | (counts >= 2).any(axis=1)] = MALFORMED
   verdicts[(sized >= 2).any(axis=1)] = MULTIPLE_IN_COLUMN
   verdicts[counts.sum(axis=1) == 0] = BLANK
-  areas_out = [tuple(tuple(sorted(a, reverse=True)) for a in per_img)
-               for per_img in areas]
-  return CheckResult(verdicts=verdicts, counts=counts, areas=areas_out, sized=sized,
-                     specks=specks)
+  areas_out = [tuple(tuple(sorted(a, reverse=True)) for a in per_img) for per_img in areas]
+  return CheckResult(verdicts=verdicts, counts=counts, areas=areas_out, sized=sized, specks=specks)
 
 
 def count_verdicts(verdicts: Sequence[str] | np.ndarray) -> dict[str, int]:

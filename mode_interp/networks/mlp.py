@@ -25,13 +25,15 @@ import jax.numpy as jnp
 
 from mode_interp.networks.embedding import timestep_embedding
 
+
 @jax.custom_vjp
 def _bf16_matmul(x, w):
   """``x [..., k] @ w [k, n]`` from bfloat16 operands, accumulated and returned in float32.
   Backward: ``dx`` likewise from bfloat16 operands (the cotangent rounded); ``dw`` in float32
   (a product over the batch axis, which XLA's CPU kernels run no faster in bfloat16)."""
-  return jnp.matmul(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
-                    preferred_element_type=jnp.float32)
+  return jnp.matmul(
+    x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32
+  )
 
 
 def _bf16_matmul_fwd(x, w):
@@ -42,7 +44,7 @@ def _bf16_matmul_bwd(res, g):
   x, wb = res
   dx = jnp.matmul(g.astype(jnp.bfloat16), wb.T, preferred_element_type=jnp.float32)
   dw = jnp.matmul(x.reshape(-1, x.shape[-1]).T, g.reshape(-1, g.shape[-1]))
-  return dx, dw   # float32, as the float32 primals
+  return dx, dw  # float32, as the float32 primals
 
 
 _bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
@@ -53,8 +55,7 @@ def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
   through :func:`_bf16_matmul`."""
   del precision, preferred_element_type
   (lc, rc), (lb, rb) = dimension_numbers
-  assert tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb, \
-      dimension_numbers
+  assert tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb, dimension_numbers
   return _bf16_matmul(lhs, rhs)
 
 
@@ -62,9 +63,17 @@ def _dense(features, dtype=jnp.float32, **kw):
   """Xavier-uniform, zero-bias Dense; ``dtype`` bfloat16: float32 in and out, the products
   (forward and backward) from bfloat16 operands accumulated in float32."""
   extra = {} if dtype == jnp.float32 else {"dot_general": _bf16_dot_general}
-  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32,
-                  kernel_init=nn.initializers.xavier_uniform(),
-                  bias_init=nn.initializers.zeros, **extra, **kw)
+  return nn.Dense(
+    features,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    kernel_init=nn.initializers.xavier_uniform(),
+    bias_init=nn.initializers.zeros,
+    **extra,
+    **kw,
+  )
+
+
 _norm = functools.partial(nn.LayerNorm, epsilon=1e-5)
 
 
@@ -97,10 +106,11 @@ class TemporalBlock(nn.Module):
 
 class ToyMLP(nn.Module):
   """``apply({'params': p}, x [B, D], t [B]) -> eps [B, D]``."""
+
   width: int = 128
   num_blocks: int = 3
   share_blocks: bool = True
-  timesteps: int = 0   # T: enables the per-timestep table for batches larger than T
+  timesteps: int = 0  # T: enables the per-timestep table for batches larger than T
   # Product dtype of the hidden layers: float32, or bfloat16 (inputs and weights rounded to
   # bfloat16, float32 accumulation and outputs; CPUs with AVX512-BF16 or AMX run these
   # products at about twice the float32 rate). Input, output, LayerNorm, activations and

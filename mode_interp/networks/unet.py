@@ -31,33 +31,35 @@ _zeros = nn.initializers.zeros
 
 def _norm(num_groups, name):
   """GroupNorm, always computed (and returned) in float32."""
-  return nn.GroupNorm(num_groups=num_groups, dtype=jnp.float32, param_dtype=jnp.float32,
-                      name=name)
+  return nn.GroupNorm(num_groups=num_groups, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
 
 
 def _check_group_norm(channels: tuple[int, ...], num_groups: int) -> None:
   """Raises ``ValueError`` unless ``num_groups`` divides every channel count."""
   if num_groups < 1:
-    raise ValueError(f'num_groups must be positive, got {num_groups}.')
+    raise ValueError(f"num_groups must be positive, got {num_groups}.")
   bad = sorted({c for c in channels if c % num_groups})
   if bad:
     raise ValueError(
-        f'num_groups={num_groups} must divide every channel count of the '
-        f'U-Net; it does not divide {bad}.')
+      f"num_groups={num_groups} must divide every channel count of the "
+      f"U-Net; it does not divide {bad}."
+    )
 
 
 def _check_resolution(height: int, width: int, num_levels: int) -> None:
   """Raises ``ValueError`` unless both sizes survive every downsampling."""
-  factor = 2**(num_levels - 1)
+  factor = 2 ** (num_levels - 1)
   if height % factor or width % factor:
     raise ValueError(
-        f'Input spatial size {height}x{width} is not divisible by {factor} '
-        f'(= 2**(len(ch_mult) - 1) for {num_levels} resolution levels); the '
-        'skip connections of the U-Net would not line up.')
+      f"Input spatial size {height}x{width} is not divisible by {factor} "
+      f"(= 2**(len(ch_mult) - 1) for {num_levels} resolution levels); the "
+      "skip connections of the U-Net would not line up."
+    )
 
 
 class ResnetBlock(nn.Module):
   """Pre-activation ResNet block conditioned on the time embedding."""
+
   out_ch: int
   num_groups: int
   dropout: float = 0.0
@@ -65,65 +67,83 @@ class ResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, temb, train: bool = False):
-    h = _norm(self.num_groups, 'norm1')(x)
+    h = _norm(self.num_groups, "norm1")(x)
     h = nn.swish(h)
-    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
-                name='conv1')(h)
-    h = h + nn.Dense(self.out_ch, dtype=self.dtype, param_dtype=jnp.float32,
-                     name='temb_proj')(nn.swish(temb))[:, None, None, :]
-    h = _norm(self.num_groups, 'norm2')(h)
+    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(h)
+    h = (
+      h
+      + nn.Dense(self.out_ch, dtype=self.dtype, param_dtype=jnp.float32, name="temb_proj")(
+        nn.swish(temb)
+      )[:, None, None, :]
+    )
+    h = _norm(self.num_groups, "norm2")(h)
     h = nn.swish(h)
     h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zeros, dtype=self.dtype,
-                param_dtype=jnp.float32, name='conv2')(h)
+    h = nn.Conv(
+      self.out_ch,
+      (3, 3),
+      kernel_init=_zeros,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="conv2",
+    )(h)
     if x.shape[-1] != self.out_ch:
-      x = nn.Conv(self.out_ch, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
-                  name='skip')(x)
+      x = nn.Conv(self.out_ch, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="skip")(x)
     return (x + h).astype(self.dtype)
 
 
 class AttnBlock(nn.Module):
   """Single-head spatial self-attention with a residual connection."""
+
   num_groups: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     b, height, width, c = x.shape
-    h = _norm(self.num_groups, 'norm')(x)
-    dense = lambda name, **kw: nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32,
-                                        name=name, **kw)
+    h = _norm(self.num_groups, "norm")(x)
+    dense = lambda name, **kw: nn.Dense(
+      c, dtype=self.dtype, param_dtype=jnp.float32, name=name, **kw
+    )
     # [B, L, heads=1, C]; scale 1/sqrt(C), softmax in float32 (jax's XLA path; cuDNN's
     # fused kernel where it applies).
-    q = dense('q')(h).reshape(b, height * width, 1, c)
-    k = dense('k')(h).reshape(b, height * width, 1, c)
-    v = dense('v')(h).reshape(b, height * width, 1, c)
+    q = dense("q")(h).reshape(b, height * width, 1, c)
+    k = dense("k")(h).reshape(b, height * width, 1, c)
+    v = dense("v")(h).reshape(b, height * width, 1, c)
     h = jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(c))
     h = h.reshape(b, height, width, c)
-    h = dense('proj_out', kernel_init=_zeros)(h)
+    h = dense("proj_out", kernel_init=_zeros)(h)
     return (x + h).astype(self.dtype)
 
 
 class Downsample(nn.Module):
   """Halves the spatial size with a stride-2 3x3 convolution."""
+
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     # 'SAME' padding on even sizes pads (0, 1), as in the DDPM reference.
-    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding='SAME',
-                   dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
+    return nn.Conv(
+      x.shape[-1],
+      (3, 3),
+      strides=(2, 2),
+      padding="SAME",
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="conv",
+    )(x)
 
 
 class Upsample(nn.Module):
   """Doubles the spatial size (nearest neighbour) and applies a 3x3 conv."""
+
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
-                   name='conv')(x)
+    return nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
 
 
 class UNet(nn.Module):
@@ -144,6 +164,7 @@ class UNet(nn.Module):
     dtype: computation dtype (parameters are kept in float32; GroupNorm, the
       output head and the attention softmax compute in float32).
   """
+
   ch: int = 32
   ch_mult: tuple[int, ...] = (1, 2, 2)
   num_res_blocks: int = 1
@@ -171,9 +192,9 @@ class UNet(nn.Module):
       ``[B, H, W, out_ch or C]`` noise prediction, in ``x.dtype``.
     """
     if x.ndim != 4:
-      raise ValueError(f'Expected NHWC input, got shape {x.shape}.')
+      raise ValueError(f"Expected NHWC input, got shape {x.shape}.")
     if not self.ch_mult:
-      raise ValueError('ch_mult must have at least one level.')
+      raise ValueError("ch_mult must have at least one level.")
     _check_group_norm(self.channel_counts(), self.num_groups)
     batch, height, width, in_ch = x.shape
     num_levels = len(self.ch_mult)
@@ -184,58 +205,63 @@ class UNet(nn.Module):
       t = jnp.broadcast_to(t, (batch,))
 
     resblock = lambda c, name: ResnetBlock(
-        out_ch=c, num_groups=self.num_groups, dropout=self.dropout,
-        dtype=self.dtype, name=name)
-    attnblock = lambda name: AttnBlock(
-        num_groups=self.num_groups, dtype=self.dtype, name=name)
+      out_ch=c, num_groups=self.num_groups, dropout=self.dropout, dtype=self.dtype, name=name
+    )
+    attnblock = lambda name: AttnBlock(num_groups=self.num_groups, dtype=self.dtype, name=name)
 
     # Time embedding.
     temb = timestep_embedding(t, self.ch)
-    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32,
-                    name='temb_dense0')(temb)
-    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32,
-                    name='temb_dense1')(nn.swish(temb))
+    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32, name="temb_dense0")(
+      temb
+    )
+    temb = nn.Dense(4 * self.ch, dtype=self.dtype, param_dtype=jnp.float32, name="temb_dense1")(
+      nn.swish(temb)
+    )
 
     # Downsampling path.
-    h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32,
-                name='conv_in')(x.astype(self.dtype))
+    h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, param_dtype=jnp.float32, name="conv_in")(
+      x.astype(self.dtype)
+    )
     hs = [h]
     for level, mult in enumerate(self.ch_mult):
       for block in range(self.num_res_blocks):
-        h = resblock(self.ch * mult, f'down_{level}_res_{block}')(
-            hs[-1], temb, train)
+        h = resblock(self.ch * mult, f"down_{level}_res_{block}")(hs[-1], temb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attnblock(f'down_{level}_attn_{block}')(h)
+          h = attnblock(f"down_{level}_attn_{block}")(h)
         hs.append(h)
       if level != num_levels - 1:
-        hs.append(Downsample(dtype=self.dtype,
-                             name=f'down_{level}_downsample')(hs[-1]))
+        hs.append(Downsample(dtype=self.dtype, name=f"down_{level}_downsample")(hs[-1]))
 
     # Middle.
     h = hs[-1]
     mid_ch = h.shape[-1]
-    h = resblock(mid_ch, 'mid_res_0')(h, temb, train)
-    h = attnblock('mid_attn')(h)
-    h = resblock(mid_ch, 'mid_res_1')(h, temb, train)
+    h = resblock(mid_ch, "mid_res_0")(h, temb, train)
+    h = attnblock("mid_attn")(h)
+    h = resblock(mid_ch, "mid_res_1")(h, temb, train)
 
     # Upsampling path, consuming the skips in reverse order.
     for level in reversed(range(num_levels)):
       for block in range(self.num_res_blocks + 1):
         h = jnp.concatenate([h, hs.pop()], axis=-1)
-        h = resblock(self.ch * self.ch_mult[level],
-                     f'up_{level}_res_{block}')(h, temb, train)
+        h = resblock(self.ch * self.ch_mult[level], f"up_{level}_res_{block}")(h, temb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attnblock(f'up_{level}_attn_{block}')(h)
+          h = attnblock(f"up_{level}_attn_{block}")(h)
       if level != 0:
-        h = Upsample(dtype=self.dtype, name=f'up_{level}_upsample')(h)
-    assert not hs, 'every skip connection must be consumed'
+        h = Upsample(dtype=self.dtype, name=f"up_{level}_upsample")(h)
+    assert not hs, "every skip connection must be consumed"
 
     # Output head.
     # Output head in float32.
-    h = _norm(self.num_groups, 'norm_out')(h)
+    h = _norm(self.num_groups, "norm_out")(h)
     h = nn.swish(h)
-    h = nn.Conv(out_ch, (3, 3), kernel_init=_zeros, dtype=jnp.float32,
-                param_dtype=jnp.float32, name='conv_out')(h)
+    h = nn.Conv(
+      out_ch,
+      (3, 3),
+      kernel_init=_zeros,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      name="conv_out",
+    )(h)
     return h.astype(x.dtype)
 
 
