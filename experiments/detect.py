@@ -34,6 +34,7 @@ after the chunk in flight, cached, with exit status 143 or 130 (:mod:`mode_inter
 import json
 import os
 import time
+from typing import NamedTuple
 
 from mode_interp import sharding
 
@@ -297,7 +298,19 @@ def _parts(name):
   return s, w, r
 
 
-def measure(cfg, plan, scores, verdicts, split_seed):
+class Measurement(NamedTuple):
+  """What :func:`measure` finds (a tuple, so it unpacks in this order)."""
+
+  rows: list  # one per score: its AUROC on the selection and held-out halves
+  best: int  # index into ``plan.names`` of the best score by selection-half AUROC
+  headline: dict  # role ("best", "paper", "reimplementation") -> its evaluation
+  counts: dict  # verdict -> number of finite samples with it
+  halves: dict  # "selection" / "held_out" -> sizes
+  selection: np.ndarray  # bool [N]: in the selection half
+  finite: np.ndarray  # bool [N]: every score finite
+
+
+def measure(cfg, plan, scores, verdicts, split_seed) -> Measurement:
   """Every score on both halves; the best by selection-half AUROC; the headline scores."""
   n = len(verdicts)
   sel = ts_lib.split_halves(n, split_seed)
@@ -359,7 +372,7 @@ def measure(cfg, plan, scores, verdicts, split_seed):
     }
     for h, m in (("selection", sel), ("held_out", ~sel))
   }
-  return rows, best, headline, counts, halves, sel, ok
+  return Measurement(rows, best, headline, counts, halves, sel, ok)
 
 
 def _fmt_ci(d):

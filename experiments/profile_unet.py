@@ -40,6 +40,7 @@ import re
 import shutil
 import sys
 import tempfile
+from typing import NamedTuple
 import time
 
 import flax.linen as nn
@@ -194,8 +195,19 @@ def trace_op_classes(compiled, args, calls: int = 3) -> list:
   return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
-def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace):
-  """(train ms, train GFLOP, train op classes, sample ms, sample GFLOP, sample op classes)."""
+class _WholeTimes(NamedTuple):
+  """The whole training step and one denoiser call, timed and costed."""
+
+  train_ms: float
+  train_gflop: float
+  train_ops: list  # op classes of the step's trace (empty without ``trace``)
+  sample_ms: float
+  sample_gflop: float
+  sample_ops: list
+
+
+def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace) -> _WholeTimes:
+  """The training step at ``batch`` and the denoiser at ``chunk``: times, GFLOP, op classes."""
   mesh = sharding.make_mesh()
   data = np.random.default_rng(0).uniform(-1, 1, (batch,) + shape).astype(np.float32)
   cfg = cfg.copy_and_resolve_references()
@@ -221,7 +233,7 @@ def _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace):
   sample_ms = _time(fwd, (params, x, t), repeats)
   sample_gflop = (bench.flops(fwd) or 0.0) / 1e9
   sample_ops = trace_op_classes(fwd, (params, x, t)) if trace else []
-  return train_ms, train_gflop, train_ops, sample_ms, sample_gflop, sample_ops
+  return _WholeTimes(train_ms, train_gflop, train_ops, sample_ms, sample_gflop, sample_ops)
 
 
 def profile(cfg, batch: int, chunk: int, repeats: int = 5, trace: bool = False) -> dict:
@@ -252,8 +264,8 @@ def profile(cfg, batch: int, chunk: int, repeats: int = 5, trace: bool = False) 
   }
   whole = _whole(cfg, model, params, shape, batch, chunk, repeats, options, trace)
   for name, n, backward, ms, gflop, ops in (
-    ("train", batch, True, whole[0], whole[1], whole[2]),
-    ("sample", chunk, False, whole[3], whole[4], whole[5]),
+    ("train", batch, True, whole.train_ms, whole.train_gflop, whole.train_ops),
+    ("sample", chunk, False, whole.sample_ms, whole.sample_gflop, whole.sample_ops),
   ):
     x = jnp.zeros((n,) + shape)
     t = jnp.zeros((n,), jnp.int32)

@@ -149,8 +149,9 @@ def test_selection_reads_the_selection_half_only():
   scores[sel, 3] += 1.0 * hal[sel]
   scores[~sel, 5] += 10.0 * hal[~sel]
   plan = _fake_plan(k)
-  _, best, headline, _, halves, sel_out, _ = detect.measure(_cfg(), plan, scores, verdicts, 7)
-  np.testing.assert_array_equal(sel_out, sel)
+  m = detect.measure(_cfg(), plan, scores, verdicts, 7)
+  best, headline, halves = m.best, m.headline, m.halves
+  np.testing.assert_array_equal(m.selection, sel)
   assert plan.names[best] == plan.names[3]
   assert headline["best"]["held_out"]["auroc"] < 0.75
   assert halves["selection"]["n"] + halves["held_out"]["n"] == n
@@ -161,11 +162,11 @@ def test_selection_reads_the_selection_half_only():
     s2[~sel] = r.normal(size=((~sel).sum(), k)) * 100
     s2[~sel, 0] += 1000 * hal[~sel]
     v2[~sel] = r.permutation(v2[~sel])
-    assert detect.measure(_cfg(), plan, s2, v2, 7)[1] == best
+    assert detect.measure(_cfg(), plan, s2, v2, 7).best == best
   # ... while a change on the selection half can change it.
   s3 = scores.copy()
   s3[sel, 2] += 10.0 * hal[sel]
-  assert detect.measure(_cfg(), plan, s3, verdicts, 7)[1] == 2
+  assert detect.measure(_cfg(), plan, s3, verdicts, 7).best == 2
 
 
 # -- the command end to end -----------------------------------------------------------------
