@@ -341,6 +341,19 @@ def sweep_trend(rows) -> dict:
   }
 
 
+def sweep_trends(table) -> dict:
+  """:func:`sweep_trend` of each swept field of ``table`` (its rows in axis order), with the
+  paper's stated direction beside (``PAPER_TRENDS``)."""
+  return {
+    field: {
+      **sweep_trend([r for r in table if r.get("field") == field]),
+      "paper": PAPER_TRENDS.get(field, "not recorded"),
+    }
+    for field in SWEEP_FIELDS
+    if any(r.get("field") == field for r in table)
+  }
+
+
 def run_sweep(cfg, wd, mesh, mixture):
   """Hallucination rate (learned and exact score) against each swept field: the number of
   training points, T, the distance between 1D modes, the mixture's imbalance."""
@@ -404,14 +417,7 @@ def run_sweep(cfg, wd, mesh, mixture):
       }
   if panels:
     plots.sweep_lines(wd.figure("sweep.png"), panels)
-  trends = {
-    field: {
-      **sweep_trend([r for r in table if r["field"] == field]),
-      "paper": PAPER_TRENDS.get(field, "not recorded"),
-    }
-    for field in SWEEP_FIELDS
-    if any(r["field"] == field for r in table)
-  }
+  trends = sweep_trends(table)
   for field, t in trends.items():
     logging.info("sweep: the rate against %s: %s (paper: %s)", field, t["direction"], t["paper"])
   return {"sweep": table, "trends": trends}

@@ -109,10 +109,39 @@ def _read_json(path, problems):
     return {}
 
 
+def _sweep_in_progress(path, config, problems) -> Dict[str, Any]:
+  """A sweep that has not written results.json yet: its finished points (sweep_table.json,
+  written as they arrive), or {}."""
+  table_path = os.path.join(path, "sweep_table.json")
+  if not os.path.exists(table_path):
+    return {}
+  try:
+    with open(table_path) as f:
+      table = json.load(f)
+  except (OSError, ValueError) as e:
+    problems.append(f"unreadable sweep_table.json ({e})")
+    return {}
+  if not isinstance(table, list):
+    problems.append("sweep_table.json is not a list of sweep points")
+    return {}
+  problems[:] = [p for p in problems if p != "no results.json"]
+  problems.append(
+    f"in progress: no results.json yet; the {len(table)} finished sweep point(s) of sweep_table.json"
+  )
+  return {
+    "experiment": config.get("experiment") or "gaussian",
+    "data": get(config, "data.name"),
+    "seed": config.get("seed"),
+    "sweep": table,
+  }
+
+
 def load_run(path: str) -> Run:
   problems: List[str] = []
   results = _read_json(os.path.join(path, "results.json"), problems)
   config = _read_json(os.path.join(path, "config.json"), problems)
+  if not results:
+    results = _sweep_in_progress(path, config, problems)
   figures = sorted(glob.glob(os.path.join(path, "figures", "*.png")))
   return Run(os.path.abspath(path), results, config, figures, problems)
 
@@ -228,6 +257,35 @@ def num_samples_text(run: Run) -> str:
   return f"{n:,}" if _is_number(n) else "—"
 
 
+def render_sweep_trends(results) -> List[str]:
+  """One line per swept axis: the learned score's rate along it (``gaussian.sweep_trend``:
+  falls / rises when the last point's 95% interval lies wholly beyond the first's) beside the
+  paper's stated direction."""
+  from experiments import gaussian  # the trend's rule lives beside the sweep
+
+  table = [e for e in results.get("sweep") or [] if isinstance(e, dict)]
+  trends = gaussian.sweep_trends(table)
+  if not trends:
+    return []
+  lines = [
+    "| Axis | Points | The rate (learned score) | Between neighbours | Paper |",
+    "|---|---|---|---|---|",
+  ]
+  for field, t in trends.items():
+    values = ", ".join(f"{v:,}" if _is_number(v) else str(v) for v in t.get("values") or [])
+    direction = t["direction"]
+    if t.get("monotone"):
+      direction += ", monotone"
+    elif t.get("monotone") is False and t["direction"] != "no clear trend":
+      direction += ", not monotone"
+    steps = ", ".join(t.get("steps") or []) or "—"
+    lines.append(
+      f"| {_md(field)} | {_md(values or t['points'])} | {_md(direction)} | {_md(steps)} | "
+      f"{_md(t['paper'])} |"
+    )
+  return lines + [""]
+
+
 def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
   r, c = run.results, run.config
   lines = [f"## {run_title(run)}", ""]
@@ -287,6 +345,8 @@ def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
         f"{_md('; '.join(verdicts) or '—')} |"
       )
     lines.append("")
+  if run.is_sweep:
+    lines += render_sweep_trends(r)
   if run.experiment == "shapes" and isinstance(r.get("counts"), dict):
     lines += [
       "Verdict counts: "

@@ -432,3 +432,49 @@ def test_parity_workdirs_and_bench_records_get_their_own_sections(tmp_path):
   assert "## speed" in text and "1.40x" in text and "torch 2.x, 2 intra-op" in text
   with pytest.raises(SystemExit):
     report.main([str(wd), "--bench", str(tmp_path / "missing.json")])
+
+
+def test_sweep_in_progress_is_read_from_its_table_with_a_trend_per_axis(tmp_path):
+  wd = tmp_path / "sweep_paper"
+  _write(wd / "config.json", {"experiment": "gaussian", "seed": 0, "data": {"name": "gaussian1d"}})
+
+  def point(field, value, rate, lo, hi):
+    return {
+      "field": field,
+      "value": value,
+      "hallucination_rate": rate,
+      "ci95": [lo, hi],
+      "true_score_hallucination_rate": 0.0,
+      "num_samples": 100_000,
+    }
+
+  table = [
+    point("num_train", 2000, 0.031, 0.030, 0.032),
+    point("num_train", 5000, 0.0068, 0.0063, 0.0073),
+    point("num_train", 20000, 0.0004, 0.0003, 0.0005),
+    point("timesteps", 100, 0.010, 0.009, 0.011),
+    point("timesteps", 250, 0.0105, 0.0095, 0.0115),
+  ]
+  _write(wd / "sweep_table.json", table)
+  out = tmp_path / "r.md"
+  report.main([str(wd), f"--out={out}", "--references=/nonexistent.json"])
+  text = out.read_text()
+  assert "| no results.json" not in text and "; no results.json" not in text
+  assert "in progress: no results.json yet; the 5 finished sweep point(s)" in text
+  assert "## gaussian (sweep) — gaussian1d" in text
+  assert "Hallucination rate, num_train = 20,000 | 0.04% [0.03, 0.05]%" in text
+  assert (
+    "| num_train | 2,000, 5,000, 20,000 | falls, monotone | down, down | not recorded |" in text
+  )
+  assert "| timesteps | 100, 250 | no clear trend | flat | not recorded |" in text
+  # A rise that is not monotone is said so.
+  table[1] = point("num_train", 5000, 0.0001, 0.00005, 0.0002)
+  table[2] = point("num_train", 20000, 0.05, 0.049, 0.051)
+  _write(wd / "sweep_table.json", table)
+  report.main([str(wd), f"--out={out}", "--references=/nonexistent.json"])
+  assert "| num_train | 2,000, 5,000, 20,000 | rises, not monotone | down, up |" in out.read_text()
+  # A table that is not a list is a problem named, not a crash.
+  _write(wd / "sweep_table.json", {"field": "num_train"})
+  report.main([str(wd), f"--out={out}", "--references=/nonexistent.json"])
+  text = out.read_text()
+  assert "| no results.json; sweep_table.json is not a list of sweep points" in text
