@@ -230,7 +230,7 @@ def welford_variance(w: Welford, reduction: str = "mean"):
   return jnp.max(var, axis=1) if reduction == "max" else jnp.mean(var, axis=1)
 
 
-def _scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
+def scan_reverse(step_fn, params, ts, window, spec, x_init, keys):
   """Runs ``step_fn`` over the reverse timesteps ``ts`` (descending) in one scan.
 
   ``step_fn(params, x, t, t_prev, i, keys) -> (x_next, x0_hat, eps)`` where ``i`` is the
@@ -311,7 +311,7 @@ def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     if x_init is None:
       x_init = per_sample_normal(keys, 0, spec.shape)
-    return _scan_reverse(step_fn, params, reverse_timesteps("ddpm", T), window, spec, x_init, keys)
+    return scan_reverse(step_fn, params, reverse_timesteps("ddpm", T), window, spec, x_init, keys)
 
   return sample_chunk
 
@@ -417,7 +417,7 @@ def _ddim(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     if x_init is None:
       x_init = per_sample_normal(keys, 0, spec.shape)
-    return _scan_reverse(step_fn, params, ts, window, spec, x_init, keys)
+    return scan_reverse(step_fn, params, ts, window, spec, x_init, keys)
 
   return sample_chunk
 

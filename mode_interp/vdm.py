@@ -14,9 +14,10 @@ variance of the loss, i.e. on the gradient of the squared per-example loss, whil
 the network trains on the loss itself).
 
 Sampling runs the model's ancestral sampler over any number ``T'`` of steps
-(``t_i = i / T'``) in one ``lax.scan``, with the trajectory variance of the
-predicted x0 over the last ``window`` steps accumulated in streaming form, as the
-DDPM samplers do: the same ``sample_chunk(params, key, indices) -> SampleOutput``.
+(``t_i = i / T'``) in the DDPM samplers' own ``lax.scan`` (``samplers.scan_reverse``),
+with the trajectory variance of the predicted x0 over the last ``window`` steps
+accumulated in streaming form: the same ``sample_chunk(params, key, indices) ->
+SampleOutput``.
 """
 
 import flax.linen as nn
@@ -156,34 +157,32 @@ def get_sampling_fn(
   window = min(window, num_steps)
   ts = np.arange(num_steps, 0, -1, dtype=np.float32) / num_steps  # t_i, descending
   ss = ts - 1.0 / num_steps  # s_i = t_i - 1/T'
+  # The shared reverse scan (samplers.scan_reverse) walks integer steps: step i of the
+  # scan is t_i = ts[i]; its schedule values are looked up by i.
+  steps = np.arange(num_steps, 0, -1)
+  spec = samplers.SamplerSpec(shape=tuple(shape), window=window, reduction=reduction)
 
   def sample_chunk(params, key, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     z = samplers.per_sample_normal(keys, 0, shape)
-    g_t_all = gamma_apply(params["gamma"], jnp.asarray(ts))
+    t_all = jnp.asarray(ts)
+    g_t_all = gamma_apply(params["gamma"], t_all)
     g_s_all = gamma_apply(params["gamma"], jnp.asarray(ss))
 
-    def body(carry, inp):
-      z, w = carry
-      i, t, g_t, g_s = inp
-      eps_hat = net_apply(params["net"], z, jnp.full((1,), t * T_SCALE, jnp.float32))
+    def step_fn(params, z, t, t_prev, i, keys):
+      del t, t_prev
+      g_t, g_s = g_t_all[i], g_s_all[i]
+      eps_hat = net_apply(params["net"], z, jnp.full((1,), t_all[i] * T_SCALE, jnp.float32))
       a_t, s_t = _alpha_sigma(g_t)
       a_s, s_s = _alpha_sigma(g_s)
       x0_hat = (z - s_t * eps_hat) / a_t
       c = -jnp.expm1(g_s - g_t)
       mean = a_s / a_t * (z - c * s_t * eps_hat)
       noise = samplers.per_sample_normal(keys, i + 1, shape)
-      z_next = mean + jnp.sqrt(jnp.maximum(s_s**2 * c, 0.0)) * noise
-      w = samplers.welford_update(w, x0_hat, i >= num_steps - window)
-      return (z_next, w), None
+      return mean + jnp.sqrt(jnp.maximum(s_s**2 * c, 0.0)) * noise, x0_hat, eps_hat
 
-    (z, w), _ = jax.lax.scan(
-      body,
-      (z, samplers.welford_init(z)),
-      (jnp.arange(num_steps), jnp.asarray(ts), g_t_all, g_s_all),
-    )
+    out = samplers.scan_reverse(step_fn, params, steps, window, spec, z, keys)
     a0, _ = _alpha_sigma(gamma_apply(params["gamma"], jnp.zeros((1,)))[0])
-    x = z / a0
-    return samplers.SampleOutput(x, samplers.welford_variance(w, reduction), None)
+    return out._replace(samples=out.samples / a0)
 
   return sample_chunk

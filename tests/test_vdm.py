@@ -44,6 +44,43 @@ def test_sampler_with_the_exact_eps_draws_the_data_distribution():
   assert np.all(np.asarray(out.traj_variance) >= 0)
 
 
+@pytest.mark.parametrize("num_steps,window,reduction", [(12, 4, "mean"), (5, 9, "max")])
+def test_trajectory_variance_is_that_of_x0_over_the_last_window_steps(num_steps, window, reduction):
+  """The scan's streaming variance against an explicit step-by-step loop of the same
+  ancestral update that keeps every x0 estimate (the window: the last ``window`` steps)."""
+  from mode_interp import samplers
+
+  init, gamma = vdm.make_gamma("learned", -13.3, 5.0)
+  params = {"net": jnp.array([[0.7, -0.2], [0.1, 0.9]]), "gamma": init(jax.random.key(2))}
+
+  def net(w, z, t_scaled):
+    return jnp.tanh(z @ w + t_scaled[:, None] / vdm.T_SCALE)
+
+  idx = jnp.arange(16)
+  out = jax.jit(vdm.get_sampling_fn(net, gamma, (2,), num_steps, window, reduction))(
+    params, jax.random.key(5), idx
+  )
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(idx)
+  z = samplers.per_sample_normal(keys, 0, (2,))
+  x0s = []
+  for i in range(num_steps):
+    t = np.float32(num_steps - i) / np.float32(num_steps)
+    g_t = gamma(params["gamma"], jnp.asarray([t]))[0]
+    g_s = gamma(params["gamma"], jnp.asarray([t - np.float32(1.0 / num_steps)]))[0]
+    a_t, s_t = jnp.sqrt(jax.nn.sigmoid(-g_t)), jnp.sqrt(jax.nn.sigmoid(g_t))
+    a_s, s_s = jnp.sqrt(jax.nn.sigmoid(-g_s)), jnp.sqrt(jax.nn.sigmoid(g_s))
+    eps = net(params["net"], z, jnp.full((1,), t * vdm.T_SCALE))
+    x0s.append(np.asarray((z - s_t * eps) / a_t))
+    c = -jnp.expm1(g_s - g_t)
+    noise = samplers.per_sample_normal(keys, i + 1, (2,))
+    z = a_s / a_t * (z - c * s_t * eps) + jnp.sqrt(jnp.maximum(s_s**2 * c, 0.0)) * noise
+  var = np.var(np.stack(x0s[-min(window, num_steps) :]), axis=0)
+  want = var.max(axis=1) if reduction == "max" else var.mean(axis=1)
+  np.testing.assert_allclose(np.asarray(out.traj_variance), want, rtol=2e-4, atol=1e-7)
+  a0 = jnp.sqrt(jax.nn.sigmoid(-gamma(params["gamma"], jnp.zeros((1,)))[0]))
+  np.testing.assert_allclose(np.asarray(out.samples), np.asarray(z / a0), rtol=2e-4, atol=1e-5)
+
+
 def test_training_lowers_the_loss_and_learned_schedule_moves():
   net = ToyMLP(width=32)
   napply = lambda p, z, t: net.apply({"params": p}, z, t)
