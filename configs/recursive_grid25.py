@@ -1,6 +1,6 @@
 r"""Recursive training on the 5x5 grid: collapse, and the variance filter.
 
-Run (about 20 minutes on a 2-core CPU)::
+Run (tens of minutes on a 2-core CPU; measured times: reports/results.md)::
 
   python -m experiments.main --config=configs/recursive_grid25.py
 

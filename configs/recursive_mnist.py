@@ -1,6 +1,7 @@
 r"""Recursive training on MNIST: collapse, and the variance filter.
 
-Run (CPU default: a small U-Net on 32x32 MNIST, three generations, about 28 minutes on 2 cores)::
+Run (CPU default: a small U-Net on 32x32 MNIST, three generations; tens of
+minutes on 2 cores, measured in reports/results.md)::
 
   python -m experiments.main --config=configs/recursive_mnist.py
 

@@ -23,7 +23,7 @@ Variants:
   ``configs/shapes.py:paper``  the paper's scale for accelerators: 64x64, a
                                wider U-Net with attention, T = 1000, long
                                training, 10,000 samples.
-  ``configs/shapes.py:gpu``    about 8 minutes of one H200 for training, sampling
+  ``configs/shapes.py:gpu``    minutes of one H200 for training, sampling
                                and the detection study (experiments/detect.py):
                                32x32, a 64-channel U-Net with attention at
                                16x16 computing in bfloat16, the paper's T = 1000

@@ -1,6 +1,7 @@
 r"""Training T vs sampling T', and a continuous-time VDM, on the 5x5 grid (the paper's appendix).
 
-Run (CPU default: two DDPMs and two VDMs on 10,000 points; about 20 minutes on 2 cores)::
+Run (CPU default: two DDPMs and two VDMs on 10,000 points; tens of minutes on 2 cores;
+measured in reports/results.md)::
 
   python -m experiments.main --config=configs/timesteps.py
 
