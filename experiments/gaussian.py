@@ -321,7 +321,12 @@ def sweep_trend(rows) -> dict:
   intervals' overlap."""
   rows = [r for r in rows if r.get("hallucination_rate") is not None]
   if len(rows) < 2:
-    return {"direction": "too few points", "monotone": None, "points": len(rows)}
+    return {
+      "direction": "too few points",
+      "monotone": None,
+      "points": len(rows),
+      "values": [r["value"] for r in rows],
+    }
   first, last = rows[0]["ci95"], rows[-1]["ci95"]
   direction = "falls" if last[1] < first[0] else "rises" if last[0] > first[1] else "no clear trend"
   steps = []

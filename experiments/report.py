@@ -291,12 +291,19 @@ def render_run(run: Run, refs, out_dir, disagreements: List[str]) -> List[str]:
   lines = [f"## {run_title(run)}", ""]
   seed = r.get("seed", c.get("seed"))
   steps = get(r, "train.steps", get(c, "train.steps"))
+  steps_text = f"{steps:,}" if _is_number(steps) else "—"
+  if run.is_sweep:  # each point trains its own budget
+    epochs, per_point = get(c, "sweep.epochs"), get(c, "sweep.steps")
+    if _is_number(epochs) and epochs:
+      steps_text = f"{epochs:,} epochs per point"
+    elif _is_number(per_point):
+      steps_text = f"{per_point:,} per point"
   facts = [
     ("Workdir", f"`{_rel(run.path, out_dir)}`"),
     ("Config", f"`{r.get('config_name')}`" if r.get("config_name") else "not recorded"),
     ("Seed", seed if seed is not None else "not recorded"),
     ("Samples", num_samples_text(run)),
-    ("Training steps", f"{steps:,}" if _is_number(steps) else "—"),
+    ("Training steps", steps_text),
     ("Batch size", fmt_value(get(c, "train.batch_size"), "int")),
     ("Diffusion steps T", fmt_value(get(c, "diffusion.timesteps"), "int")),
     ("Sampler", get(r, "sampling.sampler", get(c, "sample.sampler", "—"))),

@@ -436,7 +436,16 @@ def test_parity_workdirs_and_bench_records_get_their_own_sections(tmp_path):
 
 def test_sweep_in_progress_is_read_from_its_table_with_a_trend_per_axis(tmp_path):
   wd = tmp_path / "sweep_paper"
-  _write(wd / "config.json", {"experiment": "gaussian", "seed": 0, "data": {"name": "gaussian1d"}})
+  _write(
+    wd / "config.json",
+    {
+      "experiment": "gaussian",
+      "seed": 0,
+      "data": {"name": "gaussian1d"},
+      "train": {"steps": 6000},
+      "sweep": {"epochs": 10_000, "steps": 6000},
+    },
+  )
 
   def point(field, value, rate, lo, hi):
     return {
@@ -454,19 +463,22 @@ def test_sweep_in_progress_is_read_from_its_table_with_a_trend_per_axis(tmp_path
     point("num_train", 20000, 0.0004, 0.0003, 0.0005),
     point("timesteps", 100, 0.010, 0.009, 0.011),
     point("timesteps", 250, 0.0105, 0.0095, 0.0115),
+    point("distance", 0.5, 0.12, 0.11, 0.13),
   ]
   _write(wd / "sweep_table.json", table)
   out = tmp_path / "r.md"
   report.main([str(wd), f"--out={out}", "--references=/nonexistent.json"])
   text = out.read_text()
   assert "| no results.json" not in text and "; no results.json" not in text
-  assert "in progress: no results.json yet; the 5 finished sweep point(s)" in text
+  assert "in progress: no results.json yet; the 6 finished sweep point(s)" in text
   assert "## gaussian (sweep) — gaussian1d" in text
+  assert "| Training steps | 10,000 epochs per point |" in text  # not the base config's 6,000
   assert "Hallucination rate, num_train = 20,000 | 0.04% [0.03, 0.05]%" in text
   assert (
     "| num_train | 2,000, 5,000, 20,000 | falls, monotone | down, down | not recorded |" in text
   )
   assert "| timesteps | 100, 250 | no clear trend | flat | not recorded |" in text
+  assert "| distance | 0.5 | too few points | — | not recorded |" in text
   # A rise that is not monotone is said so.
   table[1] = point("num_train", 5000, 0.0001, 0.00005, 0.0002)
   table[2] = point("num_train", 20000, 0.05, 0.049, 0.051)
