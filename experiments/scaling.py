@@ -25,6 +25,7 @@ from typing import List
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from experiments import shapes as shapes_exp
@@ -280,6 +281,70 @@ def external_row(workdir: str, label: str) -> dict:
   )
 
 
+# The two predictors of detection that fits() compares: training compute and how often the
+# model still draws two shapes in one column (how far training has gone).
+PREDICTORS = {
+  "log2_train_tflop": lambda r: float(np.log2(r["train_flops"] / 1e12)),
+  "multiple_in_column_rate": lambda r: float(r["multiple_in_column"]["rate"]),
+}
+
+
+def fits(table, model: str = "default", seed=None) -> dict:
+  """The paper's score for two-in-one vs in-support images (AUROC) as a straight line in each
+  of ``PREDICTORS``, fitted by least squares to ``model``'s rows (of ``seed``; default the
+  first seed it has), with every other row's residual from that line beside its interval's
+  half-width: a predictor that carries to other models and seeds leaves residuals within
+  their intervals."""
+
+  def y(r):
+    return r["scores"]["paper"].get("multiple_in_column_auroc")
+
+  rows = [r for r in table if y(r) is not None and r.get("train_flops")]
+  ref_seeds = sorted({r["seed"] for r in rows if r["model"] == model})
+  if not ref_seeds:
+    return {}
+  seed = ref_seeds[0] if seed is None else seed
+  ref = [r for r in rows if r["model"] == model and r["seed"] == seed]
+  if len(ref) < 2:
+    return {}
+  out = {}
+  for name, fx in PREDICTORS.items():
+    xs = np.array([fx(r) for r in ref])
+    ys = np.array([y(r) for r in ref])
+    slope, intercept = np.polyfit(xs, ys, 1)
+    others = []
+    for r in rows:
+      if r in ref:
+        continue
+      lo, hi = r["scores"]["paper"].get("multiple_in_column_auroc_ci95") or (None, None)
+      resid = y(r) - (intercept + slope * fx(r))
+      half = None if lo is None or hi is None else (hi - lo) / 2
+      others.append(
+        {
+          "model": r["model"],
+          "seed": r["seed"],
+          "step": r["step"],
+          "auroc": y(r),
+          "residual": float(resid),
+          "ci_half_width": half,
+          "within_interval": None if half is None else bool(abs(resid) <= half),
+        }
+      )
+    res = ys - (intercept + slope * xs)
+    out[name] = {
+      "fitted_to": f"{model} seed {seed}",
+      "points": len(ref),
+      "intercept": float(intercept),
+      "slope": float(slope),
+      "rms_residual": float(np.sqrt(np.mean(res**2))),
+      "others": others,
+      "others_rms_residual": float(np.sqrt(np.mean([o["residual"] ** 2 for o in others])))
+      if others
+      else None,
+    }
+  return out
+
+
 def _curves(table):
   lines = {}
   for r in table:
@@ -358,6 +423,7 @@ def run(cfg, wd, mesh, info=None):
     "seed_steps": list(cfg.scaling.seed_steps),
     "num_samples": cfg.scaling.num_samples,
     "table": table,
+    "fits": fits(table),
     "seconds_this_run": time.time() - t0,
   }
   wd.write_results(res)
@@ -413,6 +479,23 @@ def main(argv):
   plots.scaling_curves(f.out, _curves(table))
   if f.json:
     write_json(f.json, extra)
+  fitted = fits(table)
+  if fitted:
+    path = os.path.join(os.path.dirname(os.path.abspath(f.out)), "detection_fits.json")
+    write_json(path, fitted)
+    for name, fit in fitted.items():
+      logging.info(
+        "scaling: AUROC (two-in-one vs in support) = %.3f %+.3f * %s over %s (%d points, rms "
+        "%.3f); the other %d rows' rms residual %s",
+        fit["intercept"],
+        fit["slope"],
+        name,
+        fit["fitted_to"],
+        fit["points"],
+        fit["rms_residual"],
+        len(fit["others"]),
+        None if fit["others_rms_residual"] is None else round(fit["others_rms_residual"], 3),
+      )
   for r in extra:
     logging.info(
       "scaling: added %s step %d (%s training FLOPs): two in one column %.3f; paper's AUROC %s; %s",

@@ -282,7 +282,7 @@ def scaling_curves(path, lines: dict):
   """Detection against training compute, one line per model: ``lines[label]`` is a list of
   rows with ``train_flops`` (or ``step``), ``scores.paper`` / ``scores.best`` AUROC and
   removed-at-keep, and ``multiple_in_column`` (drawn dotted on a second axis)."""
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   twin = axes[1].twinx()
   use_flops = all(r.get("train_flops") for rows in lines.values() for r in rows)
@@ -323,10 +323,28 @@ def scaling_curves(path, lines: dict):
       color=c,
       label=f"{label}: two-in-column rate",
     )
+    # Detection against how far training has gone: the same AUROC against the rate.
+    au = np.array(col("paper", "multiple_in_column_auroc"), float)
+    ci = [r["scores"]["paper"].get("multiple_in_column_auroc_ci95") or (None, None) for r in rows]
+    au_lo = np.array([np.nan if a is None else a for a, _ in ci], float)
+    au_hi = np.array([np.nan if b is None else b for _, b in ci], float)
+    axes[2].errorbar(
+      [r["multiple_in_column"]["rate"] for r in rows],
+      au,
+      yerr=[au - au_lo, au_hi - au],
+      fmt="-s",
+      color=c,
+      capsize=3,
+      label=label,
+    )
   xlabel = "training FLOPs" if use_flops else "training steps"
-  for ax in axes:
+  for ax in axes[:2]:
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
+  axes[2].axhline(0.5, color="grey", lw=0.8)
+  axes[2].set_xlabel("two shapes in one column (share of samples)")
+  axes[2].set_ylabel("paper's score AUROC, two-in-column vs in support")
+  axes[2].legend(fontsize=7)
   axes[0].axhline(0.5, color="grey", lw=0.8)
   axes[0].set_ylabel("AUROC (held-out half)")
   axes[1].axhline(0.95, color="grey", lw=0.8, ls="--")

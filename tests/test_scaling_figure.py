@@ -51,3 +51,45 @@ def test_external_row_joins_the_figure(tmp_path):
   os.remove(w / "study" / "results.json")
   with pytest.raises(ConfigError, match="experiments.detect"):
     scaling.external_row(str(w), "gpu")
+
+
+def _row(model, seed, step, tflop, rate, auroc):
+  return {
+    "model": model,
+    "seed": seed,
+    "step": step,
+    "train_flops": tflop * 1e12,
+    "multiple_in_column": {"rate": rate},
+    "scores": {
+      "paper": {
+        "multiple_in_column_auroc": auroc,
+        "multiple_in_column_auroc_ci95": [auroc - 0.05, auroc + 0.05],
+      }
+    },
+  }
+
+
+def test_fits_tell_a_predictor_that_carries_to_other_models_from_one_that_does_not():
+  # AUROC is a line in the two-in-one rate for every model; a wider model spends four times
+  # the compute per step, so against compute it sits off the default's line.
+  def auroc(rate):
+    return 0.45 + 0.9 * rate
+
+  table = [
+    _row("default", 0, s, 5.0 * s / 250, r, auroc(r))
+    for s, r in ((250, 0.45), (500, 0.3), (1000, 0.18), (2000, 0.1))
+  ]
+  table += [_row("wide", 0, s, 20.0 * s / 250, r, auroc(r)) for s, r in ((250, 0.42), (500, 0.25))]
+  table.append(_row("default", 1, 1000, 20.0, 0.15, auroc(0.15)))
+  out = scaling.fits(table)
+  by_rate, by_compute = out["multiple_in_column_rate"], out["log2_train_tflop"]
+  assert by_rate["fitted_to"] == "default seed 0" and by_rate["points"] == 4
+  assert by_rate["slope"] == pytest.approx(0.9) and by_rate["intercept"] == pytest.approx(0.45)
+  assert by_rate["others_rms_residual"] == pytest.approx(0.0, abs=1e-9)
+  assert all(o["within_interval"] for o in by_rate["others"])
+  assert len(by_rate["others"]) == 3
+  wide = [o for o in by_compute["others"] if o["model"] == "wide"]
+  assert all(o["residual"] > 0.05 and not o["within_interval"] for o in wide)
+  # Too few rows of the reference model: no fit rather than a line through one point.
+  assert scaling.fits(table[3:]) == {}
+  assert scaling.fits(table, model="attn16") == {}
