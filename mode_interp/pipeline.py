@@ -67,11 +67,12 @@ def input_shape(cfg) -> tuple:
     return (side, side, 1)
   if name == "mnist":
     return (32, 32, 1)
-  if name == "gaussian1d":
-    return (1,)
-  if name in ("grid25", "grid25_rotated"):
-    return (2,)
-  raise ValueError(f"unknown data.name {name!r}")
+  from mode_interp.data import gaussians
+
+  if name in gaussians.DIMS:
+    return (gaussians.DIMS[name],)
+  allowed = ", ".join(["shapes", "mnist", *gaussians.DIMS])
+  raise ValueError(f"unknown data.name {name!r}; allowed: {allowed}")
 
 
 def eps_fn_for(model):

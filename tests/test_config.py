@@ -322,5 +322,12 @@ def test_input_shape_of_each_data_kind():
   assert pipeline.input_shape(recursive_mnist.get_config("tiny")) == (32, 32, 1)
   cfg = gaussian1d.get_config()
   cfg.data.name = "cifar"
-  with pytest.raises(ValueError, match="data.name 'cifar'"):
+  with pytest.raises(ValueError, match="data.name 'cifar'.*allowed: shapes, mnist, gaussian1d"):
     pipeline.input_shape(cfg)
+  from mode_interp.data import gaussians
+
+  # The table of dimensions is the mixtures' own: every mixture, the dimension it draws.
+  assert set(gaussians.DIMS) == set(gaussians.NAMES)
+  for name in gaussians.NAMES:
+    cfg.data.name = name
+    assert pipeline.input_shape(cfg) == (gaussians.make_mixture(name).dim,)

@@ -20,6 +20,8 @@ from typing import Optional
 import numpy as np
 
 NAMES = ("gaussian1d", "grid25", "grid25_rotated")
+# The dimension of each mixture's points (what a network built for it takes).
+DIMS = {"gaussian1d": 1, "grid25": 2, "grid25_rotated": 2}
 
 
 @dataclasses.dataclass(frozen=True)
