@@ -159,16 +159,9 @@ def evaluate(cfg, wd, mesh, mixture, train_data, params, step, figures=True, pre
     )
   _predictor_figure(cfg, f(f"{prefix}predictor.png"), mixture, schedule, model, params)
   groups = {"in support": ~hal, "hallucination": hal}
-  plots.variance_hist(f(f"{prefix}trajectory_variance.png"), tv, groups, det["threshold"])
-  if det["auroc"] is not None:
-    fpr, tpr = hallucination.roc_curve(tv, hal)
-    plots.roc(
-      f(f"{prefix}roc.png"),
-      fpr,
-      tpr,
-      det["auroc"],
-      point=(1 - det["in_support_retained"], det["hallucinations_removed"]),
-    )
+  plots.detection_figures(
+    f(f"{prefix}trajectory_variance.png"), f(f"{prefix}roc.png"), tv, groups, hal, det
+  )
   return res
 
 

@@ -56,16 +56,9 @@ def evaluate(cfg, wd, verdicts, tv, images, prefix=""):
   }
   f = wd.figure
   groups = {v: verdicts == v for v in shapes.VERDICTS}
-  plots.variance_hist(f(f"{prefix}trajectory_variance.png"), tv, groups, det["threshold"])
-  if det["auroc"] is not None:
-    fpr, tpr = hallucination.roc_curve(tv, hal)
-    plots.roc(
-      f(f"{prefix}roc.png"),
-      fpr,
-      tpr,
-      det["auroc"],
-      point=(1 - det["in_support_retained"], det["hallucinations_removed"]),
-    )
+  plots.detection_figures(
+    f(f"{prefix}trajectory_variance.png"), f(f"{prefix}roc.png"), tv, groups, hal, det
+  )
   n = min(len(verdicts), 64)
   colors = [VERDICT_COLORS[v] for v in verdicts[:n]]
   plots.image_grid(

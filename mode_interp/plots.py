@@ -452,3 +452,20 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=Non
   if title:
     fig.suptitle(title)
   return save(fig, path)
+
+
+def detection_figures(hist_path, roc_path, scores, groups: dict, is_hallucination, det: dict):
+  """The score's histogram per group with the threshold, and (when both classes occur) its
+  ROC curve with the operating point; ``det`` is ``hallucination.detection_metrics``'s."""
+  from mode_interp import hallucination
+
+  variance_hist(hist_path, scores, groups, det["threshold"])
+  if det["auroc"] is not None:
+    fpr, tpr = hallucination.roc_curve(scores, is_hallucination)
+    roc(
+      roc_path,
+      fpr,
+      tpr,
+      det["auroc"],
+      point=(1 - det["in_support_retained"], det["hallucinations_removed"]),
+    )
