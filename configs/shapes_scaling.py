@@ -15,7 +15,8 @@ one column vs in support) at each step count of ``scaling.steps``; extra seeds o
 table.json (as the rows arrive), figures/detection_vs_compute.png, and points/<model>_seed<s>/
 (each a workdir of its own, with its study).
 
-Variants: ``:tiny`` (seconds; tests).
+Variants: ``:tiny`` (seconds; tests). ``scaling.order`` (``breadth`` by default) sets
+whether every model reaches its first step count before any goes further.
 """
 
 import ml_collections
@@ -34,6 +35,9 @@ def get_config(arg: str = ""):
   c.scaling.seed_steps = (1_000, 4_000)
   c.scaling.num_samples = 512
   c.scaling.study_chunk = 0  # samples per study call (0: the study's default)
+  # "breadth": every model to its first step count, then every model to its second, ...: a
+  # run stopped early has a point of every model; "depth": one model after the other.
+  c.scaling.order = "breadth"
   if arg == "tiny":
     c.scaling.models = "default,attn16"
     c.scaling.steps = (4, 8)

@@ -94,6 +94,23 @@ def points(cfg) -> List[Point]:
   return out
 
 
+ORDERS = ("breadth", "depth")
+
+
+def schedule(cfg) -> List[Point]:
+  """The training jobs in the order they run, each a point of :func:`points` cut to the step
+  counts it has reached by the end of that job. ``depth``: each model to its last step count
+  before the next model starts; ``breadth``: every model to its k-th step count before any
+  goes further, so a run stopped early has every model's first points."""
+  pts = points(cfg)
+  if cfg.scaling.get("order", "depth") == "depth":
+    return pts
+  out = []
+  for k in range(max(len(p.steps) for p in pts)):
+    out += [Point(p.model, p.seed, p.steps[: k + 1]) for p in pts if k < len(p.steps)]
+  return out
+
+
 def point_config(cfg, point: Point, steps: int):
   """The ``configs/shapes.py``-experiment config of one model at one step count."""
   c = ml_collections.ConfigDict(cfg.to_dict())
@@ -379,6 +396,7 @@ def check_config(cfg) -> None:
   extra = cc.increasing(cfg, "scaling.seed_steps", allow_empty=len(seeds) == 1)
   if set(extra) - set(steps):
     raise ConfigError("scaling.seed_steps", f"must be among scaling.steps {steps}, got {extra}")
+  cc.choice(cfg, "scaling.order", ORDERS)
   cc.integer(cfg, "scaling.num_samples", lo=4)
   cc.integer(cfg, "scaling.study_chunk", lo=0)
   for p in points(cfg):
@@ -402,13 +420,17 @@ def run(cfg, wd, mesh, info=None):
   os.makedirs(wd.checkpoints, exist_ok=True)  # empty: each model's live in points/*/checkpoints
   # One training set per scale (the canvas variant draws its own, the same seed).
   train_sets = {}
+  order = [(p.model, p.seed, n) for p in pts for n in p.steps]  # the table's order
+  done = {}
   table = []
-  for p in pts:
+  for p in schedule(cfg):
     scale = point_config(cfg, p, p.steps[0]).data.scale
     if scale not in train_sets:
       c = point_config(cfg, p, p.steps[0])
       train_sets[scale] = shapes_exp.load_training_set(c)[1]
-    table += run_point(cfg, wd, mesh, p, train_sets[scale])
+    for r in run_point(cfg, wd, mesh, p, train_sets[scale]):
+      done[(r["model"], r["seed"], r["step"])] = r
+    table = [done[k] for k in order if k in done]
     write_json(wd.file("table.json"), table)
   lines = _curves(table)
   if table:

@@ -31,6 +31,26 @@ def test_points_and_their_configs():
   assert 16 in scaling.point_config(cfg, pts[1], 500).model.attn_resolutions
 
 
+def test_breadth_first_trains_every_model_to_each_step_count_in_turn():
+  cfg = shapes_scaling.get_config("")
+  cfg.scaling.models = "default,attn16"
+  cfg.scaling.steps = (250, 500)
+  cfg.scaling.seed_steps = (500,)
+  jobs = [(p.name, p.steps) for p in scaling.schedule(cfg)]
+  assert jobs == [
+    ("default_seed0", (250,)),
+    ("attn16_seed0", (250,)),
+    ("default_seed1", (500,)),
+    ("default_seed0", (250, 500)),
+    ("attn16_seed0", (250, 500)),
+  ]
+  cfg.scaling.order = "depth"
+  assert scaling.schedule(cfg) == scaling.points(cfg)
+  cfg.scaling.order = "sideways"
+  with pytest.raises(ConfigError, match="scaling.order.*allowed: breadth, depth"):
+    config_check.validate(cfg)
+
+
 @pytest.mark.parametrize(
   "field,value,match",
   [
