@@ -357,20 +357,32 @@ def run_sweep(cfg, wd, mesh, mixture):
   training points, T, the distance between 1D modes, the mixture's imbalance."""
   del mixture
   table = []
+  # A point whose config equals an earlier point's (the paper's defaults sit on every axis:
+  # T = 1,000 on the T axis is the default-points point of the points axis) is not trained
+  # again: its row repeats the earlier result, marked ``same_as`` with no seconds of its own.
+  finished = {}
   for field in SWEEP_FIELDS:
     for v in cfg.sweep.get(field, ()):
       c = sweep_point_config(cfg, field, v)
-      mix = make_mixture(c)
-      data = mix.sample(c.data.num_train, seed=cfg.seed)
       tag = f"sweep_{field}_{v}"
-      logging.info("sweep: %s = %s", field, v)
-      t0, r = time.time(), None
-      try:
-        r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
-      finally:
-        seconds = _add_seconds(
-          wd.file("sweep_seconds.json"), tag, time.time() - t0, done=r is not None
-        )
+      key = json.dumps(c.to_dict(), sort_keys=True, default=str)
+      same_as = None
+      if key in finished:
+        same_as, r = finished[key]
+        seconds = 0.0
+        logging.info("sweep: %s = %s is the config of %s: not trained again", field, v, same_as)
+      else:
+        mix = make_mixture(c)
+        data = mix.sample(c.data.num_train, seed=cfg.seed)
+        logging.info("sweep: %s = %s", field, v)
+        t0, r = time.time(), None
+        try:
+          r = run_single(c, wd, mesh, mix, data, subdir=tag, prefix=f"{tag}_")
+        finally:
+          seconds = _add_seconds(
+            wd.file("sweep_seconds.json"), tag, time.time() - t0, done=r is not None
+          )
+        finished[key] = (tag, r)
       row = {
         "field": field,
         "value": v,
@@ -386,6 +398,8 @@ def run_sweep(cfg, wd, mesh, mixture):
         "non_finite": r["non_finite"]["count"],
         "wall_seconds": seconds,
       }
+      if same_as:
+        row["same_as"] = same_as
       if field == "distance":
         row["means"] = list(c.data.means)
       for k in ("hallucinations_between", "in_support_share_heavy", "weight_share_heavy"):

@@ -184,32 +184,41 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   per point with the exact-score control, and where the imbalanced grid's hallucinations
   lie (their counts add up to the hallucinations)."""
   cfg = _tiny(gaussian1d.get_config("distance"), steps=20)
-  cfg.sweep.distance = (0.5, 2.0)
+  # T's default value on the T axis and distance 1 (the means as they are) are one config:
+  # trained once, the second row repeats the first.
+  cfg.sweep.timesteps = (cfg.diffusion.timesteps,)
+  cfg.sweep.distance = (0.5, 1.0, 2.0)
   cfg.sweep.steps = 20
   cfg.sweep.num_samples = 256
   cfg.plots.predictor_times = (1, 10)
   wd = str(tmp_path / "distance")
   res = main.run(cfg, wd)
-  rows = res["sweep"]
+  first, near, same, far = res["sweep"]
+  t_tag = f"sweep_timesteps_{cfg.diffusion.timesteps}"
+  assert (same["field"], same["value"], same["same_as"]) == ("distance", 1.0, t_tag)
+  assert same["wall_seconds"] == 0.0 and same["means"] == [1.0, 2.0, 3.0]
+  assert same["hallucination_rate"] == first["hallucination_rate"] and "same_as" not in first
+  rows = [near, far]
   assert [(r["field"], r["value"]) for r in rows] == [("distance", 0.5), ("distance", 2.0)]
   assert rows[0]["means"] == [1.5, 2.0, 2.5] and rows[1]["means"] == [0.0, 2.0, 4.0]
   for r in rows:
     assert r["true_score_hallucination_rate"] is not None and len(r["true_score_ci95"]) == 2
   assert os.path.getsize(os.path.join(wd, "figures", "sweep.png")) > 1000
   with open(os.path.join(wd, "sweep_table.json")) as f:  # the rows as they arrived
-    assert [r["value"] for r in json.load(f)] == [0.5, 2.0]
+    assert [r["value"] for r in json.load(f)] == [cfg.diffusion.timesteps, 0.5, 1.0, 2.0]
   with open(os.path.join(wd, "sweep_seconds.json")) as f:  # each point's wall time
     spent = json.load(f)
-  assert set(spent) == {"sweep_distance_0.5", "sweep_distance_2.0"}
-  assert [r["wall_seconds"] for r in rows] == [
+  assert set(spent) == {t_tag, "sweep_distance_0.5", "sweep_distance_2.0"}
+  assert [r["wall_seconds"] for r in (first, near, far)] == [
+    spent[t_tag]["seconds"],
     spent["sweep_distance_0.5"]["seconds"],
     spent["sweep_distance_2.0"]["seconds"],
   ]
   assert all(e["done"] and e["seconds"] > 0 for e in spent.values())
-  # A rerun finds both points done: their wall times stay those of the runs that made them.
+  # A rerun finds every point done: their wall times stay those of the runs that made them.
   again = main.run(cfg, wd)["sweep"]
-  assert [b["wall_seconds"] for b in again] == [a["wall_seconds"] for a in rows]
-  assert [b["hallucination_rate"] for b in again] == [a["hallucination_rate"] for a in rows]
+  assert [b["wall_seconds"] for b in again] == [a["wall_seconds"] for a in res["sweep"]]
+  assert [b["hallucination_rate"] for b in again] == [a["hallucination_rate"] for a in res["sweep"]]
 
   cfg = _tiny(grid25.get_config("imbalance"), steps=20)
   cfg.sweep.imbalance = (1.0, 10.0)
