@@ -34,11 +34,23 @@ metrics.jsonl, results.json (``tables``: one per testbed), figures/hallbench_<te
 
 The top-level ``data``/``diffusion``/``model``/``train`` sections mirror the first testbed's
 recipe (the shared checks read them); set a recipe under ``testbeds.<name>``.
+
+SIMPLE SHAPES (``shapes``: the ``configs/shapes.py`` CPU default; ``:shapes`` alone) joins with
+the checker's verdicts as labels (a hallucination is any image not in support; the detectors
+are also scored on two shapes in one column vs in support, the paper's mode interpolation),
+the distance of each sample to its nearest training image in place of the distance to a
+mode, and the column patterns drawn in place of the modes; its timesteps, sample counts and
+perturbation design are set for its T = 100 under ``testbeds.shapes.hallbench`` (any field
+of ``hallbench`` can be set per testbed there). It has no oracle: no closed form says whether
+an image lies in the data's support. ``testbeds.<name>.workdir`` names a workdir that
+``experiments.main`` trained with that testbed's experiment (e.g. ``configs/shapes.py``): its
+checkpoint and recipe are read (never written) instead of training here. MNIST is left out:
+nothing labels an MNIST sample as a hallucination (reports/hallbench.md).
 """
 
 import ml_collections
 
-from configs import common
+from configs import common, shapes
 
 DETECTORS = (
   "trajectory_variance",
@@ -52,18 +64,65 @@ MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
 RECIPE = ("data", "diffusion", "model", "train")
 
 
+# Sections a testbed's recipe may carry beyond RECIPE: how its samples are drawn and scored
+# (the U-Net's chunk of images, its detection window), where they differ from the top level.
+SAMPLING = ("sample", "detect")
+
+
+def _experiment_config(name: str, tiny: bool) -> ml_collections.ConfigDict:
+  variant = "tiny" if tiny else ""
+  return shapes.get_config(variant) if name == "shapes" else common.gaussian_config(name, variant)
+
+
+def _shapes_settings(tiny: bool) -> dict:
+  """The benchmark's settings for SIMPLE SHAPES (T = 100, a U-Net, 1,024 dimensions): the
+  Gaussian testbeds' timesteps scaled to its T, sample counts to the U-Net's cost, and the
+  Gaussian perturbation design (the orthogonal one needs 2 D = 2,048 runs per sample)."""
+  if tiny:
+    return {
+      "num_samples": 32,
+      "ddim": {"stochastic_last": (2,), "num_samples": 16},
+      "mi": {"num_samples": 8, "perturbations": 2, "design": "gaussian"},
+      "renoise": {"t": 1, "draws": 2},
+      "lid": {"draws": 2},
+      "flipd": {"probes": 1},
+      "iq": {"t_lo": 0, "t_hi": 1, "calibration": 8, "num_samples": 8},
+      "chunk_size": 16,
+    }
+  return {
+    "num_samples": 1_024,
+    "ddim": {"stochastic_last": (1, 5, 20), "num_samples": 512},
+    "mi": {"num_samples": 128, "perturbations": 4, "design": "gaussian"},
+    "renoise": {"t": 1},
+    "iq": {"t_lo": 0, "t_hi": 5, "calibration": 256, "num_samples": 256},
+    "chunk_size": 256,
+  }
+
+
 def _recipe(name: str, tiny: bool) -> ml_collections.ConfigDict:
-  g = common.gaussian_config(name, "tiny" if tiny else "")
-  return ml_collections.ConfigDict({s: g[s].to_dict() for s in RECIPE})
+  g = _experiment_config(name, tiny)
+  sections = RECIPE + (SAMPLING if name == "shapes" else ())
+  r = ml_collections.ConfigDict({s: g[s].to_dict() for s in sections})
+  r.workdir = ""  # a trained workdir of the testbed's experiment to read instead of training
+  if name == "shapes":
+    r.hallbench = _shapes_settings(tiny)
+  return r
 
 
 def get_config(arg: str = ""):
-  common.check_variant(arg, ("", "grid25", "tiny"))
-  tiny = arg == "tiny"
+  common.check_variant(arg, ("", "grid25", "shapes", "tiny", "tiny_shapes"))
+  tiny = arg.startswith("tiny")
   # :tiny keeps one testbed (the 1D mixture) so that the end-to-end test stays short.
-  testbeds = {"grid25": ("grid25",), "tiny": ("gaussian1d",)}.get(arg, ("gaussian1d", "grid25"))
-  c = common.gaussian_config(testbeds[0], "tiny" if tiny else "")
-  del c["sweep"], c["plots"]
+  testbeds = {
+    "grid25": ("grid25",),
+    "shapes": ("shapes",),
+    "tiny": ("gaussian1d",),
+    "tiny_shapes": ("shapes",),
+  }.get(arg, ("gaussian1d", "grid25", "shapes"))
+  c = _experiment_config(testbeds[0], tiny)
+  for k in ("sweep", "plots"):
+    if k in c:
+      del c[k]
   c.experiment = "hallbench"
   c.testbeds = ml_collections.ConfigDict({n: _recipe(n, tiny) for n in testbeds})
 

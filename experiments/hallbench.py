@@ -31,14 +31,35 @@ import numpy as np
 from absl import logging
 
 from experiments import config_check, gaussian
+from experiments import shapes as shapes_experiment
 from experiments.rows import Row, proportion_row
 from mode_interp import detectors, hallucination, pipeline, plots, samplers, sharding
 from mode_interp import trajectory_scores
 from mode_interp.data import gaussians
+from mode_interp.data import shapes as shapes_data
 from mode_interp.errors import ConfigError, WorkdirError
 from mode_interp.workdir import flatten, frozen_fields
 
 RECIPE = ("data", "diffusion", "model", "train")
+SAMPLING = ("sample", "detect")  # a testbed's own, where its recipe gives them
+TESTBEDS = tuple(gaussians.NAMES) + ("shapes",)
+# Testbeds this benchmark cannot hold, and why (written into results.json and the report).
+OMITTED_TESTBEDS = {
+  "mnist": "no label of hallucination exists for an MNIST sample: the classifier names a "
+  "digit for every image, and no checker or closed form says whether an image lies in the "
+  "data's support, so no detector can be scored and no rate measured",
+}
+# Detectors a testbed cannot run, and why.
+UNAVAILABLE = {
+  ("shapes", "oracle"): "no closed form gives the probability that an image lies outside the "
+  "support of SIMPLE SHAPES (the checker's verdict is the label itself)",
+}
+SET_TITLES = {
+  "ddpm": "DDPM samples",
+  "ddim": "DDIM samples",
+  "ddpm_two_in_one": "DDPM samples, two in one column vs in support",
+  "ddim_two_in_one": "DDIM samples, two in one column vs in support",
+}
 MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq")
 LABELS = {
   "trajectory_variance": "trajectory variance (Aithal et al.)",
@@ -72,16 +93,66 @@ PAPER = {
 # -- configs ---------------------------------------------------------------------------
 
 
+def trained_workdir(cfg, name: str) -> str:
+  """``testbeds.<name>.workdir``: a workdir trained by ``experiments.main`` to read instead
+  of training here ("" when the testbed trains its own model)."""
+  return str(cfg.testbeds[name].get("workdir", "") or "")
+
+
+def _trained_recipe(cfg, name: str) -> dict:
+  """The recipe sections of ``testbeds.<name>.workdir``'s config.json, checked: it must be a
+  single-model run of the testbed's experiment with a checkpoint."""
+  from experiments import detect
+
+  path = trained_workdir(cfg, name)
+  field = f"testbeds.{name}.workdir"
+  try:
+    wcfg = detect.read_workdir(path)
+  except detect.StudyError as e:
+    raise ConfigError(field, str(e).replace("--workdir: ", "", 1)) from None
+  want = "shapes" if name == "shapes" else "gaussian"
+  if wcfg.experiment != want or wcfg.data.name != name:
+    raise ConfigError(
+      field,
+      f"{path} holds a {wcfg.experiment!r} run of {wcfg.data.name!r}; testbed {name!r} "
+      f"reads a {want!r} run of {name!r} (e.g. python -m experiments.main "
+      f"--config=configs/{'shapes' if name == 'shapes' else name}.py --workdir={path})",
+    )
+  # Its seed made its training data (IQ's calibration points, the nearest training images).
+  return {**{s: wcfg[s].to_dict() for s in RECIPE}, "seed": wcfg.seed}
+
+
 def testbed_config(cfg, name: str) -> ml_collections.ConfigDict:
-  """The Gaussian-experiment config of testbed ``name``: the shared sections of ``cfg``
-  with the testbed's recipe (``testbeds.<name>``: data, diffusion, model, train)."""
+  """The experiment config of testbed ``name``: the shared sections of ``cfg`` with the
+  testbed's recipe (``testbeds.<name>``: data, diffusion, model, train, and its own sample
+  and detect sections where given); with ``testbeds.<name>.workdir``, the recipe of that
+  trained workdir."""
   d = cfg.to_dict()
   for k in ("testbeds", "hallbench"):
     d.pop(k, None)
-  for s in RECIPE:
-    d[s] = cfg.testbeds[name][s].to_dict()
-  d["experiment"] = "gaussian"
+  for s in RECIPE + SAMPLING:
+    if s in cfg.testbeds[name]:
+      d[s] = cfg.testbeds[name][s].to_dict()
+  if trained_workdir(cfg, name):
+    d.update(_trained_recipe(cfg, name))
+    d["source_workdir"] = os.path.abspath(trained_workdir(cfg, name))
+  d["experiment"] = "shapes" if name == "shapes" else "gaussian"
   return ml_collections.ConfigDict(d)
+
+
+def _merge(base: dict, over: dict) -> dict:
+  out = dict(base)
+  for k, v in over.items():
+    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out
+
+
+def testbed_settings(cfg, name: str) -> ml_collections.ConfigDict:
+  """``hallbench`` with testbed ``name``'s own settings (``testbeds.<name>.hallbench``) over
+  it."""
+  over = cfg.testbeds[name].get("hallbench")
+  base = cfg.hallbench.to_dict()
+  return ml_collections.ConfigDict(_merge(base, over.to_dict()) if over else base)
 
 
 def _variant(tcfg, **sample):
@@ -98,9 +169,19 @@ def check_recipe(wd, name: str, tcfg) -> None:
   path = wd.file(f"{name}_recipe.json")
   new = {s: tcfg[s].to_dict() for s in RECIPE}
   new = json.loads(json.dumps(new, default=list))
+  source = tcfg.get("source_workdir", "")
+  if source:
+    new["source_workdir"] = source
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+    if old.get("source_workdir", "") != source:
+      raise WorkdirError(
+        f"{wd.path} holds testbed {name!r} from "
+        f"{old.get('source_workdir') or 'its own training'}, not "
+        f"{source or 'its own training'} (testbeds.{name}.workdir): its caches belong to "
+        f"that model. Use a new --workdir, or delete this one."
+      )
     frozen = frozen_fields(old)
     fo, fn = flatten(old), flatten(new)
     bad = [
@@ -183,36 +264,63 @@ def mitigation_row(method, x, mixture, k_sigma, cost, seconds, **extra) -> dict:
 
 
 class _Testbed:
-  """The trained model of one testbed and the samplers and detectors built on it."""
+  """The trained model of one testbed (a Gaussian mixture) and the samplers and detectors
+  built on it. :class:`_ShapesTestbed` holds SIMPLE SHAPES."""
+
+  kind = "gaussian"
+  clip_x0 = None  # the sampler's clip of the predicted x0 (the images' range for shapes)
+  has_oracle = True
 
   def __init__(self, cfg, name, wd, mesh):
     self.cfg, self.name, self.wd, self.mesh = cfg, name, wd, mesh
-    self.h = cfg.hallbench
+    self.h = testbed_settings(cfg, name)
     self.tcfg = testbed_config(cfg, name)
-    self.mixture = gaussian.make_mixture(self.tcfg)
-    self.shape = (self.mixture.dim,)
     self.schedule = pipeline.make_schedule(self.tcfg)
     self.model = pipeline.make_model(self.tcfg)
     self.eps_fn = pipeline.eps_fn_for(self.model)
     self.T = int(self.tcfg.diffusion.timesteps)
-    self.k_sigma = float(self.tcfg.detect.k_sigma)
+    self.k_sigma = float(self.tcfg.detect.get("k_sigma", 0.0))  # Gaussian testbeds
     self.seconds = {}
+    self.setup()
+    self.dim = int(np.prod(self.shape))
+
+  def setup(self):
+    self.mixture = gaussian.make_mixture(self.tcfg)
+    self.shape = (self.mixture.dim,)
+
+  def training_data(self) -> np.ndarray:
+    return self.mixture.sample(self.tcfg.data.num_train, seed=self.tcfg.seed)
 
   def train(self):
-    data = self.mixture.sample(self.tcfg.data.num_train, seed=self.tcfg.seed)
-    self.train_data = data
-    sharding.check_divisible(
-      self.tcfg.train.batch_size, self.mesh, f"testbeds.{self.name}.train.batch_size"
-    )
+    self.train_data = self.training_data()
+    source = self.tcfg.get("source_workdir", "")
+    trainer = pipeline.make_trainer(self.tcfg, self.mesh)
     t0 = time.time()
-    state = pipeline.train_model(
-      self.tcfg,
-      data,
-      self.wd,
-      trainer=pipeline.make_trainer(self.tcfg, self.mesh),
-      subdir=self.name,
-      label=f"train/{self.name}",
-    )
+    if source:  # a trained workdir's checkpoint, read and never written
+      from mode_interp import train as train_lib
+      from mode_interp.workdir import Workdir
+
+      manager = Workdir(source).checkpoint_manager()
+      abstract = trainer.abstract_state(jnp.asarray(self.train_data[:1]))
+      state, _ = train_lib.restore_checkpoint(manager, abstract)
+      manager.close()
+      if state is None:
+        raise WorkdirError(
+          f"testbeds.{self.name}.workdir: no readable checkpoint in {source}/checkpoints; "
+          f"train it again (python -m experiments.main --workdir={source} ...)"
+        )
+    else:
+      sharding.check_divisible(
+        self.tcfg.train.batch_size, self.mesh, f"testbeds.{self.name}.train.batch_size"
+      )
+      state = pipeline.train_model(
+        self.tcfg,
+        self.train_data,
+        self.wd,
+        trainer=trainer,
+        subdir=self.name,
+        label=f"train/{self.name}",
+      )
     self.seconds["train"] = round(time.time() - t0, 2)
     self.step = int(jax.device_get(state.step))
     self.params = state.ema_params
@@ -220,6 +328,22 @@ class _Testbed:
   def labels(self, x):
     return hallucination.mixture_hallucinations(
       x, self.mixture.means, self.mixture.std, self.k_sigma
+    )
+
+  def measure(self, method, x, cost, seconds, **extra) -> dict:
+    """:func:`mitigation_row` of ``x`` on this testbed."""
+    return mitigation_row(method, x, self.mixture, self.k_sigma, cost, seconds, **extra)
+
+  def oracle(self, x):
+    t = int(self.h.oracle.t)
+    return detectors.oracle_out_of_band(
+      x,
+      self.mixture.means,
+      self.mixture.std,
+      float(self.schedule.sqrt_alphas_bar[t]),
+      float(self.schedule.sqrt_one_minus_alphas_bar[t]),
+      self.k_sigma,
+      self.mixture.weights,
     )
 
   # -- sampling ------------------------------------------------------------------------
@@ -242,7 +366,7 @@ class _Testbed:
   def spec(self, vcfg, **kw):
     import dataclasses
 
-    return dataclasses.replace(pipeline.sampler_spec(vcfg, self.shape), **kw)
+    return dataclasses.replace(pipeline.sampler_spec(vcfg, self.shape, self.clip_x0), **kw)
 
   def ddpm(self):
     return self.draw(
@@ -291,7 +415,7 @@ class _Testbed:
   def iq(self):
     q = self.h.iq
     t0 = time.time()
-    method = detectors.trace_method(self.mixture.dim, int(self.h.flipd.hutchinson_above))
+    method = detectors.trace_method(self.dim, int(self.h.flipd.hutchinson_above))
     probes = int(self.h.flipd.probes)
     cache = self.wd.file(f"{self.name}_iq_thresholds.npz")
     dig = _digest(
@@ -337,9 +461,9 @@ class _Testbed:
     dig2 = _digest(thr=dig, s=float(q.strength))
     out = self.draw("iq", self.tcfg, fn, int(q.num_samples), f"iq_{dig2}")
     steps = int(q.t_hi) - int(q.t_lo) + 1
-    per_step = detectors.iq_step_cost(self.mixture.dim, method, probes)
+    per_step = detectors.iq_step_cost(self.dim, method, probes)
     cost = self.T + steps * (per_step - 1)
-    cal_cost = steps * int(q.calibration) * detectors.trace_cost(self.mixture.dim, method, probes)
+    cal_cost = steps * int(q.calibration) * detectors.trace_cost(self.dim, method, probes)
     return out, cost, cal_cost, thr
 
   # -- detectors -----------------------------------------------------------------------
@@ -352,7 +476,7 @@ class _Testbed:
     if cached is not None and cached[0] == names:
       return cached[1]
     h = self.h
-    method = detectors.trace_method(self.mixture.dim, int(h.flipd.hutchinson_above))
+    method = detectors.trace_method(self.dim, int(h.flipd.hutchinson_above))
 
     def fn(p, xx, key):
       k1, k2, k3 = jax.random.split(key, 3)
@@ -380,11 +504,11 @@ class _Testbed:
     ``oracle``) of ``x`` and their costs in network passes per sample. Chunk ``c`` of
     ``hallbench.chunk_size`` rows draws its noise from ``fold_in(key, c)``."""
     h, chunk = self.h, int(self.h.chunk_size)
-    method = detectors.trace_method(self.mixture.dim, int(h.flipd.hutchinson_above))
+    method = detectors.trace_method(self.dim, int(h.flipd.hutchinson_above))
     costs = {
       "lid_loss": int(h.lid.draws),
       "renoise": int(h.renoise.draws),
-      "flipd": detectors.trace_cost(self.mixture.dim, method, int(h.flipd.probes)),
+      "flipd": detectors.trace_cost(self.dim, method, int(h.flipd.probes)),
       "oracle": 0,
     }
     scores, secs = {}, {}
@@ -404,23 +528,14 @@ class _Testbed:
       for n in net:
         scores[n] = np.concatenate([p[n] for p in parts]) if parts else np.zeros(0)
         secs[n] = (time.time() - t0) / len(net)  # one program computes them all
-    if "oracle" in names:
+    if "oracle" in names and self.has_oracle:
       t0 = time.time()
-      t = int(h.oracle.t)
-      scores["oracle"] = detectors.oracle_out_of_band(
-        x,
-        self.mixture.means,
-        self.mixture.std,
-        float(self.schedule.sqrt_alphas_bar[t]),
-        float(self.schedule.sqrt_one_minus_alphas_bar[t]),
-        self.k_sigma,
-        self.mixture.weights,
-      )
+      scores["oracle"] = self.oracle(x)
       secs["oracle"] = time.time() - t0
     return scores, {n: costs[n] for n in scores}, secs
 
-  def detection_table(self, set_name, x, scores, costs, secs):
-    hal = self.labels(x)
+  def detection_table(self, set_name, x, scores, costs, secs, hal=None):
+    hal = self.labels(x) if hal is None else hal
     sel = trajectory_scores.split_halves(len(x), int(self.h.split_seed))
     keep = float(self.tcfg.detect.keep_in_support)
     rem = float(self.tcfg.detect.remove_hallucinations)
@@ -452,6 +567,84 @@ class _Testbed:
     }, rocs
 
 
+# Column patterns an in-support SIMPLE SHAPES image can show (which of the three columns hold
+# their shape; the empty canvas is "blank", not in support): the testbed's "modes".
+SHAPES_PATTERNS = 7
+
+
+class _ShapesTestbed(_Testbed):
+  """SIMPLE SHAPES: the checker's verdicts are the labels, the nearest training image
+  stands in for the nearest mode, and the column patterns drawn for the modes covered."""
+
+  kind = "shapes"
+  clip_x0 = 1.0  # as the shapes experiment samples: images live in [-1, 1]
+  has_oracle = False
+
+  def setup(self):
+    self.shape = pipeline.input_shape(self.tcfg)
+    self.scale = float(self.tcfg.data.scale)
+
+  def training_data(self) -> np.ndarray:
+    return shapes_experiment.load_training_set(self.tcfg)[1]
+
+  def check(self, x):
+    return shapes_data.check(np.clip(np.asarray(x), -1.0, 1.0), scale=self.scale)
+
+  def labels(self, x):
+    return self.check(x).verdicts != shapes_data.IN_SUPPORT
+
+  def verdicts(self, x):
+    return self.check(x).verdicts
+
+  def nearest_training_distance(self, x) -> np.ndarray:
+    """RMS per-pixel distance of each row of ``x`` to its nearest training image."""
+    t = np.asarray(self.train_data, np.float32).reshape(len(self.train_data), -1)
+    tt = (t * t).sum(1)
+    out = []
+    for lo in range(0, len(x), 256):
+      xs = np.clip(np.asarray(x[lo : lo + 256], np.float32), -1, 1).reshape(-1, t.shape[1])
+      d2 = (xs * xs).sum(1)[:, None] + tt[None] - 2.0 * xs @ t.T
+      out.append(np.sqrt(np.maximum(d2.min(1), 0.0) / t.shape[1]))
+    return np.concatenate(out) if out else np.zeros(0)
+
+  def measure(self, method, x, cost, seconds, **extra) -> dict:
+    """The measures of one mitigation's output ``x`` on SIMPLE SHAPES: the checker's
+    hallucination rate (anything not in support) and two-in-one-column rate over the finite
+    images (non-finite ones counted apart), the verdict counts, the RMS distance to the
+    nearest training image, and the column patterns of the in-support images."""
+    ok = hallucination.finite_rows(x)
+    xs = x[ok]
+    res = self.check(xs)
+    v = res.verdicts
+    ins = v == shapes_data.IN_SUPPORT
+    d = self.nearest_training_distance(xs)
+    patterns = {tuple(row) for row in (res.counts[ins] > 0).tolist()}
+    return {
+      "method": method,
+      "num_samples": int(len(x)),
+      "non_finite": hallucination.non_finite_report(ok),
+      "hallucination": hallucination.rate_with_interval(~ins),
+      "in_support": hallucination.rate_with_interval(ins),
+      "two_in_one_column": hallucination.rate_with_interval(v == shapes_data.MULTIPLE_IN_COLUMN),
+      "counts": shapes_data.count_verdicts(v),
+      "distance_to_data": {
+        "mean": float(d.mean()) if len(d) else None,
+        "median": float(np.median(d)) if len(d) else None,
+        "unit": "RMS per-pixel distance to the nearest training image (pixels in [-1, 1])",
+        "diverged": 0,
+      },
+      "modes_covered": len(patterns),
+      "num_modes": SHAPES_PATTERNS,
+      "network_evaluations_per_sample": float(cost),
+      "seconds_this_run": round(float(seconds), 2),
+      **extra,
+    }
+
+
+def make_testbed(cfg, name, wd, mesh) -> _Testbed:
+  return (_ShapesTestbed if name == "shapes" else _Testbed)(cfg, name, wd, mesh)
+
+
 def _finite(out, *extra):
   ok = hallucination.finite_rows(out.samples, out.traj_variance)
   for e in extra:
@@ -459,16 +652,40 @@ def _finite(out, *extra):
   return ok
 
 
+def _two_in_one(tb, set_name, x, scores, costs, secs, tables, rocs):
+  """On SIMPLE SHAPES, the detectors again on two shapes in one column (the paper's mode
+  interpolation) against in-support images only: the all-hallucination figure mixes it
+  with malformed and blank images, which the scores treat differently."""
+  if tb.kind != "shapes":
+    return
+  v = tb.verdicts(x)
+  multi = v == shapes_data.MULTIPLE_IN_COLUMN
+  sel = multi | (v == shapes_data.IN_SUPPORT)
+  key = f"{set_name}_two_in_one"
+  table, roc = tb.detection_table(
+    key, x[sel], {k: np.asarray(s)[sel] for k, s in scores.items()}, costs, secs, hal=multi[sel]
+  )
+  tables[key], rocs[key] = table, roc
+
+
 def run_testbed(cfg, name, wd, mesh) -> tuple:
-  tb = _Testbed(cfg, name, wd, mesh)
+  tb = make_testbed(cfg, name, wd, mesh)
   h = tb.h
   dets, mits = tuple(h.detectors), tuple(h.mitigations)
+  omitted = {d: UNAVAILABLE[(tb.kind, d)] for d in dets if (tb.kind, d) in UNAVAILABLE}
+  dets = tuple(d for d in dets if d not in omitted)
   t_start = time.time()
   tb.train()
   logging.info("%s: model at step %d", name, tb.step)
   res = {
     "testbed": name,
-    "train": {"steps": tb.step, "recipe": {s: tb.tcfg[s].to_dict() for s in RECIPE}},
+    "kind": tb.kind,
+    "train": {
+      "steps": tb.step,
+      "recipe": {s: tb.tcfg[s].to_dict() for s in RECIPE},
+      "from_workdir": tb.tcfg.get("source_workdir", "") or None,
+    },
+    "omitted_detectors": omitted,
     "settings": {
       "t0_flipd": int(h.flipd.t0),
       "t_lid": int(h.lid.t),
@@ -476,7 +693,8 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
       "t_oracle": int(h.oracle.t),
       "sigma_t0_flipd": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.flipd.t0)]),
       "sigma_oracle": float(tb.schedule.sqrt_one_minus_alphas_bar[int(h.oracle.t)]),
-      "trace_method": detectors.trace_method(tb.mixture.dim, int(h.flipd.hutchinson_above)),
+      "trace_method": detectors.trace_method(tb.dim, int(h.flipd.hutchinson_above)),
+      "dimensions": tb.dim,
       "reverse_steps": {"ddpm": tb.T, "ddim": tb.ddim_steps()},
       "detect_window": int(tb.tcfg.detect.window),
       "k_sigma": tb.k_sigma,
@@ -494,13 +712,12 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   table_ddpm, roc_ddpm = tb.detection_table("ddpm", x, scores, costs, secs)
   wd.save_arrays(f"{name}_scores_ddpm.npz", **scores)  # per sample, for re-analysis
   table_ddpm["non_finite"] = hallucination.non_finite_report(ok)
+  tables = {"ddpm": table_ddpm}
+  rocs = {"ddpm": roc_ddpm}
+  _two_in_one(tb, "ddpm", x, scores, costs, secs, tables, rocs)
 
   mit_rows = []
-  mit_rows.append(
-    mitigation_row(
-      "ddpm", ddpm.samples, tb.mixture, tb.k_sigma, tb.T, tb.seconds["ddpm"], label="DDPM (plain)"
-    )
-  )
+  mit_rows.append(tb.measure("ddpm", ddpm.samples, tb.T, tb.seconds["ddpm"], label="DDPM (plain)"))
   if "filter" in mits:
     n = len(ddpm.samples)
     tv_all = np.where(np.isfinite(ddpm.traj_variance), ddpm.traj_variance, np.inf)
@@ -512,11 +729,9 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
       idx = hallucination.filter_indices(keep_n, "variance", traj_variance=tv_all)
       kept_in = int((~hal_all[idx]).sum())
       mit_rows.append(
-        mitigation_row(
+        tb.measure(
           f"filter_{q:g}",
           ddpm.samples[idx],
-          tb.mixture,
-          tb.k_sigma,
           tb.T * n / keep_n,
           0.0,
           label=f"filter: drop {q:.0%} highest trajectory variance",
@@ -526,18 +741,14 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
       )
 
   # The DDIM set (same starting noise).
-  tables = {"ddpm": table_ddpm}
-  rocs = {"ddpm": roc_ddpm}
   ddim = None
   if "ddim" in mits or "ddim_stochastic" in mits or "manifold_instability" in dets:
     ddim = tb.ddim()
   if "ddim" in mits:
     mit_rows.append(
-      mitigation_row(
+      tb.measure(
         "ddim",
         ddim.samples,
-        tb.mixture,
-        tb.k_sigma,
         tb.ddim_steps(),
         tb.seconds["ddim"],
         label=f"DDIM (eta = 0, {tb.ddim_steps()} steps)",
@@ -548,7 +759,7 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   def paired(n, **sets):
     """Rates of the plain sets over the same first ``n`` indices (same starting noise)."""
     return {
-      k: mitigation_row(k, v.samples[:n], tb.mixture, tb.k_sigma, 0, 0)["hallucination"]
+      k: tb.measure(k, v.samples[:n], 0, 0)["hallucination"]
       for k, v in sets.items()
       if v is not None
     }
@@ -559,11 +770,9 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
       k = int(k)
       out = ddim if k == 0 else tb.ddim_stochastic(k)
       mit_rows.append(
-        mitigation_row(
+        tb.measure(
           f"ddim_k{k}",
           out.samples[:nk],
-          tb.mixture,
-          tb.k_sigma,
           tb.ddim_steps(),
           tb.seconds.get(f"ddim_k{k}", 0.0),
           label=f"DDIM, last {k} steps ancestral",
@@ -588,14 +797,13 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
     wd.save_arrays(f"{name}_scores_ddim.npz", **sc)
     table_ddim["non_finite"] = hallucination.non_finite_report(ok)
     tables["ddim"], rocs["ddim"] = table_ddim, roc_ddim
+    _two_in_one(tb, "ddim", xs, sc, co, se, tables, rocs)
   if "iq" in mits:
     out, cost, cal_cost, thr = tb.iq()
     mit_rows.append(
-      mitigation_row(
+      tb.measure(
         "iq",
         out.samples,
-        tb.mixture,
-        tb.k_sigma,
         cost,
         tb.seconds["iq"],
         label=f"Intrinsic Quenching (t {int(h.iq.t_lo)}..{int(h.iq.t_hi)}, "
@@ -638,7 +846,22 @@ def detector_columns():
   ]
 
 
-def mitigation_columns():
+def mitigation_columns(kind: str = "gaussian"):
+  if kind == "shapes":
+    return [
+      "method",
+      "num_samples",
+      "hallucination_rate",
+      "ci95",
+      "two_in_one_column_rate",
+      "two_in_one_ci95",
+      "in_support_share",
+      "mean_rms_distance_to_nearest_training_image",
+      "non_finite",
+      "column_patterns_covered",
+      "network_evaluations_per_sample",
+      "paper",
+    ]
   return [
     "method",
     "num_samples",
@@ -651,6 +874,15 @@ def mitigation_columns():
     "network_evaluations_per_sample",
     "paper",
   ]
+
+
+def _distance(row):
+  """(mean distance to the data, diverged or non-finite count) of a mitigation row: to the
+  nearest mode in the modes' std (Gaussian testbeds), or RMS to the nearest training image
+  (SIMPLE SHAPES)."""
+  d = row.get("distance_to_data") or row["distance_to_nearest_mode"]
+  value = d.get("mean_in_std", d.get("mean"))
+  return value, d["diverged"] + row["non_finite"]["count"]
 
 
 def tables_of(res) -> dict:
@@ -684,24 +916,31 @@ def tables_of(res) -> dict:
         "held_out": table["held_out"],
       }
     rows = []
+    kind = r.get("kind", "gaussian")
     for row in r["mitigation"]["rows"]:
       paper = row.get("paper")
-      dist = row["distance_to_nearest_mode"]
+      dist, bad = _distance(row)
+      two = (
+        [_r(row["two_in_one_column"]["rate"]), [_r(c) for c in row["two_in_one_column"]["ci95"]]]
+        if kind == "shapes"
+        else []
+      )
       rows.append(
         [
           row["method"],
           row["num_samples"],
           _r(row["hallucination"]["rate"]),
           [_r(c) for c in row["hallucination"]["ci95"]],
+          *two,
           _r(row["in_support"]["rate"]),
-          _r(dist["mean_in_std"], 3),
-          dist["diverged"] + row["non_finite"]["count"],
+          _r(dist, 3),
+          bad,
           row["modes_covered"],
           _r(row["network_evaluations_per_sample"], 1),
           paper["claim"] if paper else None,
         ]
       )
-    t["mitigations"] = {"columns": mitigation_columns(), "rows": rows}
+    t["mitigations"] = {"columns": mitigation_columns(kind), "rows": rows}
     out[name] = t
   return out
 
@@ -714,7 +953,7 @@ def _figure(wd, name, res, rocs):
       (row["method"], row["network_evaluations_per_sample"], h["rate"], h["ci95"][0], h["ci95"][1])
     )
   panels = {
-    f"ROC, {s.upper()} samples (held-out half)": {LABELS[k]: v for k, v in curves.items()}
+    f"ROC, {SET_TITLES.get(s, s)} (held-out half)": {LABELS[k]: v for k, v in curves.items()}
     for s, curves in rocs.items()
   }
   krows = [r for r in res["mitigation"]["rows"] if r["method"].startswith("ddim_k")]
@@ -743,7 +982,13 @@ def run(cfg, wd, mesh, info=None):
   names = tuple(cfg.hallbench.testbeds)
   for name in names:  # every recipe checked before any work
     check_recipe(wd, name, testbed_config(cfg, name))
-  res = {"experiment": "hallbench", "seed": cfg.seed, **(info or {}), "testbeds": {}}
+  res = {
+    "experiment": "hallbench",
+    "seed": cfg.seed,
+    **(info or {}),
+    "omitted_testbeds": OMITTED_TESTBEDS,
+    "testbeds": {},
+  }
   for name in names:
     logging.info("hallbench: testbed %s", name)
     r, rocs = run_testbed(cfg, name, wd, mesh)
@@ -778,7 +1023,7 @@ def report_rows(res, cfg) -> List[Row]:
         rows.append(
           Row(
             f"testbeds.{name}.detection.{set_name}.{m}.auroc",
-            f"{name}, {set_name.upper()} samples: {LABELS.get(m, m)} AUROC",
+            f"{name}, {SET_TITLES.get(set_name, set_name)}: {LABELS.get(m, m)} AUROC",
             a.get("auroc"),
             "num",
             tuple(ci) if ci and None not in ci else None,
@@ -790,7 +1035,7 @@ def report_rows(res, cfg) -> List[Row]:
         rows.append(
           proportion_row(
             f"testbeds.{name}.detection.{set_name}.{m}.removed_at_keep",
-            f"{name}, {set_name.upper()}: {LABELS.get(m, m)}, removed at 96% kept",
+            f"{name}, {SET_TITLES.get(set_name, set_name)}: {LABELS.get(m, m)}, removed at 96% kept",
             rk.get("rate"),
             rk.get("n"),
             rk.get("count"),
@@ -835,11 +1080,12 @@ def render_markdown(res) -> str:
     st = r["settings"]
     for set_name, table in r["detection"].items():
       held = table["held_out"]
+      what = "two in one column" if set_name.endswith("_two_in_one") else "hallucinations"
       out.append(
-        f"**Detectors, {set_name.upper()} samples** ({table['num_samples']:,} samples, "
-        f"{table['num_hallucinations']} hallucinations; thresholds from one half, "
+        f"**Detectors, {SET_TITLES.get(set_name, set_name)}** ({table['num_samples']:,} "
+        f"samples, {table['num_hallucinations']} {what}; thresholds from one half, "
         f"reported on the other: {held['num_samples']:,} samples, "
-        f"{held['num_hallucinations']} hallucinations)\n"
+        f"{held['num_hallucinations']} {what})\n"
       )
       out.append(
         "| detector | AUROC [DeLong 95%] | removed at 96% kept | kept at 95% removed "
@@ -861,39 +1107,55 @@ def render_markdown(res) -> str:
           f"{row['network_evaluations_per_sample']:,} | {paper} |"
         )
       out.append("")
+    for det, why in (r.get("omitted_detectors") or {}).items():
+      out.append(f"*{LABELS.get(det, det)}: not run on {name}: {why}.*\n")
     out.append(
       f"**Mitigations** (against plain DDPM of the same checkpoint; DDPM {st['reverse_steps']['ddpm']} "
       f"steps, DDIM {st['reverse_steps']['ddim']})\n"
     )
-    out.append(
-      "| method | samples | hallucination rate [Wilson 95%] | same indices, plain | "
-      "in support | mean distance to mode (std) | diverged / non-finite | modes | "
-      "network passes / sample | paper |"
-    )
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    shapes_kind = r.get("kind") == "shapes"
+    if shapes_kind:
+      out.append(
+        "| method | samples | hallucination rate [Wilson 95%] | same indices, plain | "
+        "two in one column | in support | RMS distance to nearest training image | "
+        "non-finite | column patterns | network passes / sample | paper |"
+      )
+      out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+      out.append(
+        "| method | samples | hallucination rate [Wilson 95%] | same indices, plain | "
+        "in support | mean distance to mode (std) | diverged / non-finite | modes | "
+        "network passes / sample | paper |"
+      )
+      out.append("|---|---|---|---|---|---|---|---|---|---|")
     for row in r["mitigation"]["rows"]:
       h = row["hallucination"]
       pb = row.get("paired_baselines") or {}
       paired = ", ".join(f"{k.upper()} {_pct(v['rate'], 2)}" for k, v in pb.items())
-      d = row["distance_to_nearest_mode"]
-      dist = "—" if d["mean_in_std"] is None else f"{d['mean_in_std']:.2f}"
+      value, bad = _distance(row)
+      dist = "—" if value is None else f"{value:.{3 if shapes_kind else 2}f}"
       paper = row.get("paper", {}).get("claim", "") if row.get("paper") else ""
+      two = ""
+      if shapes_kind:
+        t2 = row["two_in_one_column"]
+        two = f"{_pct(t2['rate'], 2)}{_ci(t2['ci95'], 2)} | "
       out.append(
         f"| {row.get('label', row['method'])} | {row['num_samples']:,} | "
-        f"{_pct(h['rate'], 2)}{_ci(h['ci95'], 2)} | {paired} | "
-        f"{_pct(row['in_support']['rate'], 2)} | {dist} | "
-        f"{d['diverged'] + row['non_finite']['count']} | "
+        f"{_pct(h['rate'], 2)}{_ci(h['ci95'], 2)} | {paired} | {two}"
+        f"{_pct(row['in_support']['rate'], 2)} | {dist} | {bad} | "
         f"{row['modes_covered']}/{row['num_modes']} | "
         f"{row['network_evaluations_per_sample']:,.0f} | {paper} |"
       )
     out.append("")
+  for name, why in (res.get("omitted_testbeds") or {}).items():
+    out.append(f"*{name}: not a testbed here: {why}.*\n")
   return "\n".join(out)
 
 
 def check_config(cfg) -> None:
   """Every field of ``hallbench`` and every testbed's recipe, before any work: names from
   the allowed lists, timesteps inside each testbed's schedule, windows inside ``[0, T)``."""
-  names = config_check.name_list(cfg, "hallbench.testbeds", gaussians.NAMES)
+  names = config_check.name_list(cfg, "hallbench.testbeds", TESTBEDS)
   config_check.name_list(cfg, "hallbench.detectors", detectors.NAMES)
   config_check.name_list(cfg, "hallbench.mitigations", MITIGATIONS)
   if "testbeds" not in cfg:
@@ -935,7 +1197,37 @@ def check_config(cfg) -> None:
       "must be 'ddpm': the plain sampler every mitigation is "
       "measured against (DDIM is a mitigation of its own); allowed: 'ddpm'",
     )
+  for name in names:
+    over = cfg.testbeds[name].get("hallbench")
+    if over:  # a testbed's own settings name fields of hallbench
+      known = flatten(cfg.hallbench.to_dict())
+      for k in flatten(over.to_dict()):
+        if k not in known:
+          raise ConfigError(
+            f"testbeds.{name}.hallbench.{k}",
+            f"is not a field of hallbench; allowed: {', '.join(sorted(known))}",
+          )
+    tcfg = testbed_config(cfg, name)
+    try:
+      config_check.validate(tcfg)
+    except ConfigError as e:
+      raise ConfigError(f"testbeds.{name}.{e.field}", str(e)[len(e.field) + 2 :]) from None
+    hs = ml_collections.ConfigDict({"hallbench": testbed_settings(cfg, name).to_dict()})
+    overridden = set(flatten(over.to_dict())) if over else set()
+    try:
+      _check_settings(hs, tcfg, name)
+    except ConfigError as e:
+      leaf = e.field[len("hallbench.") :]
+      if leaf in overridden:  # name the field where the value was set
+        raise ConfigError(f"testbeds.{name}.hallbench.{leaf}", str(e)[len(e.field) + 2 :]) from None
+      raise
+
+
+def _check_settings(cfg, tcfg, name) -> None:
+  """The ``hallbench`` fields that testbed ``name`` (config ``tcfg``) runs with."""
   h = "hallbench."
+  config_check.name_list(cfg, h + "detectors", detectors.NAMES)
+  config_check.name_list(cfg, h + "mitigations", MITIGATIONS)
   n = config_check.integer(cfg, h + "num_samples", lo=4)
   config_check.integer(cfg, h + "split_seed", lo=0)
   config_check.integer(cfg, h + "chunk_size", lo=1)
@@ -965,49 +1257,43 @@ def check_config(cfg) -> None:
   config_check.number(cfg, h + "iq.strength", lo=0.0)
   cal = config_check.integer(cfg, h + "iq.calibration", lo=2)
   config_check.integer(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
-  for name in names:
-    tcfg = testbed_config(cfg, name)
-    try:
-      config_check.validate(tcfg)
-    except ConfigError as e:
-      raise ConfigError(f"testbeds.{name}.{e.field}", str(e)[len(e.field) + 2 :]) from None
-    T = tcfg.diffusion.timesteps
-    if ddim_steps > T:
-      raise ConfigError(
-        h + "ddim.steps",
-        f"must be <= testbeds.{name}.diffusion.timesteps={T} (0: all), got {ddim_steps}",
-      )
-    steps = len(samplers.ddim_timesteps(T, ddim_steps))
-    if cfg.detect.window > steps:
-      raise ConfigError(
-        "detect.window",
-        f"must be <= the {steps} DDIM steps of testbed "
-        f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {cfg.detect.window}",
-      )
-    bad = [k for k in ks if not 0 <= k <= steps]
-    if bad:
-      raise ConfigError(
-        h + "ddim.stochastic_last",
-        f"{bad[0]} is outside [0, {steps}] (the DDIM steps of testbed {name!r})",
-      )
-    dim = 1 if name == "gaussian1d" else 2
-    if design == "orthogonal" and m % (2 * dim):
-      raise ConfigError(
-        h + "mi.perturbations",
-        f"the orthogonal design needs a multiple of "
-        f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
-        f"hallbench.mi.design='gaussian'",
-      )
-    for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
-      config_check.timestep(cfg, h + field, T, name)
-    lo = config_check.timestep(cfg, h + "iq.t_lo", T, name)
-    hi = config_check.timestep(cfg, h + "iq.t_hi", T, name)
-    if hi < lo:
-      raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
-    if cal > tcfg.data.num_train:
-      raise ConfigError(
-        h + "iq.calibration",
-        f"must be <= testbeds.{name}.data.num_train="
-        f"{tcfg.data.num_train} (the calibration points are training points), "
-        f"got {cal}",
-      )
+  T = tcfg.diffusion.timesteps
+  if ddim_steps > T:
+    raise ConfigError(
+      h + "ddim.steps",
+      f"must be <= testbeds.{name}.diffusion.timesteps={T} (0: all), got {ddim_steps}",
+    )
+  steps = len(samplers.ddim_timesteps(T, ddim_steps))
+  if tcfg.detect.window > steps:
+    raise ConfigError(
+      "detect.window",
+      f"must be <= the {steps} DDIM steps of testbed "
+      f"{name!r} (hallbench.ddim.steps={ddim_steps}), got {tcfg.detect.window}",
+    )
+  bad = [k for k in ks if not 0 <= k <= steps]
+  if bad:
+    raise ConfigError(
+      h + "ddim.stochastic_last",
+      f"{bad[0]} is outside [0, {steps}] (the DDIM steps of testbed {name!r})",
+    )
+  dim = int(np.prod(pipeline.input_shape(tcfg)))
+  if design == "orthogonal" and m % (2 * dim):
+    raise ConfigError(
+      h + "mi.perturbations",
+      f"the orthogonal design needs a multiple of "
+      f"2 * D = {2 * dim} (testbed {name!r}), got {m}; or use "
+      f"hallbench.mi.design='gaussian'",
+    )
+  for field in ("flipd.t0", "lid.t", "renoise.t", "oracle.t"):
+    config_check.timestep(cfg, h + field, T, name)
+  lo = config_check.timestep(cfg, h + "iq.t_lo", T, name)
+  hi = config_check.timestep(cfg, h + "iq.t_hi", T, name)
+  if hi < lo:
+    raise ConfigError(h + "iq.t_hi", f"must be in [hallbench.iq.t_lo={lo}, {T - 1}], got {hi}")
+  if cal > tcfg.data.num_train:
+    raise ConfigError(
+      h + "iq.calibration",
+      f"must be <= testbeds.{name}.data.num_train="
+      f"{tcfg.data.num_train} (the calibration points are training points), "
+      f"got {cal}",
+    )

@@ -23,5 +23,5 @@ EXPERIMENTS = {
   "timesteps": Experiment("experiments.timesteps", ("grid25", "grid25_rotated")),
   "denoisers": Experiment("experiments.denoisers", ("shapes",)),
   "scaling": Experiment("experiments.scaling", ("shapes",)),
-  "hallbench": Experiment("experiments.hallbench", gaussians.NAMES),
+  "hallbench": Experiment("experiments.hallbench", tuple(gaussians.NAMES) + ("shapes",)),
 }

@@ -412,7 +412,8 @@ def hallbench_testbed(path, roc_panels: dict, mitigations, title="", k_curve=Non
     ax.set_xlabel("in-support samples removed (FPR)")
     ax.set_ylabel("hallucinations removed (TPR)")
     ax.set_title(ptitle, fontsize=10)
-    ax.legend(loc="lower right", fontsize=7)
+    if curves:  # a set with no hallucination (or none in support) has no curve
+      ax.legend(loc="lower right", fontsize=7)
   ax = axes[len(roc_panels)]
   seen = {}
   for label, cost, rate, lo, hi in mitigations:

@@ -24,22 +24,32 @@ def _set(cfg, field, value):
   node[parts[-1]] = value
 
 
-@pytest.mark.parametrize("variant", ["", "grid25", "tiny"])
+@pytest.mark.parametrize("variant", ["", "grid25", "shapes", "tiny", "tiny_shapes"])
 def test_variants_validate(variant):
   cfg = hb_config.get_config(variant)
   config_check.validate(cfg)
   assert registry.EXPERIMENTS[cfg.experiment].module == "experiments.hallbench"
   for name in cfg.hallbench.testbeds:
     t = hallbench.testbed_config(cfg, name)
-    assert t.experiment == "gaussian" and t.data.name == name
-  # The testbeds' recipes are the Gaussian experiments' own.
-  from configs import common
+    want = "shapes" if name == "shapes" else "gaussian"
+    assert t.experiment == want and t.data.name == name
+  # The testbeds' recipes are the experiments' own.
+  from configs import common, shapes
 
   if variant == "":
-    for name in ("gaussian1d", "grid25"):
-      want = common.gaussian_config(name, "")
+    assert tuple(cfg.hallbench.testbeds) == ("gaussian1d", "grid25", "shapes")
+    for name in ("gaussian1d", "grid25", "shapes"):
+      want = shapes.get_config("") if name == "shapes" else common.gaussian_config(name, "")
       for s in hallbench.RECIPE:
         assert cfg.testbeds[name][s].to_dict() == want[s].to_dict()
+    # SIMPLE SHAPES samples and scores as its own experiment does (chunks of U-Net images,
+    # its detection window), with its own settings over the shared ones.
+    t = hallbench.testbed_config(cfg, "shapes")
+    assert t.sample.chunk_size == shapes.get_config("").sample.chunk_size
+    assert t.detect.window == 10
+    hs = hallbench.testbed_settings(cfg, "shapes")
+    assert hs.mi.design == "gaussian" and hs.renoise.t == 1 and hs.iq.t_hi == 5
+    assert hs.lid.draws == cfg.hallbench.lid.draws  # not set for shapes: the shared value
 
 
 T = 1000  # the default testbeds' timesteps
@@ -72,6 +82,28 @@ BAD = [
   ("train.lr", 0.5, "train.lr", ("testbeds.gaussian1d.train.lr",)),
   ("testbeds.grid25.train.batch_size", 0, "testbeds.grid25.train.batch_size", (">= 1",)),
   ("testbeds.grid25.data.name", "gaussian1d", "testbeds.grid25.data.name", ("'grid25'",)),
+  # SIMPLE SHAPES' own settings are checked against its own T (100) and named where set.
+  ("testbeds.shapes.hallbench.iq.t_hi", 100, "testbeds.shapes.hallbench.iq.t_hi", ("99",)),
+  (
+    "testbeds.shapes.hallbench.mi.design",
+    "orthogonal",
+    "testbeds.shapes.hallbench.mi.perturbations",
+    ("2 * D = 2048", "gaussian"),
+  ),
+  (
+    "testbeds.shapes.hallbench.ddim.stochastic_last",
+    (5, 101),
+    "testbeds.shapes.hallbench.ddim.stochastic_last",
+    ("[0, 100]",),
+  ),
+  (
+    "testbeds.shapes.hallbench.renoise.tt",
+    3,
+    "testbeds.shapes.hallbench.renoise.tt",
+    ("renoise.t", "not a field"),
+  ),
+  ("testbeds.shapes.workdir", "/nonexistent/wd", "testbeds.shapes.workdir", ("does not exist",)),
+  ("testbeds.shapes.model.ch", 0, "testbeds.shapes.model.ch", (">= 1",)),
 ]
 
 
@@ -241,3 +273,97 @@ def test_report_rows_cover_every_method(tiny_run):
   keys = {r.key for r in rows}
   assert "testbeds.gaussian1d.detection.ddim.manifold_instability.auroc" in keys
   assert "testbeds.gaussian1d.mitigation.iq.rate" in keys
+
+
+# -- SIMPLE SHAPES ------------------------------------------------------------------------
+
+
+def _shapes_testbed(tmp_path, cfg=None):
+  from mode_interp.workdir import Workdir
+
+  cfg = cfg or hb_config.get_config("tiny_shapes")
+  tb = hallbench.make_testbed(cfg, "shapes", Workdir(str(tmp_path / "wd")), None)
+  tb.train_data = tb.training_data()
+  return tb
+
+
+def test_shapes_measures_read_the_checker_and_the_nearest_training_image(tmp_path):
+  """On SIMPLE SHAPES a mitigation's output is measured by the checker (a hallucination is
+  anything not in support; two squares in the square column count as two in one column),
+  its distance to the nearest training image (zero for a training image itself) and the
+  column patterns of its in-support images."""
+  from mode_interp.data import shapes as shapes_data
+
+  tb = _shapes_testbed(tmp_path)
+  assert tb.kind == "shapes" and not tb.has_oracle and tb.shape == (32, 32, 1)
+  train = tb.train_data
+  row = tb.measure("train", train, 0, 0)
+  verdicts = shapes_data.check(train[..., 0], scale=0.5).verdicts
+  assert row["in_support"]["count"] == int((verdicts == "in_support").sum()) > 0
+  assert row["distance_to_data"]["mean"] == pytest.approx(0.0, abs=1e-3)
+  # The tiny training set shows every pattern of occupied columns (each of three shapes
+  # present with probability 1/2, the empty canvas aside).
+  assert row["modes_covered"] == 7 == row["num_modes"]
+
+  # Two squares in the square column (half scale: square of side 3, in column 1).
+  g = shapes_data.get_geometry(0.5)
+  img = np.zeros((32, 32), np.uint8)
+  x0 = g.column_edges[1] + g.shapes[1].x_range[0]
+  side = g.shapes[1].size + 1
+  for y in (2, 20):
+    img[y : y + side, x0 : x0 + side] = 255
+  two = shapes_data.to_model_input(img[None])
+  bad = np.full_like(two, np.nan)
+  r2 = tb.measure("two", np.concatenate([two, two, bad]), 0, 0)
+  assert r2["counts"]["multiple_in_column"] == 2 and r2["non_finite"]["count"] == 1
+  assert r2["two_in_one_column"]["rate"] == 1.0 == r2["hallucination"]["rate"]
+  assert r2["modes_covered"] == 0
+
+  # The distance is the brute-force RMS distance to the nearest training image.
+  x = np.clip(train[:5] + 0.3 * np.random.default_rng(0).normal(size=train[:5].shape), -1, 1)
+  got = tb.nearest_training_distance(x)
+  flat_t = train.reshape(len(train), -1).astype(np.float64)
+  flat_x = x.reshape(len(x), -1)
+  want = np.sqrt(((flat_x[:, None] - flat_t[None]) ** 2).mean(-1).min(1))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.e2e
+def test_shapes_testbed_runs_from_a_trained_workdir(shapes_tiny_run, tmp_path):
+  """The SIMPLE SHAPES testbed reads a trained configs/shapes.py:tiny workdir (its
+  checkpoint, never written) instead of training: every detector but the oracle (left out,
+  with the reason) on all hallucinations and on two-in-one-column vs in support, every
+  mitigation with the checker's counts of its cached samples, the Markdown tables."""
+  from mode_interp.data import shapes as shapes_data
+
+  cfg = hb_config.get_config("tiny_shapes")
+  cfg.testbeds.shapes.workdir = shapes_tiny_run
+  before = sorted(os.listdir(os.path.join(shapes_tiny_run, "checkpoints")))
+  wd = str(tmp_path / "bench")
+  res = main.run(cfg, wd, config_name="configs/hallbench.py:tiny_shapes")
+  t = res["testbeds"]["shapes"]
+  assert t["train"]["from_workdir"] == os.path.abspath(shapes_tiny_run)
+  assert not os.path.exists(os.path.join(wd, "checkpoints", "shapes"))  # nothing trained here
+  assert sorted(os.listdir(os.path.join(shapes_tiny_run, "checkpoints"))) == before
+  assert set(t["omitted_detectors"]) == {"oracle"}
+  assert set(t["detection"]) == {"ddpm", "ddpm_two_in_one", "ddim", "ddim_two_in_one"}
+  methods = [r["method"] for r in t["detection"]["ddim"]["rows"]]
+  assert methods == ["trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise"]
+  rows = {r["method"]: r for r in t["mitigation"]["rows"]}
+  assert set(rows) == {"ddpm", "filter_0.1", "ddim", "ddim_k2", "iq"}
+  with np.load(os.path.join(wd, "shapes_ddpm.npz")) as z:
+    x = z["samples"]
+  counts = shapes_data.count_verdicts(shapes_data.check(np.clip(x, -1, 1), scale=0.5).verdicts)
+  assert rows["ddpm"]["counts"] == counts and rows["ddpm"]["num_samples"] == len(x) == 32
+  two = t["detection"]["ddpm_two_in_one"]
+  assert two["num_samples"] == counts["in_support"] + counts["multiple_in_column"]
+  assert two["num_hallucinations"] == counts["multiple_in_column"]
+  assert res["omitted_testbeds"]["mnist"]
+  md = hallbench.render_markdown(res)
+  assert "two in one column vs in support" in md and "RMS distance to nearest training image" in md
+  assert "not run on shapes" in md and "mnist: not a testbed here" in md
+  assert os.path.getsize(os.path.join(wd, "figures", "hallbench_shapes.png")) > 1000
+  # The recorded source is part of the workdir: another trained model is refused.
+  cfg.testbeds.shapes.workdir = ""
+  with pytest.raises(WorkdirError, match="testbeds.shapes.workdir"):
+    main.run(cfg, wd, config_name="configs/hallbench.py:tiny_shapes")
