@@ -32,6 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"
+  # A second output of the network's size: the interpolation v in [-1, 1] between the log of
+  # beta_t and of the posterior variance (Nichol & Dhariwal's learned range), trained by the
+  # variational bound (train.vsm_rho adds VSM's smoothness penalty); sample.variance="learned"
+  # samples with it.
+  c.model.learn_sigma = False
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
@@ -45,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ema_decay = 0.0
   c.train.log_every = 100
   c.train.ckpt_every = 1000
+  # With model.learn_sigma: the weight rho of VSM's penalty (Bhosale et al. 2026,
+  # arXiv:2606.00377), rho / sqrt(1 - alpha_bar_t) * mean(sigma^4 / (1 + sigma^4)); 0: the
+  # learned-variance (hybrid loss) baseline.
+  c.train.vsm_rho = 0.0
 
   # Rows per device and pass of the gradient (summed over micro-batches): -1 (auto) 2,048
   # on CPUs, everything at once on accelerators; 0: everything at once.

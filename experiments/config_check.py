@@ -172,7 +172,28 @@ def validate(cfg) -> None:
 
   integer(cfg, "sample.num_samples", lo=1)
   sampler = choice(cfg, "sample.sampler", samplers.sampler_names())
-  choice(cfg, "sample.variance", diffusion.VARIANCES)
+  variance = choice(cfg, "sample.variance", diffusion.VARIANCES)
+  learn_sigma = cfg.model.get("learn_sigma", False)
+  if not isinstance(learn_sigma, bool):
+    raise ConfigError("model.learn_sigma", f"must be True or False, got {learn_sigma!r}")
+  if variance == "learned" and not learn_sigma:
+    raise ConfigError(
+      "sample.variance",
+      "'learned' needs a network with a variance head (model.learn_sigma=True); "
+      "allowed here: fixed_large, fixed_small",
+    )
+  if variance == "learned" and sampler != "ddpm":
+    raise ConfigError(
+      "sample.variance", f"'learned' is for sample.sampler='ddpm' (got {sampler!r})"
+    )
+  if "vsm_rho" in cfg.train:
+    rho = number(cfg, "train.vsm_rho", lo=0.0)
+    if rho and not learn_sigma:
+      raise ConfigError(
+        "train.vsm_rho",
+        f"VSM's penalty (here {rho}) acts on the learned variance: set "
+        f"model.learn_sigma=True, or train.vsm_rho=0",
+      )
   integer(cfg, "sample.chunk_size", lo=1)
   if "tile_rows" in cfg.sample:
     integer(cfg, "sample.tile_rows", lo=-1)  # -1 auto, 0 whole chunk, else rows per pass

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SCHEDULES = ("linear", "quad", "cosine")
-VARIANCES = ("fixed_large", "fixed_small")
+VARIANCES = ("fixed_large", "fixed_small", "learned")
 
 
 class Schedule(NamedTuple):
@@ -120,9 +120,29 @@ def posterior_mean_variance(s: Schedule, x0, x_t, t):
   )
 
 
-def model_log_variance(s: Schedule, t, x, variance: str):
+def learned_log_variance(s: Schedule, t, v):
+  """Log-variance of ``p(x_{t-1} | x_t)`` from the network's second output ``v`` (Nichol &
+  Dhariwal's learned range): ``frac * log beta_t + (1 - frac) * log posterior_variance_t``
+  with ``frac = (v + 1) / 2`` (``v`` is not clipped: the same as the reference code)."""
+  frac = (v + 1.0) / 2.0
+  max_log = _bcast(jnp.log(s.betas), t, v)
+  min_log = _bcast(s.posterior_log_variance_clipped, t, v)
+  return frac * max_log + (1.0 - frac) * min_log
+
+
+def split_learned(out):
+  """``(eps, v)``: the two halves of a learned-variance network's output (last axis)."""
+  return jnp.split(out, 2, axis=-1)
+
+
+def model_log_variance(s: Schedule, t, x, variance: str, v=None):
   """Log-variance of ``p(x_{t-1} | x_t)``: fixed-large (beta_t, with the t=0 entry
-  replaced by the posterior variance at t=1, as in DDPM) or fixed-small."""
+  replaced by the posterior variance at t=1, as in DDPM), fixed-small, or learned (from the
+  network's ``v``: :func:`learned_log_variance`)."""
+  if variance == "learned":
+    if v is None:
+      raise ValueError("variance='learned' needs the network's second output v")
+    return learned_log_variance(s, t, v)
   if variance == "fixed_large":
     # The t = 0 entry is the clipped posterior log-variance (= log posterior_variance[1]
     # when T > 1); taking it from there also works for T = 1, where [1:2] is empty.
@@ -150,6 +170,54 @@ def loss_fn(eps_fn, params, s: Schedule, x0, key):
   t, noise = loss_inputs(s, x0, key)
   loss = jnp.mean(eps_errors(eps_fn, params, s, x0, t, noise))
   return loss, {"loss": loss}
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+  """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+  return 0.5 * (
+    -1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * jnp.exp(-logvar2)
+  )
+
+
+def gaussian_nll(x, mean, logvar):
+  """-log N(x; mean, exp(logvar)), elementwise, in nats."""
+  return 0.5 * (jnp.log(2.0 * jnp.pi) + logvar + (x - mean) ** 2 * jnp.exp(-logvar))
+
+
+def vsm_penalty(logvar):
+  """VSM's smoothness proxy per element: with the score Jacobian of a Gaussian of variance
+  sigma^2 taken as -1/sigma^2, ``1 / (1 + J^2) = sigma^4 / (1 + sigma^4)``; small where the
+  score is steep."""
+  precision = jnp.exp(-logvar)
+  return 1.0 / (1.0 + precision**2)
+
+
+def hybrid_losses(net_fn, params, s: Schedule, x0, t, noise, rho: float = 0.0):
+  """Per-example loss of a learned-variance network: the epsilon MSE, the variational bound
+  term for the variance (KL of the true posterior to the model's step, with the mean's
+  gradient stopped; at t = 0 the Gaussian negative log-likelihood of x0, since the toy data
+  are continuous), and VSM's penalty ``rho / sqrt(1 - alpha_bar_t) * mean(vsm_penalty)``
+  (Bhosale et al. 2026; the time-weighted pixel-space form of their code). Each term is a
+  mean over the example's elements, in nats (the reference code counts the bound in bits;
+  a constant factor of 1 / ln 2 on that term). Returns ``(loss [B], terms)``.
+
+  ``net_fn(params, x_t, t) -> (eps, v)``.
+  """
+  x_t = q_sample(s, x0, t, noise)
+  eps, v = net_fn(params, x_t, t)
+  axes = tuple(range(1, x0.ndim))
+  mse = jnp.mean((eps - noise) ** 2, axis=axes)
+  logvar = learned_log_variance(s, t, v)
+  x0_hat = x0_from_eps(s, x_t, t, jax.lax.stop_gradient(eps))
+  mean_model, _, _ = posterior_mean_variance(s, x0_hat, x_t, t)
+  mean_true, _, logvar_true = posterior_mean_variance(s, x0, x_t, t)
+  kl = jnp.mean(normal_kl(mean_true, logvar_true, mean_model, logvar), axis=axes)
+  nll = jnp.mean(gaussian_nll(x0, mean_model, logvar), axis=axes)
+  vb = jnp.where(t == 0, nll, kl)
+  weight = rho / jnp.maximum(s.sqrt_one_minus_alphas_bar[t], 1e-12)
+  smooth = jnp.mean(vsm_penalty(logvar), axis=axes)
+  loss = mse + vb + weight * smooth
+  return loss, {"mse": mse, "vb": vb, "smooth": smooth}
 
 
 def loss_inputs(s: Schedule, x0, key):

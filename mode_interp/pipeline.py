@@ -39,6 +39,7 @@ def make_model(cfg):
       share_blocks=m.share_blocks,
       timesteps=cfg.diffusion.timesteps,
       dtype=compute_dtype(m.get("dtype", "float32")),
+      learn_sigma=bool(m.get("learn_sigma", False)),
     )
   if m.name == "unet":
     from mode_interp.networks.unet import UNet
@@ -51,6 +52,7 @@ def make_model(cfg):
       dropout=m.dropout,
       num_groups=m.num_groups,
       dtype=compute_dtype(m.get("dtype", "float32")),
+      learn_sigma=bool(m.get("learn_sigma", False)),
     )
   raise ValueError(f"unknown model.name {m.name!r}; allowed: {', '.join(MODELS)}")
 
@@ -76,8 +78,21 @@ def input_shape(cfg) -> tuple:
 
 
 def eps_fn_for(model):
-  """The network as a pure ``eps_fn(params, x_t, t)``."""
-  return lambda params, x, t: model.apply({"params": params}, x, t)
+  """The network as a pure ``eps_fn(params, x_t, t) -> eps``. A learned-variance network
+  (``learn_sigma``) returns its first half there, and both halves from
+  ``eps_fn.with_variance(params, x_t, t) -> (eps, v)`` (its training loss and the DDPM
+  sampler with ``variance="learned"`` use that)."""
+  if not getattr(model, "learn_sigma", False):
+    return lambda params, x, t: model.apply({"params": params}, x, t)
+
+  def with_variance(params, x, t):
+    return diffusion.split_learned(model.apply({"params": params}, x, t))
+
+  def eps_fn(params, x, t):
+    return with_variance(params, x, t)[0]
+
+  eps_fn.with_variance = with_variance
+  return eps_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +146,7 @@ def make_trainer(cfg, mesh) -> Trainer:
     tc.ema_decay,
     mesh=mesh,
     micro_batch=rows_per_pass(tc.get("micro_batch", -1), mesh, "train"),
+    vsm_rho=float(tc.get("vsm_rho", 0.0)) if cfg.model.get("learn_sigma", False) else None,
   )
   step_jit = sharding.jit(
     step_fn,

@@ -291,18 +291,24 @@ def _maybe_clip(x0, clip):
 
 @register_sampler("ddpm")
 def _ddpm(schedule: diffusion.Schedule, eps_fn: EpsFn, spec: SamplerSpec):
-  """Ancestral sampling with fixed-large or fixed-small variance, all T steps."""
+  """Ancestral sampling with fixed-large, fixed-small or learned variance (the network's
+  second output: ``eps_fn.with_variance``, see :func:`mode_interp.pipeline.eps_fn_for`), all
+  T steps."""
   T = schedule.timesteps
   window = min(spec.window, T)
-  diffusion.model_log_variance(schedule, 0, jnp.zeros(()), spec.variance)  # validates the name
+  learned = spec.variance == "learned"
+  if not learned:  # validates the name
+    diffusion.model_log_variance(schedule, 0, jnp.zeros(()), spec.variance)
+  if learned and not hasattr(eps_fn, "with_variance"):
+    raise ValueError("variance='learned' needs a learned-variance network (model.learn_sigma)")
 
   def step_fn(params, x, t, t_prev, i, keys):
     del t_prev
     tb = jnp.full((1,), t, jnp.int32)  # one t for the chunk: the embedding is computed once
-    eps = eps_fn(params, x, tb)
+    eps, v = eps_fn.with_variance(params, x, tb) if learned else (eps_fn(params, x, tb), None)
     x0_hat = _maybe_clip(diffusion.x0_from_eps(schedule, x, t, eps), spec.clip_x0)
     mean, _, _ = diffusion.posterior_mean_variance(schedule, x0_hat, x, t)
-    logvar = diffusion.model_log_variance(schedule, t, x, spec.variance)
+    logvar = diffusion.model_log_variance(schedule, t, x, spec.variance, v)
     noise = per_sample_normal(keys, i + 1, spec.shape)
     x_next = mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
     return x_next, x0_hat, eps

@@ -94,8 +94,14 @@ def make_train_step(
   ema_decay: float = 0.0,
   mesh=None,
   micro_batch: int = 0,
+  vsm_rho=None,
 ):
   """``train_step(state, data, key) -> (state, metrics)``, pure and jittable.
+
+  ``vsm_rho`` not None: the network learns its variance (``eps_fn.with_variance(params,
+  x_t, t) -> (eps, v)``, from :func:`mode_interp.pipeline.eps_fn_for`) and is trained by
+  :func:`mode_interp.diffusion.hybrid_losses` with VSM's penalty weighted by ``vsm_rho``
+  (0: the learned-variance baseline); otherwise by the epsilon MSE.
 
   ``key`` is the run's base key; the data order and the noise of step ``s``
   are derived from it and ``state.step``.
@@ -114,7 +120,38 @@ def make_train_step(
     y = x.reshape((n_dev, k, x.shape[0] // (n_dev * k)) + x.shape[1:])
     return jnp.swapaxes(y, 0, 1).reshape((k, x.shape[0] // k) + x.shape[1:])
 
+  learned = vsm_rho is not None
+  if learned and not hasattr(eps_fn, "with_variance"):
+    raise ValueError("vsm_rho needs a learned-variance network (model.learn_sigma=True)")
+
+  def example_losses(p, x0, t, noise):
+    """Per-example losses [B] and their terms (the learned-variance case)."""
+    return diffusion.hybrid_losses(eps_fn.with_variance, p, schedule, x0, t, noise, vsm_rho)
+
   def grads_of(params, batch, step_key):
+    if learned:
+      t, noise = diffusion.loss_inputs(schedule, batch, step_key)
+      parts = (split(batch), split(t), split(noise)) if k > 1 else None
+
+      def loss(p):
+        if k == 1:
+          losses, terms = example_losses(p, batch, t, noise)
+          return jnp.mean(losses), {n: jnp.mean(v) for n, v in terms.items()}
+
+        def body(acc, xs):
+          losses, terms = example_losses(p, *xs)
+          return (
+            acc[0] + jnp.sum(losses),
+            {n: acc[1][n] + jnp.sum(v) for n, v in terms.items()},
+          ), None
+
+        zero = (jnp.zeros(()), {n: jnp.zeros(()) for n in ("mse", "vb", "smooth")})
+        (total, sums), _ = jax.lax.scan(body, zero, parts)
+        b = batch.shape[0]
+        return total / b, {n: v / b for n, v in sums.items()}
+
+      (val, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      return {"loss": val, **terms}, grads
     if k == 1:
 
       def loss(p):

@@ -45,6 +45,7 @@ FROZEN = (
   "train.warmup_steps",
   "train.grad_clip",
   "train.ema_decay",
+  "train.vsm_rho",
 )
 
 

@@ -199,6 +199,8 @@ def test_model_log_variance():
   np.testing.assert_allclose(small[:, 0], s.posterior_log_variance_clipped, rtol=1e-6)
   assert np.all(small[1:, 0] <= large[1:, 0] + 1e-6)  # posterior variance <= beta
   with pytest.raises(ValueError, match="fixed_large"):
+    diffusion.model_log_variance(s, t, x, "nope")
+  with pytest.raises(ValueError, match="second output"):
     diffusion.model_log_variance(s, t, x, "learned")
 
 

@@ -116,6 +116,8 @@ class ToyMLP(nn.Module):
   # products at about twice the float32 rate). Input, output, LayerNorm, activations and
   # parameters stay float32.
   dtype: Any = jnp.float32
+  # A second output of x's size (the learned variance's v; mode_interp.diffusion).
+  learn_sigma: bool = False
 
   def setup(self):
     self.in_fc = _dense(self.width, use_bias=False)
@@ -145,4 +147,5 @@ class ToyMLP(nn.Module):
     shared = self.blocks[0].encode(t_emb, t_index) if self.share_blocks else None
     for block in self.blocks:
       h = block(h, shared if self.share_blocks else block.encode(t_emb, t_index))
-    return _dense(x.shape[-1], name="out_fc")(self.out_norm(h))
+    out = x.shape[-1] * (2 if self.learn_sigma else 1)
+    return _dense(out, name="out_fc")(self.out_norm(h))

@@ -172,6 +172,8 @@ class UNet(nn.Module):
   dropout: float = 0.0
   num_groups: int = 8
   out_ch: int | None = None
+  # Twice the output channels: the noise and the learned variance's v (mode_interp.diffusion).
+  learn_sigma: bool = False
   dtype: Dtype = jnp.float32
 
   def channel_counts(self) -> tuple[int, ...]:
@@ -200,6 +202,7 @@ class UNet(nn.Module):
     num_levels = len(self.ch_mult)
     _check_resolution(height, width, num_levels)
     out_ch = in_ch if self.out_ch is None else self.out_ch
+    out_ch *= 2 if self.learn_sigma else 1
     t = jnp.asarray(t)
     if t.ndim == 0:
       t = jnp.broadcast_to(t, (batch,))
