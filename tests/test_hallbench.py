@@ -78,6 +78,9 @@ BAD = [
   ("hallbench.iq.quantile", 1.0, "hallbench.iq.quantile", ("< 1",)),
   ("hallbench.iq.calibration", 50_000, "hallbench.iq.calibration", ("num_train",)),
   ("hallbench.renoise.draws", 1, "hallbench.renoise.draws", (">= 2",)),
+  ("hallbench.vsm.rho", -0.1, "hallbench.vsm.rho", (">= 0",)),
+  ("hallbench.vsm.num_samples", 20_000, "hallbench.vsm.num_samples", ("hallbench.num_samples",)),
+  ("hallbench.mitigations", ("vsm", "vsn"), "hallbench.mitigations", ("'vsn'", "vsm")),
   ("sample.sampler", "ddim", "sample.sampler", ("'ddpm'",)),
   ("train.lr", 0.5, "train.lr", ("testbeds.gaussian1d.train.lr",)),
   ("testbeds.grid25.train.batch_size", 0, "testbeds.grid25.train.batch_size", (">= 1",)),
@@ -180,8 +183,14 @@ def test_tiny_run_writes_the_workdir_contract_and_the_tables(tiny_run):
     assert os.path.exists(os.path.join(wd, f)), f
   assert os.path.isdir(os.path.join(wd, "checkpoints", "gaussian1d"))
   recs = [json.loads(l) for l in _lines(wd, "metrics.jsonl")]
-  assert recs and all(r["model"] == "gaussian1d" for r in recs)
-  assert max(r["step"] for r in recs) == cfg.testbeds.gaussian1d.train.steps
+  # The testbed's model, and VSM's two learned-variance models (rho = 0 and the config's).
+  models = {"gaussian1d", "gaussian1d_vsm_rho0", "gaussian1d_vsm_rho0.1"}
+  assert recs and {r["model"] for r in recs} == models
+  for m in models:
+    assert os.path.isdir(os.path.join(wd, "checkpoints", m))
+    steps = [r["step"] for r in recs if r["model"] == m]
+    assert max(steps) == cfg.testbeds.gaussian1d.train.steps
+  assert all("vb" in r and "smooth" in r for r in recs if r["model"] != "gaussian1d")
   on_disk = _read(wd, "results.json")
   t = on_disk["tables"]["gaussian1d"]
   assert [r[0] for r in t["detectors_ddpm"]["rows"]] == [
@@ -189,7 +198,7 @@ def test_tiny_run_writes_the_workdir_contract_and_the_tables(tiny_run):
   ]
   assert [r[0] for r in t["detectors_ddim"]["rows"]] == list(detectors.NAMES)
   methods = [r[0] for r in t["mitigations"]["rows"]]
-  assert methods == ["ddpm", "filter_0.1", "ddim", "ddim_k5", "iq"]
+  assert methods == ["ddpm", "filter_0.1", "ddim", "ddim_k5", "iq", "vsm_rho0", "vsm"]
   assert t["mitigations"]["columns"] == hallbench.mitigation_columns()
   # Each detector row carries its AUROC interval, operating points and cost.
   for row in on_disk["testbeds"]["gaussian1d"]["detection"]["ddim"]["rows"]:
@@ -219,6 +228,18 @@ def test_tiny_run_measures_the_cached_samples(tiny_run):
   assert rows["filter_0.1"]["network_evaluations_per_sample"] == pytest.approx(
     30 * len(x) / len(keep)
   )
+  # VSM and its baseline: their own caches, measured by the same rule, beside plain DDPM
+  # over the same starting noise.
+  for method, tag in (("vsm_rho0", "vsm_rho0"), ("vsm", "vsm_rho0.1")):
+    with np.load(os.path.join(wd, f"gaussian1d_{tag}.npz")) as z:
+      xv = z["samples"]
+    r = rows[method]
+    assert len(xv) == r["num_samples"] == 128
+    assert r["hallucination"]["count"] == int(
+      hallucination.mixture_hallucinations(xv, mix.means, mix.std, 4.0).sum()
+    )
+    assert r["paired_baselines"]["ddpm"]["count"] == int(hal[:128].sum())
+  assert rows["vsm"]["rho"] == 0.1 and rows["vsm_rho0"]["rho"] == 0.0
   # The oracle on the DDPM set, recomputed.
   from mode_interp import diffusion
 
