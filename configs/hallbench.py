@@ -56,6 +56,7 @@ nothing labels an MNIST sample as a hallucination (reports/hallbench.md).
 import ml_collections
 
 from configs import common, shapes
+from mode_interp import trajectory_scores
 
 DETECTORS = (
   "trajectory_variance",
@@ -64,6 +65,7 @@ DETECTORS = (
   "flipd",
   "renoise",
   "oracle",
+  "study_best",
 )
 MITIGATIONS = ("ddpm", "filter", "ddim", "ddim_stochastic", "iq", "vsm")
 RECIPE = ("data", "diffusion", "model", "train")
@@ -97,6 +99,7 @@ def _shapes_settings(tiny: bool) -> dict:
       "flipd": {"probes": 1},
       "iq": {"t_lo": 0, "t_hi": 1, "calibration": 8, "num_samples": 8},
       "vsm": {"num_samples": 16},
+      "study": {"reductions": ",".join(trajectory_scores.REDUCTIONS)},
       "chunk_size": 16,
     }
   return {
@@ -107,6 +110,7 @@ def _shapes_settings(tiny: bool) -> dict:
     "renoise": {"t": 1},
     "iq": {"t_lo": 0, "t_hi": 5, "calibration": 256, "num_samples": 256},
     "vsm": {"num_samples": 512},
+    "study": {"reductions": ",".join(trajectory_scores.REDUCTIONS)},
     "chunk_size": 256,
   }
 
@@ -182,6 +186,11 @@ def get_config(arg: str = ""):
   # 1D recipe is not enough: its plain model hallucinates 61% of 2,000 samples at 2,000 steps,
   # against 0.5% at the recipe's 6,000.)
   h.vsm = ml_collections.ConfigDict({"rho": 0.1, "steps": 0, "num_samples": 5_000})
+  # The detection study's best score (experiments.detect): its windows x sources x
+  # reductions on the DDPM set, the best chosen on the selection half.
+  h.study = ml_collections.ConfigDict(
+    {"windows": trajectory_scores.DEFAULT_WINDOWS, "reductions": "mean,max", "max_carry_mb": 768}
+  )
   h.chunk_size = 4_096  # rows per detector call
 
   if tiny:

@@ -68,7 +68,11 @@ LABELS = {
   "flipd": "FLIPD (2406.03537)",
   "renoise": "re-noising consistency",
   "oracle": "oracle (true mixture's posterior)",
+  "study_best": "study's best trajectory score (selected on one half)",
 }
+# The detectors in the tables' order: the library's, then the detection study's best score
+# (experiments.detect's windows x sources x reductions, chosen on the selection half).
+DETECTORS = tuple(detectors.NAMES) + ("study_best",)
 
 # The papers' own figures where they report them on this kind of testbed (only abstracts
 # could be read: see reports/hallbench.md).
@@ -454,6 +458,53 @@ class _Testbed:
     self.seconds[tag] = round(time.time() - t0, 2)
     return out, step
 
+  def study_scores(self, n: int):
+    """The detection study's scores (``experiments.detect``: every window x source x
+    reduction of ``hallbench.study``) of the DDPM set's first ``n`` samples, accumulated in
+    the sampler's scan; drawn here in a pass of their own (the DDPM set's starting noise,
+    checked against its samples), cached in ``<name>_study.npz``. Returns (samples, names,
+    scores [n, K])."""
+    from experiments import detect
+
+    st = self.h.study
+    plan = detect.Plan(
+      self.tcfg,
+      n,
+      0,
+      str(st.windows),
+      str(st.reductions),
+      int(st.max_carry_mb),
+      sharding.num_shards(self.mesh),
+    )
+    study_jit = detect.make_study_fn(self.tcfg, plan, self.model, self.mesh)
+    cache = f"{self.name}_study.npz"
+    fp = plan.fingerprint(self.tcfg, self.step)
+    t0 = time.time()
+    done = self.wd.load_sample_cache(cache, self.step, fp)
+    parts = {"samples": [], "scores": []}
+    have = 0
+    if done is not None:
+      have = min(len(done["scores"]), n)
+      for k in parts:
+        parts[k].append(done[k][:have])
+    key = jax.random.key(self.tcfg.seed + 1)  # draw_samples' key: the DDPM set's noise
+    while have < n:
+      idx = jax.device_put(
+        np.arange(have, have + plan.chunk, dtype=np.int32), sharding.data_sharding(self.mesh)
+      )
+      x, _, sc = (sharding.to_host(a) for a in study_jit(self.params, key, idx))
+      m = min(plan.chunk, n - have)
+      parts["samples"].append(np.asarray(x)[:m])
+      parts["scores"].append(np.asarray(sc)[:m])
+      have += m
+      merged = {k: np.concatenate(v) for k, v in parts.items()}
+      parts = {k: [v] for k, v in merged.items()}
+      self.wd.save_sample_cache(cache, self.step, fp, merged)
+      logging.info("%s/study: %d of %d samples scored", self.name, have, n)
+    merged = {k: np.concatenate(v) for k, v in parts.items()}
+    self.seconds["study"] = round(time.time() - t0, 2)
+    return merged["samples"], plan.names, merged["scores"]
+
   def manifold_instability(self):
     mi = self.h.mi
     vcfg = self.ddim_cfg()
@@ -597,7 +648,7 @@ class _Testbed:
     keep = float(self.tcfg.detect.keep_in_support)
     rem = float(self.tcfg.detect.remove_hallucinations)
     rows, rocs = [], {}
-    for name in [n for n in detectors.NAMES if n in scores]:
+    for name in [n for n in DETECTORS if n in scores]:
       ev = detectors.held_out_evaluation(scores[name], hal, sel, keep, rem)
       row = {
         "method": name,
@@ -766,6 +817,20 @@ def run_testbed(cfg, name, wd, mesh) -> tuple:
   scores, costs, secs = tb.detector_scores(x, dets)
   if "trajectory_variance" in dets:
     scores["trajectory_variance"], costs["trajectory_variance"] = tv, 0
+  if "study_best" in dets:
+    sx, names, sscores = tb.study_scores(len(ddpm.samples))
+    if not np.allclose(sx[ok], x, rtol=1e-4, atol=1e-4):
+      raise RuntimeError(f"{name}: the study's samples are not the DDPM set's (same noise)")
+    sscores = sscores[ok]
+    # The score is chosen on the selection half (the rows the thresholds are chosen on) and
+    # reported, like every other, on the held-out half.
+    hal_x = tb.labels(x)
+    sel_x = trajectory_scores.split_halves(len(x), int(h.split_seed))
+    good = np.all(np.isfinite(sscores), axis=1)
+    best, _ = trajectory_scores.select_best(names, sscores[good], hal_x[good], sel_x[good])
+    scores["study_best"] = np.where(good, sscores[:, best], np.nan)
+    costs["study_best"], secs["study_best"] = 0, tb.seconds["study"]
+    res["study_best"] = {"name": names[best], "candidates": len(names)}
   table_ddpm, roc_ddpm = tb.detection_table("ddpm", x, scores, costs, secs)
   wd.save_arrays(f"{name}_scores_ddpm.npz", **scores)  # per sample, for re-analysis
   table_ddpm["non_finite"] = hallucination.non_finite_report(ok)
@@ -1240,7 +1305,7 @@ def check_config(cfg) -> None:
   """Every field of ``hallbench`` and every testbed's recipe, before any work: names from
   the allowed lists, timesteps inside each testbed's schedule, windows inside ``[0, T)``."""
   names = config_check.name_list(cfg, "hallbench.testbeds", TESTBEDS)
-  config_check.name_list(cfg, "hallbench.detectors", detectors.NAMES)
+  config_check.name_list(cfg, "hallbench.detectors", DETECTORS)
   config_check.name_list(cfg, "hallbench.mitigations", MITIGATIONS)
   if "testbeds" not in cfg:
     raise ConfigError(
@@ -1310,7 +1375,7 @@ def check_config(cfg) -> None:
 def _check_settings(cfg, tcfg, name) -> None:
   """The ``hallbench`` fields that testbed ``name`` (config ``tcfg``) runs with."""
   h = "hallbench."
-  config_check.name_list(cfg, h + "detectors", detectors.NAMES)
+  config_check.name_list(cfg, h + "detectors", DETECTORS)
   config_check.name_list(cfg, h + "mitigations", MITIGATIONS)
   n = config_check.integer(cfg, h + "num_samples", lo=4)
   config_check.integer(cfg, h + "split_seed", lo=0)
@@ -1341,6 +1406,17 @@ def _check_settings(cfg, tcfg, name) -> None:
   config_check.number(cfg, h + "iq.strength", lo=0.0)
   cal = config_check.integer(cfg, h + "iq.calibration", lo=2)
   config_check.integer(cfg, h + "iq.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")
+  config_check.integer(cfg, h + "study.max_carry_mb", lo=1)
+  image = name == "shapes"
+  try:
+    times = samplers.reverse_timesteps("ddpm", tcfg.diffusion.timesteps)
+    trajectory_scores.parse_windows(str(config_check.get(cfg, h + "study.windows")), times)
+  except ValueError as e:
+    raise ConfigError(h + "study.windows", str(e).split(": ", 1)[-1]) from None
+  try:
+    trajectory_scores.parse_reductions(str(config_check.get(cfg, h + "study.reductions")), image)
+  except ValueError as e:
+    raise ConfigError(h + "study.reductions", str(e).split(": ", 1)[-1]) from None
   config_check.number(cfg, h + "vsm.rho", lo=0.0)
   config_check.integer(cfg, h + "vsm.steps", lo=0)
   config_check.integer(cfg, h + "vsm.num_samples", lo=1, hi=n, hi_desc=f"hallbench.num_samples={n}")

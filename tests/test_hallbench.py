@@ -195,7 +195,10 @@ def test_tiny_run_writes_the_workdir_contract_and_the_tables(tiny_run):
   t = on_disk["tables"]["gaussian1d"]
   assert [r[0] for r in t["detectors_ddpm"]["rows"]] == [
     n for n in detectors.NAMES if n != "manifold_instability"
-  ]
+  ] + ["study_best"]
+  # The study's best score is one of its candidates, chosen on the selection half.
+  chosen = on_disk["testbeds"]["gaussian1d"]["study_best"]
+  assert chosen["candidates"] > 10 and chosen["name"].startswith(("x0|", "eps|"))
   assert [r[0] for r in t["detectors_ddim"]["rows"]] == list(detectors.NAMES)
   methods = [r[0] for r in t["mitigations"]["rows"]]
   assert methods == ["ddpm", "filter_0.1", "ddim", "ddim_k5", "iq", "vsm_rho0", "vsm"]
@@ -255,6 +258,20 @@ def test_tiny_run_measures_the_cached_samples(tiny_run):
   sel = trajectory_scores.split_halves(len(x), 0)
   assert row["held_out"]["auroc"] == pytest.approx(
     trajectory_scores.auroc_delong(ora[~sel], hal[~sel])["auroc"]
+  )
+  # The study's best: the study cache's column with the best selection-half AUROC, reported
+  # on the held-out half (the study drew the DDPM set's samples).
+  with np.load(os.path.join(wd, "gaussian1d_study.npz")) as z:
+    np.testing.assert_allclose(z["samples"], x, rtol=1e-4, atol=1e-4)
+    sc = z["scores"]
+  best, _ = trajectory_scores.select_best(list(range(sc.shape[1])), sc, hal, sel)
+  row = [
+    r
+    for r in res["testbeds"]["gaussian1d"]["detection"]["ddpm"]["rows"]
+    if r["method"] == "study_best"
+  ][0]
+  assert row["held_out"]["auroc"] == pytest.approx(
+    trajectory_scores.auroc_delong(sc[~sel, best], hal[~sel])["auroc"]
   )
 
 
