@@ -20,7 +20,9 @@ starting noise, and
 
 - every detector scores the same samples (the DDPM set, and a subset of the DDIM set, where
   the manifold-instability filter, which needs a deterministic sampler, joins): the paper's
-  trajectory variance, manifold instability and its LID from the denoising loss
+  trajectory variance and the detection study's best trajectory score (``experiments.detect``'s
+  windows x sources x reductions, chosen on the selection half), manifold instability and its
+  LID from the denoising loss
   (arXiv:2605.05026), FLIPD (arXiv:2406.03537), re-noising consistency, and the oracle (the
   true mixture's posterior probability of a hallucination); thresholds are chosen on one half
   and reported on the other (AUROC with DeLong interval, removed at 96% kept, kept at 95%
