@@ -376,6 +376,9 @@ def test_shapes_testbed_runs_from_a_trained_workdir(shapes_tiny_run, tmp_path):
 
   cfg = hb_config.get_config("tiny_shapes")
   cfg.testbeds.shapes.workdir = shapes_tiny_run
+  # The U-Net's second-order IQ step and the DDIM-k sets are the Gaussian runs' to test: here
+  # their compilations would double the test's time.
+  cfg.testbeds.shapes.hallbench.mitigations = ("ddpm", "filter", "ddim")
   before = sorted(os.listdir(os.path.join(shapes_tiny_run, "checkpoints")))
   wd = str(tmp_path / "bench")
   res = main.run(cfg, wd, config_name="configs/hallbench.py:tiny_shapes")
@@ -388,7 +391,7 @@ def test_shapes_testbed_runs_from_a_trained_workdir(shapes_tiny_run, tmp_path):
   methods = [r["method"] for r in t["detection"]["ddim"]["rows"]]
   assert methods == ["trajectory_variance", "manifold_instability", "lid_loss", "flipd", "renoise"]
   rows = {r["method"]: r for r in t["mitigation"]["rows"]}
-  assert set(rows) == {"ddpm", "filter_0.1", "ddim", "ddim_k2", "iq"}
+  assert set(rows) == {"ddpm", "filter_0.1", "ddim"}
   with np.load(os.path.join(wd, "shapes_ddpm.npz")) as z:
     x = z["samples"]
   counts = shapes_data.count_verdicts(shapes_data.check(np.clip(x, -1, 1), scale=0.5).verdicts)
