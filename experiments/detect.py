@@ -249,18 +249,19 @@ def make_study_fn(cfg, plan, model, mesh):
   return pipeline.jit_sampler(study_chunk, cfg, mesh)
 
 
-def draw(cfg, plan, wd, study_jit, params, step, mesh):
-  """Samples and scores, chunk by chunk, with the resumable cache; a stop signal is acted on
-  between chunks (:class:`Preempted`, the finished chunks cached)."""
+def draw(cfg, plan, wd, study_jit, params, step, mesh, cache_name=CACHE):
+  """Samples and scores, chunk by chunk, with the resumable cache (``cache_name`` in the
+  workdir); a stop signal is acted on between chunks (:class:`Preempted`, the finished chunks
+  cached)."""
   fp = plan.fingerprint(cfg, step)
-  cache = wd.load_sample_cache(CACHE, step, fp)  # None (and a log line) if stale
+  cache = wd.load_sample_cache(cache_name, step, fp)  # None (and a log line) if stale
   parts = {"samples": [], "traj_variance": [], "scores": []}
   have = 0
   if cache is not None:
     have = min(len(cache["scores"]), plan.num_samples)
     for k in parts:
       parts[k].append(cache[k][:have])
-    logging.info("%s: %d of %d samples already scored", CACHE, have, plan.num_samples)
+    logging.info("%s: %d of %d samples already scored", cache_name, have, plan.num_samples)
   key = jax.random.key(cfg.seed + 1)  # the main run's sampling key: the same samples
   progress = train.Progress("study", plan.num_samples, start=have, unit="samples", every_s=0.0)
   t0 = time.time()
@@ -269,7 +270,7 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
     if preemption.should_stop():
       raise Preempted(
         f"study: preempted while sampling ({have} of {plan.num_samples} samples "
-        f"scored and saved in {CACHE}); rerun the same command to resume"
+        f"scored and saved in {cache_name}); rerun the same command to resume"
       )
     drawn += 1
     faults.maybe_kill("study_chunk", drawn)
@@ -284,7 +285,7 @@ def draw(cfg, plan, wd, study_jit, params, step, mesh):
     have += n
     merged = {k: np.concatenate(v) for k, v in parts.items()}
     parts = {k: [v] for k, v in merged.items()}
-    wd.save_sample_cache(CACHE, step, fp, merged)
+    wd.save_sample_cache(cache_name, step, fp, merged)
     progress(have, extra=f"({time.time() - tc:.1f} s this chunk of {plan.chunk})")
   merged = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
   return merged, time.time() - t0

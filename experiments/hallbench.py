@@ -461,9 +461,9 @@ class _Testbed:
   def study_scores(self, n: int):
     """The detection study's scores (``experiments.detect``: every window x source x
     reduction of ``hallbench.study``) of the DDPM set's first ``n`` samples, accumulated in
-    the sampler's scan; drawn here in a pass of their own (the DDPM set's starting noise,
-    checked against its samples), cached in ``<name>_study.npz``. Returns (samples, names,
-    scores [n, K])."""
+    the sampler's scan; drawn here in a pass of their own by the study's own resumable loop
+    (``detect.draw``: the DDPM set's starting noise, checked against its samples), cached in
+    ``<name>_study.npz``. Returns (samples, names, scores [n, K])."""
     from experiments import detect
 
     st = self.h.study
@@ -477,32 +477,17 @@ class _Testbed:
       sharding.num_shards(self.mesh),
     )
     study_jit = detect.make_study_fn(self.tcfg, plan, self.model, self.mesh)
-    cache = f"{self.name}_study.npz"
-    fp = plan.fingerprint(self.tcfg, self.step)
-    t0 = time.time()
-    done = self.wd.load_sample_cache(cache, self.step, fp)
-    parts = {"samples": [], "scores": []}
-    have = 0
-    if done is not None:
-      have = min(len(done["scores"]), n)
-      for k in parts:
-        parts[k].append(done[k][:have])
-    key = jax.random.key(self.tcfg.seed + 1)  # draw_samples' key: the DDPM set's noise
-    while have < n:
-      idx = jax.device_put(
-        np.arange(have, have + plan.chunk, dtype=np.int32), sharding.data_sharding(self.mesh)
-      )
-      x, _, sc = (sharding.to_host(a) for a in study_jit(self.params, key, idx))
-      m = min(plan.chunk, n - have)
-      parts["samples"].append(np.asarray(x)[:m])
-      parts["scores"].append(np.asarray(sc)[:m])
-      have += m
-      merged = {k: np.concatenate(v) for k, v in parts.items()}
-      parts = {k: [v] for k, v in merged.items()}
-      self.wd.save_sample_cache(cache, self.step, fp, merged)
-      logging.info("%s/study: %d of %d samples scored", self.name, have, n)
-    merged = {k: np.concatenate(v) for k, v in parts.items()}
-    self.seconds["study"] = round(time.time() - t0, 2)
+    merged, seconds = detect.draw(
+      self.tcfg,
+      plan,
+      self.wd,
+      study_jit,
+      self.params,
+      self.step,
+      self.mesh,
+      cache_name=f"{self.name}_study.npz",
+    )
+    self.seconds["study"] = round(seconds, 2)
     return merged["samples"], plan.names, merged["scores"]
 
   def manifold_instability(self):

@@ -131,26 +131,32 @@ def make_train_step(
   def grads_of(params, batch, step_key):
     if learned:
       t, noise = diffusion.loss_inputs(schedule, batch, step_key)
-      parts = (split(batch), split(t), split(noise)) if k > 1 else None
+      b = batch.shape[0]
 
-      def loss(p):
-        if k == 1:
-          losses, terms = example_losses(p, batch, t, noise)
-          return jnp.mean(losses), {n: jnp.mean(v) for n, v in terms.items()}
+      def part(p, x0, tt, nn):
+        losses, terms = example_losses(p, x0, tt, nn)
+        return jnp.sum(losses) / b, {n: jnp.sum(v) / b for n, v in terms.items()}
 
-        def body(acc, xs):
-          losses, terms = example_losses(p, *xs)
-          return (
-            acc[0] + jnp.sum(losses),
-            {n: acc[1][n] + jnp.sum(v) for n, v in terms.items()},
-          ), None
+      grad_part = jax.value_and_grad(part, has_aux=True)
+      if k == 1:
+        (val, terms), grads = grad_part(params, batch, t, noise)
+        return {"loss": val, **terms}, grads
 
-        zero = (jnp.zeros(()), {n: jnp.zeros(()) for n in ("mse", "vb", "smooth")})
-        (total, sums), _ = jax.lax.scan(body, zero, parts)
-        b = batch.shape[0]
-        return total / b, {n: v / b for n, v in sums.items()}
+      # As for the epsilon MSE below: one micro-batch's gradient at a time, summed.
+      def body(acc, xs):
+        if batch_spec is not None:
+          xs = tuple(jax.lax.with_sharding_constraint(a, batch_spec) for a in xs)
+        (val, terms), g = grad_part(params, *xs)
+        sums = {n: acc[1][n] + terms[n] for n in terms}
+        return (acc[0] + val, sums, jax.tree.map(jnp.add, acc[2], g)), None
 
-      (val, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      names = ("mse", "vb", "smooth")
+      zero = (
+        jnp.zeros((), jnp.float32),
+        {n: jnp.zeros((), jnp.float32) for n in names},
+        jax.tree.map(jnp.zeros_like, params),
+      )
+      (val, terms, grads), _ = jax.lax.scan(body, zero, (split(batch), split(t), split(noise)))
       return {"loss": val, **terms}, grads
     if k == 1:
 
