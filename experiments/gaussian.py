@@ -281,6 +281,16 @@ def sweep_point_config(cfg, field, value):
   return c
 
 
+def sweep_point_key(cfg, field, value) -> str:
+  """What makes two sweep points the same training: the point's config (:func:`sweep_point_config`)
+  without the ``sweep`` block, whose budget the point has already applied and whose axis lists
+  say only which other points a run trains (so points of workdirs that split one sweep's axes
+  between them compare equal)."""
+  c = sweep_point_config(cfg, field, value).to_dict()
+  c.pop("sweep", None)
+  return json.dumps(c, sort_keys=True, default=str)
+
+
 def _add_seconds(path, tag, seconds, done):
   """Adds ``seconds`` to ``tag``'s wall time in ``path`` unless the point had finished in an
   earlier run (a point resumed over several runs sums their seconds; a run killed outright
@@ -365,7 +375,7 @@ def run_sweep(cfg, wd, mesh, mixture):
     for v in cfg.sweep.get(field, ()):
       c = sweep_point_config(cfg, field, v)
       tag = f"sweep_{field}_{v}"
-      key = json.dumps(c.to_dict(), sort_keys=True, default=str)
+      key = sweep_point_key(cfg, field, v)
       same_as = None
       if key in finished:
         same_as, r = finished[key]
@@ -409,6 +419,13 @@ def run_sweep(cfg, wd, mesh, mixture):
       # The rows so far, as they arrive (a long sweep's finished points can be read and
       # committed before it ends; results.json is written at the end).
       write_json(wd.file("sweep_table.json"), table)
+  return sweep_summary(table, wd.figure("sweep.png"))
+
+
+def sweep_summary(table, figure_path) -> dict:
+  """The sweep's results from its rows (in axis order): the figure of the rate (learned and
+  exact score, 95% intervals) against each swept field, written to ``figure_path``, and each
+  axis's trend (:func:`sweep_trends`)."""
   panels = {}
   for field, scale in SWEEP_FIELDS.items():
     rows = [r for r in table if r["field"] == field]
@@ -428,7 +445,18 @@ def run_sweep(cfg, wd, mesh, mixture):
         ),
       }
   if panels:
-    plots.sweep_lines(wd.figure("sweep.png"), panels)
+    plots.sweep_lines(figure_path, panels, yscale="log")
+    # The detector per point: AUROC and the share of hallucinations removed at the threshold
+    # that keeps 96% of in-support samples (points without a hallucination have neither).
+    detection = {}
+    for field, panel in panels.items():
+      rows = [r for r in table if r["field"] == field]
+      detection[field] = {"xs": panel["xs"], "xscale": panel["xscale"]}
+      for label, key in (("AUROC", "auroc"), ("removed at 96% kept", "hallucinations_removed")):
+        ys = [r.get(key) if is_number(r.get(key)) else None for r in rows]
+        detection[field][label] = (ys, ys, ys)
+    root, ext = os.path.splitext(figure_path)
+    plots.sweep_lines(f"{root}_detection{ext}", detection, ylabel="trajectory-variance detector")
   trends = sweep_trends(table)
   for field, t in trends.items():
     logging.info("sweep: the rate against %s: %s (paper: %s)", field, t["direction"], t["paper"])

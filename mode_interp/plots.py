@@ -139,10 +139,11 @@ def roc(path, fpr, tpr, auroc, point=None):
   return save(fig, path)
 
 
-def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
+def sweep_lines(path, tables: dict, ylabel="hallucination rate", yscale="linear"):
   """One panel per swept field. ``tables[field]`` is ``{"xs": [...], "xscale": "log" |
   "linear", LABEL: (ys, lo, hi), ...}`` with one line (and 95% band) per label, e.g. the
-  learned and the exact score; ``(xs, ys, lo, hi)`` tuples are read as one line."""
+  learned and the exact score; ``(xs, ys, lo, hi)`` tuples are read as one line.
+  ``yscale="log"`` draws rates that span decades (zeros are left out of a log panel)."""
   fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
   for ax, (field, panel) in zip(axes[0], tables.items()):
     if isinstance(panel, tuple):
@@ -154,6 +155,9 @@ def sweep_lines(path, tables: dict, ylabel="hallucination rate"):
       hi = np.asarray([np.nan if y is None else y for y in hi], np.float64)
       ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3, label=label)
     ax.set_xscale(panel.get("xscale", "log"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if yscale == "log":
+      ax.set_yscale("log")
     ax.set_xlabel(field)
     ax.set_ylabel(ylabel)
     ax.legend()
