@@ -541,8 +541,35 @@ def _sweep_rows(res) -> List[Row]:
         select=sel,
       )
     )
+    # The detector over all of the point's samples: its hallucinations are the rate's count.
+    rate = e.get("hallucination_rate")
+    n_hal = int(round(rate * n)) if is_number(rate) and is_number(n) else None
+    n_in = n - n_hal if n_hal is not None else None
     if is_number(e.get("auroc")):
-      rows.append(Row("auroc", f"Trajectory-variance AUROC, {tag}", e["auroc"], "num", select=sel))
+      ci = hallucination.auroc_interval(e["auroc"], n_hal, n_in) if n_hal else None
+      rows.append(
+        Row(
+          "auroc",
+          f"Trajectory-variance AUROC, {tag}",
+          e["auroc"],
+          "num",
+          ci,
+          None,
+          None,
+          "Hanley-McNeil" if ci else "",
+          sel,
+        )
+      )
+    if is_number(e.get("hallucinations_removed")):
+      rows.append(
+        proportion_row(
+          "hallucinations_removed",
+          f"Hallucinations removed at 96% in-support kept, {tag}",
+          e["hallucinations_removed"],
+          n_hal,
+          select=sel,
+        )
+      )
   return rows
 
 

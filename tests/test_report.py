@@ -465,6 +465,7 @@ def test_sweep_in_progress_is_read_from_its_table_with_a_trend_per_axis(tmp_path
     point("timesteps", 250, 0.0105, 0.0095, 0.0115),
     point("distance", 0.5, 0.12, 0.11, 0.13),
   ]
+  table[0].update(auroc=0.82, hallucinations_removed=0.5)  # 1,550 of the 3,100 removed
   _write(wd / "sweep_table.json", table)
   out = tmp_path / "r.md"
   report.main([str(wd), f"--out={out}", "--references=/nonexistent.json"])
@@ -474,6 +475,12 @@ def test_sweep_in_progress_is_read_from_its_table_with_a_trend_per_axis(tmp_path
   assert "## gaussian (sweep) — gaussian1d" in text
   assert "| Training steps | 10,000 epochs per point |" in text  # not the base config's 6,000
   assert "Hallucination rate, num_train = 20,000 | 0.04% [0.03, 0.05]%" in text
+  # The detector per point, with intervals over the point's 3,100 hallucinations.
+  assert "Trajectory-variance AUROC, num_train = 2,000 | 0.82 [" in text
+  assert (
+    "removed at 96% in-support kept, num_train = 2,000 | 50.00% [48.24, 51.76]% (1,550/3,100)"
+    in text
+  )
   assert (
     "| num_train | 2,000, 5,000, 20,000 | falls, monotone | down, down | not recorded |" in text
   )
