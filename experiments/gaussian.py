@@ -291,6 +291,46 @@ def sweep_point_key(cfg, field, value) -> str:
   return json.dumps(c, sort_keys=True, default=str)
 
 
+def check_resume(cfg, old: dict, wd) -> None:
+  """Before a sweep resumes on ``wd`` (whose ``config.json`` was ``old``): a point that has
+  trained there (its checkpoints exist) and whose training this config changes (its steps, from
+  ``sweep.epochs`` / ``sweep.steps``, or a field frozen under a checkpoint) would be trained
+  on under another recipe, or its finished result kept beside points of the new one: refused
+  with the fields, as for any frozen field. Points only added, removed, or sampled differently
+  are not a conflict."""
+  import ml_collections
+  from mode_interp.errors import WorkdirError
+  from mode_interp.workdir import FROZEN, _is_frozen, flatten
+
+  if not cfg.get("sweep", {}).get("enabled", False) or not old.get("sweep", {}).get("enabled"):
+    return
+  old_cfg = ml_collections.ConfigDict(old)
+  bad = []
+  for field in SWEEP_FIELDS:
+    for v in cfg.sweep.get(field, ()):
+      tag = f"sweep_{field}_{v}"
+      if not os.path.isdir(os.path.join(wd.checkpoints, tag)):
+        continue
+      try:
+        a = flatten(sweep_point_config(old_cfg, field, v).to_dict())
+      except (AttributeError, KeyError, TypeError, ValueError):
+        continue  # the old config cannot describe this point: nothing to compare
+      b = flatten(sweep_point_config(cfg, field, v).to_dict())
+      changed = [
+        f"{k}: {a[k]!r} -> {b.get(k)!r}"
+        for k in sorted(a)
+        if (k == "train.steps" or _is_frozen(k, FROZEN)) and a[k] != b.get(k)
+      ]
+      if changed:
+        bad.append(f"{tag} ({', '.join(changed)})")
+  if bad:
+    raise WorkdirError(
+      f"{wd.path} holds sweep points trained under another recipe than this config gives them: "
+      f"{'; '.join(bad)}; resuming would train them on under the new one. Use a new --workdir "
+      f"(experiments.merge_sweep joins sweeps run apart), or delete those points' checkpoints."
+    )
+
+
 def _add_seconds(path, tag, seconds, done):
   """Adds ``seconds`` to ``tag``'s wall time in ``path`` unless the point had finished in an
   earlier run (a point resumed over several runs sums their seconds; a run killed outright

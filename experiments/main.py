@@ -61,10 +61,13 @@ def run(cfg, workdir: str, config_name: str = ""):
   wd.lock()
   try:
     wd.check_files()
+    runner = importlib.import_module(RUNNERS[cfg.experiment])
+    old = wd.read_config()
+    if old is not None and hasattr(runner, "check_resume"):
+      runner.check_resume(cfg, old, wd)  # what the frozen fields cannot say, before any write
     changes = wd.write_config(cfg.to_dict())
     for k, old, new in changes:
       logging.info("config change on resume: %s: %r -> %r", k, old, new)
-    runner = importlib.import_module(RUNNERS[cfg.experiment])
     logging.info(
       "%s -> %s on %d %s device(s)",
       config_name or cfg.experiment,

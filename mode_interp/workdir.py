@@ -192,6 +192,14 @@ class Workdir:
     return os.path.join(self.figures, name)
 
   # -- config --------------------------------------------------------------
+  def read_config(self) -> Optional[dict]:
+    """The run's ``config.json`` as written, or ``None`` for a new workdir."""
+    path = self.file("config.json")
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
   def write_config(self, config: dict, frozen: Optional[Iterable[str]] = None) -> list:
     """Writes ``config.json``; if one exists, refuses changes to frozen fields
     (default: :func:`frozen_fields` of the existing run's config).

@@ -219,6 +219,24 @@ def test_distance_and_imbalance_sweeps(tmp_path):
   again = main.run(cfg, wd)["sweep"]
   assert [b["wall_seconds"] for b in again] == [a["wall_seconds"] for a in res["sweep"]]
   assert [b["hallucination_rate"] for b in again] == [a["hallucination_rate"] for a in res["sweep"]]
+  # A budget that would train the finished points on is refused before anything is written;
+  # a point dropped from an axis is not a conflict.
+  from mode_interp.errors import WorkdirError
+
+  longer = cfg.copy_and_resolve_references()
+  longer.sweep.steps = 40
+  with open(os.path.join(wd, "config.json")) as f:
+    before = f.read()
+  with pytest.raises(WorkdirError, match=r"sweep_distance_0.5 \(train.steps: 20 -> 40\)"):
+    main.run(longer, wd)
+  with open(os.path.join(wd, "config.json")) as f:
+    assert f.read() == before
+  from experiments import gaussian
+  from mode_interp.workdir import Workdir
+
+  fewer = cfg.copy_and_resolve_references()
+  fewer.sweep.distance = (0.5,)
+  gaussian.check_resume(fewer, json.loads(before), Workdir(wd))
 
   cfg = _tiny(grid25.get_config("imbalance"), steps=20)
   cfg.sweep.imbalance = (1.0, 10.0)
