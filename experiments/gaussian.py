@@ -281,6 +281,11 @@ def sweep_point_config(cfg, field, value):
   return c
 
 
+def sweep_tag(field, value) -> str:
+  """A sweep point's name: its checkpoint subdirectory, file prefix and wall-time key."""
+  return f"sweep_{field}_{value}"
+
+
 def sweep_point_key(cfg, field, value) -> str:
   """What makes two sweep points the same training: the point's config (:func:`sweep_point_config`)
   without the ``sweep`` block, whose budget the point has already applied and whose axis lists
@@ -308,7 +313,7 @@ def check_resume(cfg, old: dict, wd) -> None:
   bad = []
   for field in SWEEP_FIELDS:
     for v in cfg.sweep.get(field, ()):
-      tag = f"sweep_{field}_{v}"
+      tag = sweep_tag(field, v)
       if not os.path.isdir(os.path.join(wd.checkpoints, tag)):
         continue
       try:
@@ -414,7 +419,7 @@ def run_sweep(cfg, wd, mesh, mixture):
   for field in SWEEP_FIELDS:
     for v in cfg.sweep.get(field, ()):
       c = sweep_point_config(cfg, field, v)
-      tag = f"sweep_{field}_{v}"
+      tag = sweep_tag(field, v)
       key = sweep_point_key(cfg, field, v)
       same_as = None
       if key in finished:

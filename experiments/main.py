@@ -62,9 +62,9 @@ def run(cfg, workdir: str, config_name: str = ""):
   try:
     wd.check_files()
     runner = importlib.import_module(RUNNERS[cfg.experiment])
-    old = wd.read_config()
-    if old is not None and hasattr(runner, "check_resume"):
-      runner.check_resume(cfg, old, wd)  # what the frozen fields cannot say, before any write
+    previous = wd.read_config()
+    if previous is not None and hasattr(runner, "check_resume"):
+      runner.check_resume(cfg, previous, wd)  # what the frozen fields cannot say, before any write
     changes = wd.write_config(cfg.to_dict())
     for k, old, new in changes:
       logging.info("config change on resume: %s: %r -> %r", k, old, new)

@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 
 from experiments import cli, gaussian
 from mode_interp.errors import ConfigError, DataError
-from mode_interp.workdir import write_json
+from mode_interp.workdir import flatten, write_json
 
 FLAGS = flags.FLAGS
 
@@ -54,24 +54,20 @@ def _read(path, what):
 def expected_points(cfg):
   """``[(field, value, tag, key)]`` of ``cfg``'s sweep, in its axis order."""
   return [
-    (field, v, f"sweep_{field}_{v}", gaussian.sweep_point_key(cfg, field, v))
+    (field, v, gaussian.sweep_tag(field, v), gaussian.sweep_point_key(cfg, field, v))
     for field in gaussian.SWEEP_FIELDS
     for v in cfg.sweep.get(field, ())
   ]
 
 
-def _diff(a: dict, b: dict, prefix="") -> list:
+def _diff(a: dict, b: dict) -> list:
   """The fields where workdir config ``a`` and ``--config``'s ``b`` differ. A field absent from
   ``a`` was added to the code after that run and keeps its default's meaning (as on resume,
   :meth:`mode_interp.workdir.Workdir.write_config`): not a difference."""
-  out = []
-  for k in sorted(a):
-    x, y = a.get(k), b.get(k)
-    if isinstance(x, dict) and isinstance(y, dict):
-      out += _diff(x, y, f"{prefix}{k}.")
-    elif json.dumps(x, default=str) != json.dumps(y, default=str):
-      out.append(f"{prefix}{k}: {x!r} (workdir) vs {y!r} (--config)")
-  return out
+  a, b = flatten(a), flatten(b)
+  return [
+    f"{k}: {a[k]!r} (workdir) vs {b.get(k)!r} (--config)" for k in sorted(a) if a[k] != b.get(k)
+  ]
 
 
 def collect(cfg, sources):

@@ -192,13 +192,16 @@ class Workdir:
     return os.path.join(self.figures, name)
 
   # -- config --------------------------------------------------------------
-  def read_config(self) -> Optional[dict]:
-    """The run's ``config.json`` as written, or ``None`` for a new workdir."""
-    path = self.file("config.json")
+  def _read_json(self, name: str) -> Optional[dict]:
+    path = self.file(name)
     if not os.path.exists(path):
       return None
     with open(path) as f:
       return json.load(f)
+
+  def read_config(self) -> Optional[dict]:
+    """The run's ``config.json`` as written, or ``None`` for a new workdir."""
+    return self._read_json("config.json")
 
   def write_config(self, config: dict, frozen: Optional[Iterable[str]] = None) -> list:
     """Writes ``config.json``; if one exists, refuses changes to frozen fields
@@ -209,9 +212,8 @@ class Workdir:
     path = self.file("config.json")
     config = jsonable(config)
     changes = []
-    if os.path.exists(path):
-      with open(path) as f:
-        old_config = json.load(f)
+    old_config = self.read_config()
+    if old_config is not None:
       frozen = frozen_fields(old_config) if frozen is None else tuple(frozen)
       old = flatten(old_config)
       new = flatten(config)
@@ -243,11 +245,7 @@ class Workdir:
       write_json(self.file("results.json"), results, indent=2)
 
   def read_results(self) -> Optional[dict]:
-    path = self.file("results.json")
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
+    return self._read_json("results.json")
 
   def save_arrays(self, name: str, **arrays) -> None:
     if self.main:
